@@ -1,0 +1,38 @@
+"""corepool's process engine (private).
+
+Data flow, from the caller's inputs to its results::
+
+    caller thread            feeder thread (one per stream)        supervisor thread (one per pool)
+    ─────────────            ──────────────────────────────        ────────────────────────────────
+    map/imap(fn, inputs) ─▶  pulls a chunk when the job's window   PoolState (state.py) decides; the
+      StreamJob (job.py)     has room; pickles it (protocol 5) ─▶  supervisor frames RUN messages
+                             Chunk ─▶ supervisor.call(add)          onto each worker's own socket
+                                                                             │  ▲
+                                                        worker process (worker.py, no threads):
+                                                        unpickle fn once per job, inputs per
+                                                        chunk; run; write (chunk, position,
+                                                        start time) to its shared slot; send DONE
+                                                                             │
+    pieces() reorders ◀──── Job.deliver(Piece) ◀── supervisor reads DONE / sentinel / deadline
+    and gives window                                 and applies PoolState's actions
+    permits back as the caller consumes
+
+Who owns what: the caller's thread owns the result iterator; a feeder thread owns the
+user's input iterator; the supervisor thread owns every socket, process and the
+PoolState, and is the only one to change them (other threads queue commands through
+``Supervisor.call``). ``dispatch.py`` holds the chunk-size and window rules.
+"""
+
+from .engine import ProcessEngine, check_not_bootstrapping, default_start_method, resolve_context
+from .job import CallJob, Job, Piece, StreamJob
+
+__all__ = [
+    "CallJob",
+    "Job",
+    "Piece",
+    "ProcessEngine",
+    "StreamJob",
+    "check_not_bootstrapping",
+    "default_start_method",
+    "resolve_context",
+]

@@ -1,0 +1,161 @@
+"""The process engine as the rest of corepool sees it: start, run jobs, stop."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sys
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from ..errors import CorepoolError
+from ..serialize import dumps_code, dumps_data, find_unpicklable
+from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .state import Action, Chunk, PoolState
+from .supervisor import Supervisor, split_payload
+
+GUARD_MESSAGE = (
+    "a corepool pool was started while a worker process was importing the main script. "
+    "Worker processes import the main module; code that starts a pool at import time "
+    "then runs again in every worker. Put it under `if __name__ == \"__main__\":`."
+)
+
+
+def default_start_method() -> str:
+    """``forkserver`` where it exists (safe with threads, fast after the first worker)."""
+    methods = multiprocessing.get_all_start_methods()
+    if sys.platform.startswith("linux") and "forkserver" in methods:
+        return "forkserver"
+    return "spawn"
+
+
+def resolve_context(context: BaseContext | None, start_method: str | None) -> BaseContext:
+    """The multiprocessing context workers are started with."""
+    if context is not None:
+        return context
+    method = start_method or default_start_method()
+    ctx = multiprocessing.get_context(method)
+    if method == "forkserver":
+        # Workers forked from a server that already imported corepool start in ~ms.
+        ctx.set_forkserver_preload(["__main__", "corepool._engine.worker"])
+    return ctx
+
+
+def check_not_bootstrapping() -> None:
+    """Refuse to start workers from a worker that is still importing ``__main__``."""
+    if getattr(multiprocessing.current_process(), "_inheriting", False):
+        raise CorepoolError(GUARD_MESSAGE)
+
+
+def function_name(fn: Callable[..., Any]) -> str:
+    """'the function module.name' for error messages."""
+    name = getattr(fn, "__qualname__", None) or getattr(fn, "__name__", None) or repr(fn)
+    module = getattr(fn, "__module__", None)
+    return f"the function {module}.{name}" if module else f"the function {name}"
+
+
+class ProcessEngine:
+    """Worker processes, the supervisor thread, and feeder threads for streams."""
+
+    def __init__(
+        self,
+        workers: int,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        max_tasks_per_child: int | None = None,
+        context: BaseContext | None = None,
+        start_method: str | None = None,
+        thread_limit: int | None = None,
+    ) -> None:
+        check_not_bootstrapping()
+        self.context = resolve_context(context, start_method)
+        init_blob = None
+        if initializer is not None:
+            init_blob = dumps_code((initializer, tuple(initargs)), "the initializer")
+        self.workers = workers
+        self.state = PoolState(workers, max_tasks_per_child=max_tasks_per_child, split=split_payload)
+        self.supervisor = Supervisor(
+            self.context, self.state, init_blob=init_blob, thread_limit=thread_limit
+        )
+        self.supervisor.thread.start()
+
+    def _add(self, chunks: list[Chunk]) -> None:
+        state = self.state
+        self.supervisor.call(lambda now: state.add(chunks, now))
+
+    def run_stream(self, job: StreamJob) -> None:
+        """Start pulling, pickling and queueing the job's chunks (in a feeder thread)."""
+        job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
+
+        def run_chunk(origin: int, start: int, items: list[Any]) -> None:
+            try:
+                payload = dumps_data(items)
+            except Exception:
+                self._add(self._split_unpicklable(job, origin, start, items))
+                return
+            job.sizer.observe_payload(len(items), len(payload))
+            self._add([Chunk(job, origin, start, len(items), payload)])
+
+        start_feeder(job, run_chunk)
+
+    def _split_unpicklable(self, job: Job, origin: int, start: int, items: list[Any]) -> list[Chunk]:
+        bad = find_unpicklable(items)
+        chunks: list[Chunk] = []
+        run_start = 0
+        for pos in [*sorted(bad), len(items)]:
+            if pos > run_start:
+                part = items[run_start:pos]
+                chunks.append(Chunk(job, origin, start + run_start, len(part), dumps_data(part)))
+            if pos < len(items):
+                job.deliver(input_failure_piece(job, origin, start, pos, items[pos], bad[pos]))
+            run_start = pos + 1
+        return chunks
+
+    def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Queue one call; an unpicklable argument fails only this call."""
+        job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
+        try:
+            payload = dumps_data([(args, kwargs)])
+        except Exception as exc:
+            from ..serialize import argument_error
+
+            error = argument_error(0, args, exc, star=True)
+            job.deliver(Piece(0, [None], {0: error}, 0, None, [(args, kwargs)]))
+            return
+        self._add([Chunk(job, 0, 0, 1, payload)])
+
+    def release(self, job: Job) -> None:
+        """The job is over (or abandoned): drop its queued chunks, let workers forget it."""
+        state = self.state
+
+        def command(now: float) -> list[Action]:
+            if job.cancelled:
+                state.cancel(job)
+            state.forget(job)
+            return []
+
+        self.supervisor.call(command)
+
+    def close(self) -> None:
+        """Finish queued work, then let the workers exit."""
+        state = self.state
+        self.supervisor.call(lambda now: state.close(now))
+        self.supervisor.finish()
+
+    def terminate(self) -> None:
+        """Stop every worker now; unfinished jobs fail."""
+        state = self.state
+        error = CorepoolError("the pool was terminated before this task finished")
+        self.supervisor.call(lambda now: state.terminate(now, error))
+        self.supervisor.finish()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the supervisor (and so every worker) to end; True if it did."""
+        thread = self.supervisor.thread
+        thread.join(timeout)
+        return not thread.is_alive()
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers."""
+        return self.supervisor.pids()

@@ -1,0 +1,334 @@
+"""A job: one function applied to a stream of inputs, or to a single call.
+
+A job is where the three parties meet. The *feeder* pulls inputs from the user's
+iterable in chunks (:meth:`StreamJob.next_chunk`) while the window allows; the
+*supervisor* (or a thread or serial backend) runs them and hands back :class:`Piece`
+objects through :meth:`Job.deliver`; the *consumer*, the thread that iterates the
+results, reassembles pieces in input order or completion order
+(:meth:`StreamJob.pieces`) and gives window permits back as it consumes them, which is
+what keeps memory bounded for an endless input and a slow consumer.
+"""
+
+from __future__ import annotations
+
+import itertools
+import queue
+import threading
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..errors import CorepoolError, SerializationError
+from ..serialize import add_note, describe_input, loads
+from . import protocol as p
+from .dispatch import ChunkSizer
+
+_job_ids = itertools.count()
+
+
+@dataclass
+class Piece:
+    """Results for the contiguous task indices ``start .. start + len(values) - 1``.
+
+    ``failures`` maps a position in ``values`` to the exception that task ended with;
+    ``payload`` is the pickled inputs, kept to describe a failed task's input.
+    """
+
+    start: int
+    values: list[Any]
+    failures: dict[int, BaseException] = field(default_factory=dict)
+    origin: int = -1
+    payload: bytes | None = None
+    inputs: list[Any] | None = None  # the inputs themselves, for in-process backends
+
+
+class Job:
+    """What every backend needs to know about a job, and where its results go."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        style: int,
+        *,
+        timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        sizer: ChunkSizer | None = None,
+    ) -> None:
+        if timeout is not None and timeout <= 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {retries!r}")
+        self.id = next(_job_ids)
+        self.fn = fn
+        self.style = style
+        self.timeout = timeout
+        self.retries = retries
+        self.retry_on = retry_on
+        self.sizer = sizer or ChunkSizer(1)
+        self.cancelled = False
+        self.cache_function = style != p.CALL  # a worker keeps a stream's function
+        self.fn_bytes: bytes | None = None  # set by the process backend
+
+    # Called by backends -------------------------------------------------------------
+    def deliver(self, piece: Piece) -> None:
+        """Hand over finished tasks (any thread)."""
+        raise NotImplementedError
+
+    def fail(self, exc: BaseException) -> None:
+        """The whole job cannot go on (pool broken or terminated)."""
+        raise NotImplementedError
+
+    def cancel(self) -> None:
+        """The caller no longer wants results: stop pulling input."""
+        self.cancelled = True
+
+    def claim(self) -> bool:
+        """Called as a chunk of this job goes to a worker; False if it must not run."""
+        return not self.cancelled
+
+    def unbound(self) -> None:
+        """Let the feeder run ahead without waiting for the consumer (pool closing)."""
+
+    def describe(self, payload: bytes | None, pos: int) -> str:
+        """A short repr of the input at ``pos`` of a pickled chunk, for error notes."""
+        if payload is None:
+            return "?"
+        try:
+            item = loads(payload)[pos]
+        except Exception:
+            return "?"
+        return self.describe_value(item)
+
+    def describe_value(self, item: Any) -> str:
+        """A short repr of one input, as the function receives it."""
+        if self.style == p.CALL:
+            args, kwargs = item
+            parts = [describe_input(a) for a in args]
+            parts += [f"{k}={describe_input(v)}" for k, v in kwargs.items()]
+            return "(" + ", ".join(parts) + ")"
+        return describe_input(item)
+
+    def annotate(self, piece: Piece) -> None:
+        """Add to each failure the note naming its task index and input (once)."""
+        for pos, exc in piece.failures.items():
+            if getattr(exc, "_corepool_noted", False):
+                continue
+            if piece.inputs is not None:
+                shown = self.describe_value(piece.inputs[pos])
+            else:
+                shown = self.describe(piece.payload, pos)
+            add_note(exc, f"corepool: task {piece.start + pos}, input {shown}")
+            try:
+                exc._corepool_noted = True  # type: ignore[attr-defined]
+            except Exception:
+                pass
+
+
+class CallJob(Job):
+    """A single ``fn(*args, **kwargs)`` whose outcome goes to a Future."""
+
+    def __init__(self, fn: Callable[..., Any], future: Future[Any], **options: Any) -> None:
+        super().__init__(fn, p.CALL, **options)
+        self.future = future
+
+    def claim(self) -> bool:
+        if self.future.cancelled():
+            return False
+        if not self.future.running():
+            return self.future.set_running_or_notify_cancel()
+        return True
+
+    def deliver(self, piece: Piece) -> None:
+        if self.future.done():
+            return
+        if piece.failures:
+            self.annotate(piece)
+            self.future.set_exception(piece.failures[0])
+        else:
+            self.future.set_result(piece.values[0])
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+_END = object()
+TIMED_OUT = Piece(-1, [])  # yielded by StreamJob.pieces when a bounded wait expires
+
+
+class StreamJob(Job):
+    """``fn`` over an iterable: lazy input, bounded window, ordered or unordered output."""
+
+    def __init__(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        style: int,
+        *,
+        window: int,
+        **options: Any,
+    ) -> None:
+        super().__init__(fn, style, **options)
+        self._inputs: Iterator[Any] = iter(iterable)
+        self._input_lock = threading.Lock()
+        self._next_start = 0
+        self._origins = itertools.count()
+        self._origin_sizes: dict[int, int] = {}
+        self.window = threading.Semaphore(window)
+        self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self.total: int | None = None  # known once the input is exhausted
+        self.input_error: BaseException | None = None
+        self._failure: BaseException | None = None
+        self.pump: Callable[[], bool] | None = None  # serial backend: run work inline
+        self.wait: float | None = None  # longest wait for the next piece (None: forever)
+
+    # The feeder side ----------------------------------------------------------------
+    def next_chunk(self) -> tuple[int, int, list[Any]] | None:
+        """Pull the next chunk ``(origin, start, inputs)``; None when the input is done."""
+        with self._input_lock:
+            if self.total is not None or self.cancelled:
+                return None
+            size = self.sizer.next_size()
+            start = self._next_start
+            items: list[Any] = []
+            try:
+                items.extend(itertools.islice(self._inputs, size))
+            except BaseException as exc:
+                # The user's iterable raised: what came before still runs; the error is
+                # raised to the consumer once it reaches this position.
+                self.input_error = exc
+                self.total = start + len(items)
+            else:
+                if len(items) < size:
+                    self.total = start + len(items)
+            if not items:
+                self._results.put(_END)
+                return None
+            origin = next(self._origins)
+            self._origin_sizes[origin] = len(items)
+            self._next_start = start + len(items)
+            if self.total is not None:
+                self._results.put(_END)
+            return origin, start, items
+
+    # The backend side ---------------------------------------------------------------
+    def deliver(self, piece: Piece) -> None:
+        self._results.put(piece)
+
+    def fail(self, exc: BaseException) -> None:
+        self._failure = exc
+        self._results.put(_END)
+
+    def cancel(self) -> None:
+        self.cancelled = True
+        # Wake a feeder blocked on the window so it can see the cancellation.
+        self.window.release()
+
+    def unbound(self) -> None:
+        self.window.release(1 << 30)
+
+    # The consumer side --------------------------------------------------------------
+    def _next_piece(self, timeout: float | None) -> Any:
+        if self.pump is not None:
+            while True:
+                try:
+                    return self._results.get_nowait()
+                except queue.Empty:
+                    pass
+                if not self.pump():
+                    return _END
+        try:
+            return self._results.get(timeout=timeout)
+        except queue.Empty:
+            return TIMED_OUT
+
+    def pieces(self, ordered: bool) -> Iterator[Piece]:
+        """Finished pieces, in input order or as they come; raises the job's failure.
+
+        While :attr:`wait` is set, a wait for the next piece longer than that yields
+        :data:`TIMED_OUT` instead (the iteration can go on afterwards).
+        """
+        held: dict[int, Piece] = {}
+        consumed_by_origin: dict[int, int] = {}
+        next_index = 0
+        seen_end = False
+        try:
+            while True:
+                if ordered:
+                    while next_index in held:
+                        piece = held.pop(next_index)
+                        next_index += len(piece.values)
+                        self._release(piece, consumed_by_origin)
+                        yield piece
+                if self._failure is not None:
+                    raise self._failure
+                if seen_end and self.total is not None and self._consumed(
+                    ordered, next_index, consumed_by_origin
+                ):
+                    if self.input_error is not None:
+                        raise self.input_error
+                    return
+                item = self._next_piece(self.wait)
+                if item is TIMED_OUT:
+                    yield item
+                    continue
+                if item is _END:
+                    seen_end = True
+                    continue
+                if ordered:
+                    held[item.start] = item
+                else:
+                    self._release(item, consumed_by_origin)
+                    yield item
+        finally:
+            if self.total is None or self._failure is not None:
+                self.cancel()
+
+    def _consumed(self, ordered: bool, next_index: int, by_origin: dict[int, int]) -> bool:
+        assert self.total is not None
+        if ordered:
+            return next_index >= self.total
+        return sum(by_origin.values()) >= self.total
+
+    def _release(self, piece: Piece, by_origin: dict[int, int]) -> None:
+        done = by_origin.get(piece.origin, 0) + len(piece.values)
+        by_origin[piece.origin] = done
+        if done >= self._origin_sizes.get(piece.origin, 0):
+            self.window.release()
+
+
+def input_failure_piece(job: Job, origin: int, start: int, pos: int, item: Any, exc: Exception) -> Piece:
+    """A one-task piece for an input that cannot be pickled (it never reaches a worker)."""
+    from ..serialize import argument_error
+
+    error: BaseException = argument_error(start + pos, item, exc, job.style == p.STAR)
+    if not isinstance(error, SerializationError):  # pragma: no cover - defensive
+        error = CorepoolError(str(error))
+    return Piece(start + pos, [None], {0: error}, origin, None)
+
+
+def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> None:
+    """Pull chunks from ``job`` while its window allows and pass each to ``run_chunk``.
+
+    The body of a feeder thread: it blocks on the window, not on the backend.
+    """
+    try:
+        while True:
+            job.window.acquire()
+            if job.cancelled:
+                return
+            got = job.next_chunk()
+            if got is None:
+                return
+            run_chunk(*got)
+    except BaseException as exc:  # never leave the consumer waiting for a dead feeder
+        job.fail(exc)
+
+
+def start_feeder(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> threading.Thread:
+    """Run :func:`feed` in a daemon thread of its own."""
+    thread = threading.Thread(target=feed, args=(job, run_chunk), name="corepool-feeder", daemon=True)
+    thread.start()
+    return thread

@@ -1,0 +1,322 @@
+"""The one thread that talks to the workers.
+
+It blocks in a single ``selector.select()`` on everything that can happen at once:
+each worker's channel (readable, and writable while a frame waits to go out), each
+worker process's sentinel (it died), and a wakeup pipe that other threads write to
+after queueing a command; its timeout is the next deadline the state machine knows of
+(a task's timeout, a kill after SIGTERM's grace). Nothing polls. Every event goes
+through :class:`~corepool._engine.state.PoolState`, and the supervisor carries out the
+actions it returns: start a process, frame and send a chunk, signal a process, hand
+results to a job.
+
+All worker processes are started from this thread, so ``PR_SET_PDEATHSIG`` in a
+worker started with ``spawn`` or ``fork`` refers to a thread that lives as long as the
+pool does.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import selectors
+import socket
+import threading
+import time
+from collections.abc import Callable
+from multiprocessing.context import BaseContext
+from typing import Any
+
+from ..errors import CorepoolError
+from ..serialize import dumps_data, loads
+from . import protocol as p
+from . import worker as worker_module
+from .state import (
+    Action,
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    PoolState,
+    Quit,
+    Send,
+    Start,
+)
+
+
+def split_payload(payload: bytes) -> list[bytes]:
+    """One pickled single-input list per input of a pickled chunk."""
+    return [dumps_data([item]) for item in loads(payload)]
+
+
+class _Proc:
+    """A worker process and its end of the channel, as the supervisor sees them."""
+
+    def __init__(self, process: Any, sock: socket.socket, slot: Any) -> None:
+        self.process = process
+        self.sock = sock
+        self.slot = slot
+        self.reader = p.FrameReader(sock)
+        self.writer = p.FrameWriter(sock)
+        self.writing = False
+        self.channel_open = True
+
+
+class Supervisor:
+    """Owns the worker processes and the :class:`PoolState`; runs in its own thread."""
+
+    def __init__(
+        self,
+        context: BaseContext,
+        state: PoolState,
+        *,
+        init_blob: bytes | None,
+        thread_limit: int | None,
+        exit_reason: Callable[[int | None, int | None], str] | None = None,
+    ) -> None:
+        self._ctx = context
+        self.state = state
+        self._init_blob = init_blob
+        self._thread_limit = thread_limit
+        self._procs: dict[int, _Proc] = {}
+        self._selector = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", -1))
+        self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
+        self._stop_when_done = False
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
+
+    # Other threads --------------------------------------------------------------------
+    def call(self, command: Callable[[float], list[Action]]) -> None:
+        """Run ``command(now)`` on the supervisor thread and apply the actions it returns."""
+        self._commands.append(command)
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # the pipe is full (a wakeup is pending anyway) or the pool is gone
+
+    def finish(self) -> None:
+        """Let the thread end once no worker is left (after close or terminate)."""
+
+        def mark(now: float) -> list[Action]:
+            self._stop_when_done = True
+            return []
+
+        self.call(mark)
+
+    # The thread ---------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            self._apply(self.state.start(time.monotonic()))
+            while not (self._stop_when_done and not self._procs):
+                deadline = self.state.next_deadline(self._read_slot)
+                timeout = None
+                if deadline is not None:
+                    timeout = max(0.0, deadline - time.monotonic())
+                for key, mask in self._selector.select(timeout):
+                    kind, wid = key.data
+                    if kind == "wake":
+                        self._drain_commands()
+                    elif kind == "chan":
+                        self._on_channel(wid, mask)
+                    else:
+                        self._on_sentinel(wid)
+                self._apply(self.state.on_tick(time.monotonic(), self._read_slot))
+        except BaseException as exc:  # a bug here must not leave callers waiting forever
+            self.error = exc
+            failure = CorepoolError(f"the corepool supervisor thread failed: {exc!r}")
+            failure.__cause__ = exc
+            try:
+                self._apply(self.state.terminate(time.monotonic(), failure))
+            except BaseException:
+                pass
+            for proc in self._procs.values():
+                try:
+                    proc.process.kill()
+                except Exception:
+                    pass
+        finally:
+            self._close_all()
+
+    def _drain_commands(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+        while self._commands:
+            command = self._commands.popleft()
+            self._apply(command(time.monotonic()))
+
+    def _read_slot(self, wid: int) -> tuple[int, int, float]:
+        proc = self._procs.get(wid)
+        if proc is None:
+            return -1, -1, 0.0
+        slot = proc.slot
+        seq, pos, started = slot[0], slot[1], slot[2]
+        return int(seq), int(pos), float(started)
+
+    def _on_channel(self, wid: int, mask: int) -> None:
+        proc = self._procs.get(wid)
+        if proc is None:
+            return
+        if mask & selectors.EVENT_WRITE:
+            self._flush(wid, proc)
+        if mask & selectors.EVENT_READ:
+            self._read_frames(wid, proc)
+
+    def _read_frames(self, wid: int, proc: _Proc) -> None:
+        for meta, body in proc.reader.read():
+            self._apply(self._on_frame(wid, meta, body))
+        if proc.reader.eof and proc.channel_open:
+            proc.channel_open = False
+            self._selector.unregister(proc.sock)
+
+    def _on_frame(self, wid: int, meta: tuple[Any, ...], body: bytearray) -> list[Action]:
+        now = time.monotonic()
+        kind = meta[0]
+        if kind == p.DONE:
+            _, seq, busy = meta
+            try:
+                values, failures = loads(body)
+            except Exception as exc:
+                return self.state.on_result_unreadable(wid, seq, exc, now)
+            return self.state.on_done(wid, seq, busy, values, failures, now)
+        if kind == p.READY:
+            return self.state.on_ready(wid, meta[1], now)
+        if kind == p.UNREADABLE:
+            _, seq, what, info = meta
+            return self.state.on_unreadable(wid, seq, what, info, now)
+        if kind == p.INIT_FAILED:
+            return self.state.on_init_failed(wid, meta[1], now)
+        return []
+
+    def _on_sentinel(self, wid: int) -> None:
+        proc = self._procs.pop(wid, None)
+        if proc is None:
+            return
+        self._selector.unregister(proc.process.sentinel)
+        if proc.channel_open:
+            self._read_frames(wid, proc)  # results it sent just before it ended still count
+        proc.process.join(1.0)
+        self._procs[wid] = proc  # keep its slot readable while the state decides
+        try:
+            actions = self.state.on_exit(wid, proc.process.exitcode, time.monotonic(), self._read_slot)
+        finally:
+            del self._procs[wid]
+            self._release(proc)
+        self._apply(actions)
+
+    def _release(self, proc: _Proc) -> None:
+        if proc.channel_open:
+            proc.channel_open = False
+            try:
+                self._selector.unregister(proc.sock)
+            except (KeyError, ValueError):
+                pass
+        proc.writer.clear()
+        p.close_quietly(proc.sock)
+        try:
+            proc.process.close()
+        except ValueError:
+            pass
+
+    # Actions ------------------------------------------------------------------------
+    def _apply(self, actions: list[Action]) -> None:
+        for action in actions:
+            if isinstance(action, Deliver):
+                action.job.deliver(action.piece)
+            elif isinstance(action, Send):
+                self._send(action)
+            elif isinstance(action, Start):
+                self._start(action.wid)
+            elif isinstance(action, Quit):
+                proc = self._procs.get(action.wid)
+                if proc is not None:
+                    proc.writer.push((p.QUIT,))
+                    self._flush(action.wid, proc)
+            elif isinstance(action, Kill):
+                proc = self._procs.get(action.wid)
+                if proc is not None:
+                    try:
+                        os.kill(proc.process.pid, action.signum)
+                    except (ProcessLookupError, TypeError):
+                        pass
+            elif isinstance(action, FailJob):
+                action.job.fail(action.error)
+
+    def _send(self, action: Send) -> None:
+        proc = self._procs.get(action.wid)
+        if proc is None:
+            return
+        chunk: Chunk = action.chunk
+        job = chunk.job
+        with_function = action.with_function or not job.cache_function
+        meta = (
+            p.RUN,
+            chunk.seq,
+            job.id if job.cache_function else -1,
+            job.fn_bytes if with_function else None,
+            job.style,
+            job.timeout is not None,
+            action.forget,
+        )
+        proc.writer.push(meta, chunk.payload)
+        self._flush(action.wid, proc)
+
+    def _flush(self, wid: int, proc: _Proc) -> None:
+        try:
+            proc.writer.flush()
+        except OSError:
+            proc.writer.clear()  # the worker is gone; its sentinel will tell the state
+        want_write = proc.writer.pending
+        if want_write != proc.writing and proc.channel_open:
+            events = selectors.EVENT_READ | (selectors.EVENT_WRITE if want_write else 0)
+            self._selector.modify(proc.sock, events, ("chan", wid))
+            proc.writing = want_write
+
+    def _start(self, wid: int) -> None:
+        parent_end, child_end = p.new_channel()
+        slot = self._ctx.RawArray("d", worker_module.SLOT_SIZE)  # type: ignore[attr-defined]
+        slot[worker_module.SLOT_SEQ] = -1
+        process = self._ctx.Process(  # type: ignore[attr-defined]
+            target=worker_module.main,
+            args=(child_end, slot, self._init_blob, os.getpid(), self._thread_limit),
+            name=f"corepool-worker-{wid}",
+            daemon=False,
+        )
+        try:
+            process.start()
+        except Exception:
+            p.close_quietly(parent_end)
+            p.close_quietly(child_end)
+            # Count it as a worker that died while starting; the state decides what next.
+            self._apply(self.state.on_exit(wid, None, time.monotonic(), self._read_slot))
+            return
+        p.close_quietly(child_end)
+        proc = _Proc(process, parent_end, slot)
+        self._procs[wid] = proc
+        self._selector.register(parent_end, selectors.EVENT_READ, ("chan", wid))
+        self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
+
+    def _close_all(self) -> None:
+        for wid, proc in list(self._procs.items()):
+            try:
+                proc.process.kill()
+                proc.process.join(2.0)
+            except Exception:
+                pass
+            self._release(proc)
+            del self._procs[wid]
+        try:
+            self._selector.close()
+        finally:
+            p.close_quietly(self._wake_r)
+            p.close_quietly(self._wake_w)
+
+    def pids(self) -> list[int]:
+        """Process ids of the live workers (for tests and stats)."""
+        return [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
+

@@ -1,0 +1,199 @@
+"""The loop that runs in each worker process: receive a chunk, run it, send the results.
+
+No threads here. The worker learns of its parent's death in two ways: when idle, its
+channel reaches end-of-file; when busy, the kernel kills it (``PR_SET_PDEATHSIG``, armed
+right after start, with a check for a parent that died before it was armed). The worker
+ignores SIGINT: on Ctrl-C the parent stops the pool, and workers print no tracebacks.
+
+A chunk runs on one of two paths. The fast path applies the function with
+``list.extend(map(fn, inputs))``, a C loop with no per-task Python overhead; an
+exception leaves the results so far in the list, so the failing position is known and
+the loop resumes after it. When the job has a timeout, the tracked path writes the
+position and start time of every task into the worker's shared slot, so the parent's
+supervisor can tell exactly which task overran its deadline.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import signal
+import socket
+import sys
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
+from . import protocol as p
+
+# Slot layout (a shared array of doubles): the chunk being run, the position in it
+# (-1 while its inputs are unpickled), and when that position started (monotonic).
+SLOT_SEQ, SLOT_POS, SLOT_T0 = 0, 1, 2
+SLOT_SIZE = 3
+
+
+def _arm_parent_death_signal() -> None:
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        pr_set_pdeathsig = 1
+        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
+    except Exception:
+        return
+
+
+def _parent_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def caller(fn: Callable[..., Any], style: int) -> Callable[[Any], Any]:
+    if style == p.SINGLE:
+        return fn
+    if style == p.STAR:
+        return lambda args: fn(*args)
+    return lambda call: fn(*call[0], **call[1])
+
+
+def _run_fast(fn: Callable[..., Any], items: Sequence[Any], style: int) -> tuple[list[Any], dict[int, Any]]:
+    results: list[Any] = []
+    failures: dict[int, Any] = {}
+    inputs = iter(items)
+    while True:
+        try:
+            if style == p.SINGLE:
+                results.extend(map(fn, inputs))
+            elif style == p.STAR:
+                results.extend(itertools.starmap(fn, inputs))
+            else:
+                results.extend(map(caller(fn, style), inputs))
+            return results, failures
+        except BaseException as exc:  # the task's own failure, whatever it is
+            failures[len(results)] = FailureInfo.capture(exc)
+            results.append(None)
+
+
+def _run_tracked(
+    fn: Callable[..., Any], items: Sequence[Any], style: int, slot: Any
+) -> tuple[list[Any], dict[int, Any]]:
+    call = caller(fn, style)
+    results: list[Any] = []
+    failures: dict[int, Any] = {}
+    clock = time.monotonic
+    for pos, item in enumerate(items):
+        slot[SLOT_T0] = clock()
+        slot[SLOT_POS] = pos
+        try:
+            results.append(call(item))
+        except BaseException as exc:
+            failures[pos] = FailureInfo.capture(exc)
+            results.append(None)
+    return results, failures
+
+
+def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes:
+    try:
+        return dumps_data((results, failures))
+    except Exception:
+        pass
+    for pos, exc in find_unpicklable(results).items():
+        results[pos] = None
+        failures[pos] = (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc))
+    try:
+        return dumps_data((results, failures))
+    except Exception:
+        # A failure record itself would not pickle: keep only the text.
+        for pos, info in list(failures.items()):
+            if isinstance(info, FailureInfo):
+                failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
+        return dumps_data((results, failures))
+
+
+def _initialize(init_blob: bytes | None, thread_limit: int | None) -> Any:
+    limiter = None
+    if thread_limit is not None:
+        try:
+            from threadpoolctl import threadpool_limits
+
+            limiter = threadpool_limits(limits=thread_limit)
+        except Exception:
+            limiter = None
+    if init_blob is not None:
+        initializer, initargs = loads(init_blob)
+        initializer(*initargs)
+    return limiter
+
+
+def main(
+    sock: socket.socket,
+    slot: Any,
+    init_blob: bytes | None,
+    parent_pid: int,
+    thread_limit: int | None = None,
+) -> None:
+    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _arm_parent_death_signal()
+    if not _parent_alive(parent_pid):
+        return
+    sock.setblocking(True)
+    try:
+        _limiter = _initialize(init_blob, thread_limit)
+    except BaseException as exc:
+        try:
+            p.send_blocking(sock, (p.INIT_FAILED, FailureInfo.capture(exc)))
+        except OSError:
+            pass
+        return
+    try:
+        p.send_blocking(sock, (p.READY, os.getpid()))
+        _serve(sock, slot)
+    except (EOFError, OSError):
+        return  # the parent is gone or closed the channel: nothing left to do
+
+
+def _serve(sock: socket.socket, slot: Any) -> None:
+    functions: dict[int, Callable[..., Any]] = {}
+    clock = time.monotonic
+    while True:
+        meta, body = p.recv_blocking(sock)
+        if meta[0] != p.RUN:
+            return
+        _, seq, fn_key, fn_bytes, style, track, forget = meta
+        for key in forget:
+            functions.pop(key, None)
+        slot[SLOT_T0] = clock()
+        slot[SLOT_POS] = -1
+        slot[SLOT_SEQ] = seq
+        fn = functions.get(fn_key)
+        if fn is None:
+            try:
+                fn = loads(fn_bytes)
+            except BaseException as exc:
+                p.send_blocking(sock, (p.UNREADABLE, seq, "function", FailureInfo.capture(exc)))
+                continue
+            if fn_key >= 0:
+                functions[fn_key] = fn
+        try:
+            items = loads(body)
+        except BaseException as exc:
+            p.send_blocking(sock, (p.UNREADABLE, seq, "inputs", FailureInfo.capture(exc)))
+            continue
+        del body
+        started = time.perf_counter()
+        if track:
+            results, failures = _run_tracked(fn, items, style, slot)
+        else:
+            results, failures = _run_fast(fn, items, style)
+        busy = time.perf_counter() - started
+        del items
+        p.send_blocking(sock, (p.DONE, seq, busy), _pack_results(results, failures))

@@ -1,0 +1,109 @@
+"""The one narrow interface every backend implements.
+
+A backend receives jobs (:class:`~corepool._engine.job.StreamJob` for map-like calls,
+:class:`~corepool._engine.job.CallJob` for one call) and hands their results back
+through ``job.deliver``; ordering, ``on_error``, progress and the public faces live
+above it and are the same for every backend. Capability flags say what a backend can
+promise, so callers and tests can tell without knowing which backend it is.
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+from .._engine.job import CallJob, Job, Piece, StreamJob
+from .._engine.worker import caller
+from ..errors import TaskTimeout
+from ..progress import PoolStats
+
+
+class Backend(ABC):
+    """Runs jobs somewhere: worker processes, threads, the calling thread, a cluster."""
+
+    name: ClassVar[str]
+    #: A task past its timeout is really stopped (its worker is replaced).
+    stops_timed_out_tasks: ClassVar[bool] = False
+    #: A task that kills its worker fails alone, and the backend carries on.
+    survives_crashes: ClassVar[bool] = False
+    #: Functions, inputs and results are pickled (so they must be picklable).
+    pickles: ClassVar[bool] = False
+
+    workers: int
+
+    @abstractmethod
+    def run_stream(self, job: StreamJob) -> None:
+        """Start running a stream job; results arrive through ``job.deliver``."""
+
+    @abstractmethod
+    def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+        """Start running one call; its outcome arrives through ``job.deliver``."""
+
+    def release(self, job: Job) -> None:
+        """The caller is done with ``job`` (finished or abandoned)."""
+        return None
+
+    @abstractmethod
+    def close(self) -> None:
+        """Accept no new work; finish what is queued."""
+
+    @abstractmethod
+    def terminate(self) -> None:
+        """Stop now; unfinished jobs fail."""
+
+    @abstractmethod
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait until everything has stopped after close/terminate; True if it has."""
+
+    def stats(self) -> PoolStats:
+        """A snapshot of per-worker counters."""
+        return PoolStats(self.name)
+
+    def pids(self) -> list[int]:
+        """Process ids of live worker processes, if the backend has any."""
+        return []
+
+
+def run_inline(
+    job: Job,
+    origin: int,
+    start: int,
+    items: list[Any],
+    *,
+    catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+) -> Piece:
+    """Run a chunk in this thread with the job's retries; the serial and thread backends.
+
+    A timeout cannot stop code running in this thread: a task that ran past it is
+    reported as :class:`TaskTimeout` once it returns, and its result is dropped.
+    """
+    call: Callable[[Any], Any] = caller(job.fn, job.style)
+    values: list[Any] = []
+    failures: dict[int, BaseException] = {}
+    began = time.perf_counter()
+    for pos, item in enumerate(items):
+        attempt = 0
+        while True:
+            t0 = time.monotonic()
+            try:
+                value = call(item)
+                if job.timeout is not None and time.monotonic() - t0 > job.timeout:
+                    raise TaskTimeout(
+                        f"task {start + pos} ran longer than its {job.timeout:g} s timeout "
+                        "(this backend cannot stop a running task: it finished, and its "
+                        "result was dropped)",
+                        job.timeout,
+                    )
+                values.append(value)
+                break
+            except catch as exc:
+                if attempt < job.retries and isinstance(exc, job.retry_on):
+                    attempt += 1
+                    continue
+                values.append(None)
+                failures[pos] = exc
+                break
+    job.sizer.observe(len(items), time.perf_counter() - began)
+    return Piece(start, values, failures, origin, None, items)

@@ -1,0 +1,111 @@
+"""The exceptions corepool raises itself.
+
+::
+
+    Exception
+     └── CorepoolError                    anything corepool raises on its own
+          ├── TaskError                   a task failed; its own exception could not be re-created
+          │    ├── TaskTimeout            (also TimeoutError) ran past its timeout; worker replaced
+          │    └── WorkerCrashed          the worker died under it (exit code or signal)
+          ├── SerializationError          (also TypeError) function, argument or result not picklable
+          └── BrokenPool                  (also concurrent.futures BrokenProcessPool) workers
+                                          cannot start at all, e.g. the initializer fails
+
+A task's *own* exception is not wrapped: it is re-raised as its original type, with a
+:class:`RemoteTraceback` as ``__cause__`` that carries the worker's traceback text.
+
+Every class here pickles and unpickles to an equal object (all fields go through
+``__init__``), so errors can cross process boundaries themselves.
+"""
+
+from __future__ import annotations
+
+from concurrent.futures.process import BrokenProcessPool
+
+__all__ = [
+    "BrokenPool",
+    "CorepoolError",
+    "RemoteTraceback",
+    "SerializationError",
+    "TaskError",
+    "TaskTimeout",
+    "WorkerCrashed",
+]
+
+
+class CorepoolError(Exception):
+    """Base class of every error corepool raises itself."""
+
+
+class TaskError(CorepoolError):
+    """A task failed and its own exception cannot be re-created in the caller.
+
+    Carries the remote exception's type name, message and traceback text.
+    """
+
+    def __init__(self, message: str, type_name: str = "", traceback_text: str = "") -> None:
+        super().__init__(message, type_name, traceback_text)
+        self.message = message
+        self.type_name = type_name
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        if self.type_name:
+            return f"{self.type_name}: {self.message}"
+        return self.message
+
+
+class TaskTimeout(TaskError, TimeoutError):
+    """A task ran past its timeout; the worker running it was stopped and replaced."""
+
+    def __init__(self, message: str, timeout: float | None = None) -> None:
+        TaskError.__init__(self, message, "TaskTimeout", "")
+        self.args = (message, timeout)
+        self.timeout = timeout
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class WorkerCrashed(TaskError):
+    """The worker process running the task died.
+
+    ``exitcode`` is the process's exit status (negative: killed by signal ``-exitcode``);
+    ``reason`` says in words what is known (signal name, "likely out of memory", ...).
+    """
+
+    def __init__(self, message: str, exitcode: int | None = None, reason: str = "") -> None:
+        TaskError.__init__(self, message, "WorkerCrashed", "")
+        self.args = (message, exitcode, reason)
+        self.exitcode = exitcode
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class SerializationError(CorepoolError, TypeError):
+    """A function, argument or result could not be pickled or unpickled.
+
+    The message names which one (function, argument of task *i*, result of task *i*),
+    its type, and why.
+    """
+
+
+class BrokenPool(CorepoolError, BrokenProcessPool):
+    """The pool cannot run tasks at all: its workers fail to start.
+
+    Raised when the worker initializer fails, or when workers die while starting up
+    (for example a script without an ``if __name__ == "__main__":`` guard).
+    """
+
+
+class RemoteTraceback(Exception):
+    """The traceback of an exception raised in a worker, attached as ``__cause__``."""
+
+    def __init__(self, traceback_text: str) -> None:
+        super().__init__(traceback_text)
+        self.traceback_text = traceback_text
+
+    def __str__(self) -> str:
+        return "\n\nTraceback in the worker process:\n" + self.traceback_text.rstrip()
