@@ -59,18 +59,36 @@ def _check(on_error: str, workers: int | None) -> None:
         raise ValueError(f"workers must be at least 1, got {workers}")
 
 
-def _run(fn: Callable[..., Any], iterable: Iterable[Any], style: int, *, workers: int | None,
-         chunksize: int | None, ordered: bool, timeout: float | None, retries: int,
-         on_error: str, progress: Any, backend: str | None,
-         retry_on: tuple[type[BaseException], ...] | None) -> tuple[PoolCore, Iterator[Any]]:
+def _run(
+    fn: Callable[..., Any],
+    iterable: Iterable[Any],
+    style: int,
+    *,
+    workers: int | None,
+    chunksize: int | None,
+    ordered: bool,
+    timeout: float | None,
+    retries: int,
+    on_error: str,
+    progress: Any,
+    backend: str | None,
+    retry_on: tuple[type[BaseException], ...] | None,
+) -> tuple[PoolCore, Iterator[Any]]:
     _check(on_error, workers)
     core = _default_pool(workers, backend)._core
-    job = core.stream_job(fn, iterable, style, chunksize=chunksize, timeout=timeout,
-                          retries=retries, retry_on=retry_on)
+    job = core.stream_job(
+        fn,
+        iterable,
+        style,
+        chunksize=chunksize,
+        timeout=timeout,
+        retries=retries,
+        retry_on=retry_on,
+    )
     return core, core.pieces(job, ordered=ordered, progress=progress, iterable=iterable)
 
 
-def map(  # noqa: A001 - the public name is the point
+def map(
     fn: Callable[..., Any],
     iterable: Iterable[Any],
     *,
@@ -94,9 +112,20 @@ def map(  # noqa: A001 - the public name is the point
     >>> corepool.map(abs, [-1, 2, -3], workers=2)
     [1, 2, 3]
     """
-    core, pieces = _run(fn, iterable, p.SINGLE, workers=workers, chunksize=chunksize,
-                        ordered=ordered, timeout=timeout, retries=retries, on_error=on_error,
-                        progress=progress, backend=backend, retry_on=retry_on)
+    core, pieces = _run(
+        fn,
+        iterable,
+        p.SINGLE,
+        workers=workers,
+        chunksize=chunksize,
+        ordered=ordered,
+        timeout=timeout,
+        retries=retries,
+        on_error=on_error,
+        progress=progress,
+        backend=backend,
+        retry_on=retry_on,
+    )
     return core.collect(pieces, on_error)
 
 
@@ -120,9 +149,20 @@ def starmap(
     >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
     [8, 9]
     """
-    core, pieces = _run(fn, iterable, p.STAR, workers=workers, chunksize=chunksize,
-                        ordered=ordered, timeout=timeout, retries=retries, on_error=on_error,
-                        progress=progress, backend=backend, retry_on=retry_on)
+    core, pieces = _run(
+        fn,
+        iterable,
+        p.STAR,
+        workers=workers,
+        chunksize=chunksize,
+        ordered=ordered,
+        timeout=timeout,
+        retries=retries,
+        on_error=on_error,
+        progress=progress,
+        backend=backend,
+        retry_on=retry_on,
+    )
     return core.collect(pieces, on_error)
 
 
@@ -149,7 +189,18 @@ def imap(
     >>> [next(squares) for _ in range(4)]
     [3, 2, 1, 0]
     """
-    core, pieces = _run(fn, iterable, p.SINGLE, workers=workers, chunksize=chunksize,
-                        ordered=ordered, timeout=timeout, retries=retries, on_error=on_error,
-                        progress=progress, backend=backend, retry_on=retry_on)
+    core, pieces = _run(
+        fn,
+        iterable,
+        p.SINGLE,
+        workers=workers,
+        chunksize=chunksize,
+        ordered=ordered,
+        timeout=timeout,
+        retries=retries,
+        on_error=on_error,
+        progress=progress,
+        backend=backend,
+        retry_on=retry_on,
+    )
     return core.values(pieces, on_error)

@@ -7,7 +7,8 @@
           ├── TaskError                   a task failed; its own exception could not be re-created
           │    ├── TaskTimeout            (also TimeoutError) ran past its timeout; worker replaced
           │    └── WorkerCrashed          the worker died under it (exit code or signal)
-          ├── SerializationError          (also TypeError) function, argument or result not picklable
+          ├── SerializationError          (also TypeError) function, argument or result
+          │                               cannot be pickled
           └── BrokenPool                  (also concurrent.futures BrokenProcessPool) workers
                                           cannot start at all, e.g. the initializer fails
 
@@ -21,6 +22,7 @@ Every class here pickles and unpickles to an equal object (all fields go through
 from __future__ import annotations
 
 from concurrent.futures.process import BrokenProcessPool
+from typing import Any
 
 __all__ = [
     "BrokenPool",
@@ -44,10 +46,18 @@ class TaskError(CorepoolError):
     """
 
     def __init__(self, message: str, type_name: str = "", traceback_text: str = "") -> None:
-        super().__init__(message, type_name, traceback_text)
+        # Exception.__init__, not super(): TaskTimeout is also an OSError (TimeoutError),
+        # whose __init__ would read the arguments as errno and strerror.
+        Exception.__init__(self, message)
         self.message = message
         self.type_name = type_name
         self.traceback_text = traceback_text
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), self._init_args(), self.__dict__)
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.message, self.type_name, self.traceback_text)
 
     def __str__(self) -> str:
         if self.type_name:
@@ -60,8 +70,10 @@ class TaskTimeout(TaskError, TimeoutError):
 
     def __init__(self, message: str, timeout: float | None = None) -> None:
         TaskError.__init__(self, message, "TaskTimeout", "")
-        self.args = (message, timeout)
         self.timeout = timeout
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.message, self.timeout)
 
     def __str__(self) -> str:
         return self.message
@@ -76,9 +88,11 @@ class WorkerCrashed(TaskError):
 
     def __init__(self, message: str, exitcode: int | None = None, reason: str = "") -> None:
         TaskError.__init__(self, message, "WorkerCrashed", "")
-        self.args = (message, exitcode, reason)
         self.exitcode = exitcode
         self.reason = reason
+
+    def _init_args(self) -> tuple[Any, ...]:
+        return (self.message, self.exitcode, self.reason)
 
     def __str__(self) -> str:
         return self.message

@@ -73,7 +73,7 @@ class Executor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         return self._core.call(fn, args, kwargs)
 
-    def map(  # type: ignore[override]
+    def map(
         self,
         fn: Callable[..., Any],
         *iterables: Iterable[Any],
@@ -90,7 +90,12 @@ class Executor(concurrent.futures.Executor):
             raise RuntimeError("cannot schedule new futures after shutdown")
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self._core.stream_job(
-            fn, zip(*iterables), p.STAR, chunksize=chunksize, timeout=None, retries=None
+            fn,
+            zip(*iterables, strict=False),
+            p.STAR,
+            chunksize=chunksize,
+            timeout=None,
+            retries=None,
         )
         results = IMapIterator(self._core, job, True, timeout_error=concurrent.futures.TimeoutError)
 

@@ -46,15 +46,25 @@ def parse_memory(limit: int | str | None) -> int | None:
             raise ValueError(f"worker_memory_limit must be positive, got {limit}")
         return limit
     text = str(limit).strip().upper().replace(" ", "")
-    units = {"KIB": 1024, "MIB": 1024**2, "GIB": 1024**3, "TIB": 1024**4,
-             "KB": 1000, "MB": 1000**2, "GB": 1000**3, "TB": 1000**4, "K": 1024,
-             "M": 1024**2, "G": 1024**3, "B": 1}
-    for unit, factor in units.items():
+    units = {
+        "KIB": 1024,
+        "MIB": 1024**2,
+        "GIB": 1024**3,
+        "TIB": 1024**4,
+        "KB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "TB": 1000**4,
+        "K": 1024,
+        "M": 1024**2,
+        "G": 1024**3,
+        "B": 1,
+    }
+    number, factor = text, 1
+    for unit, unit_factor in units.items():
         if text.endswith(unit):
-            number = text[: -len(unit)]
+            number, factor = text[: -len(unit)], unit_factor
             break
-    else:
-        number, factor = text, 1
     try:
         value = float(number)
     except ValueError:
@@ -80,7 +90,9 @@ class PoolCore:
         **backend_options: Any,
     ) -> None:
         if task_timeout is not None and task_timeout <= 0:
-            raise ValueError(f"task_timeout must be a positive number of seconds, got {task_timeout!r}")
+            raise ValueError(
+                f"task_timeout must be a positive number of seconds, got {task_timeout!r}"
+            )
         if retries < 0:
             raise ValueError(f"retries must be 0 or more, got {retries!r}")
         self.workers = workers
@@ -145,7 +157,12 @@ class PoolCore:
         return job
 
     def pieces(
-        self, job: StreamJob, *, ordered: bool, progress: Any = None, iterable: Any = None,
+        self,
+        job: StreamJob,
+        *,
+        ordered: bool,
+        progress: Any = None,
+        iterable: Any = None,
     ) -> Iterator[Piece]:
         """The job's pieces, annotated, with progress; Ctrl-C stops the pool."""
         bar = make_progress(progress, iterable) if progress else None
@@ -192,8 +209,13 @@ class PoolCore:
         return out
 
     def call(
-        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any],
-        *, timeout: float | None = None, retries: int | None = None,
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
     ) -> Future[Any]:
         """Run one call; its outcome in a ``concurrent.futures.Future``."""
         if not callable(fn):
@@ -327,9 +349,16 @@ class AsyncResult:
 class IMapIterator:
     """The iterator of ``imap`` / ``imap_unordered``; ``next(timeout)`` as in multiprocessing."""
 
-    def __init__(self, core: PoolCore, job: StreamJob, ordered: bool, on_error: str = "raise",
-                 progress: Any = None, iterable: Any = None,
-                 timeout_error: type[BaseException] = multiprocessing.TimeoutError) -> None:
+    def __init__(
+        self,
+        core: PoolCore,
+        job: StreamJob,
+        ordered: bool,
+        on_error: str = "raise",
+        progress: Any = None,
+        iterable: Any = None,
+        timeout_error: type[BaseException] = multiprocessing.TimeoutError,
+    ) -> None:
         self._job = job
         self._timeout_error = timeout_error
         self._pieces = core.pieces(job, ordered=ordered, progress=progress, iterable=iterable)
@@ -433,8 +462,9 @@ class Pool:
         return f"<corepool.Pool state={state} backend={self.backend} workers={self._processes}>"
 
     # One call -----------------------------------------------------------------------
-    def apply(self, func: Callable[..., Any], args: Iterable[Any] = (),
-              kwds: dict[str, Any] | None = None) -> Any:
+    def apply(
+        self, func: Callable[..., Any], args: Iterable[Any] = (), kwds: dict[str, Any] | None = None
+    ) -> Any:
         """``func(*args, **kwds)`` in a worker; blocks for the result."""
         return self.apply_async(func, args, kwds).get()
 
@@ -462,27 +492,42 @@ class Pool:
         return self._core.call(fn, args, kwargs)
 
     # Many calls ---------------------------------------------------------------------
-    def _start(self, func: Callable[..., Any], iterable: Iterable[Any], style: int,
-               chunksize: int | None, timeout: float | None = None) -> StreamJob:
+    def _start(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        style: int,
+        chunksize: int | None,
+        timeout: float | None = None,
+    ) -> StreamJob:
         self._check_running()
         return self._core.stream_job(
             func, iterable, style, chunksize=chunksize, timeout=timeout, retries=None
         )
 
-    def map(self, func: Callable[..., Any], iterable: Iterable[Any],
-            chunksize: int | None = None) -> list[Any]:
+    def map(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> list[Any]:
         """``[func(x) for x in iterable]`` in parallel, in order; raises the first failure."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
         return self._core.collect(self._core.pieces(job, ordered=True), "raise")
 
-    def starmap(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                chunksize: int | None = None) -> list[Any]:
+    def starmap(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+    ) -> list[Any]:
         """``[func(*args) for args in iterable]`` in parallel, in order."""
         job = self._start(func, iterable, p.STAR, chunksize)
         return self._core.collect(self._core.pieces(job, ordered=True), "raise")
 
-    def _async(self, job: StreamJob, callback: Callable[[Any], Any] | None,
-               error_callback: Callable[[BaseException], Any] | None) -> AsyncResult:
+    def _async(
+        self,
+        job: StreamJob,
+        callback: Callable[[Any], Any] | None,
+        error_callback: Callable[[BaseException], Any] | None,
+    ) -> AsyncResult:
         future: Future[Any] = Future()
         core = self._core
 
@@ -495,26 +540,40 @@ class Pool:
         threading.Thread(target=run, name="corepool-map-async", daemon=True).start()
         return AsyncResult(future, callback, error_callback)
 
-    def map_async(self, func: Callable[..., Any], iterable: Iterable[Any],
-                  chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
-                  error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
+    def map_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
         """Start :meth:`map`; an :class:`AsyncResult` whose value is the list."""
-        return self._async(self._start(func, iterable, p.SINGLE, chunksize), callback, error_callback)
+        return self._async(
+            self._start(func, iterable, p.SINGLE, chunksize), callback, error_callback
+        )
 
-    def starmap_async(self, func: Callable[..., Any], iterable: Iterable[Iterable[Any]],
-                      chunksize: int | None = None, callback: Callable[[Any], Any] | None = None,
-                      error_callback: Callable[[BaseException], Any] | None = None) -> AsyncResult:
+    def starmap_async(
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Iterable[Any]],
+        chunksize: int | None = None,
+        callback: Callable[[Any], Any] | None = None,
+        error_callback: Callable[[BaseException], Any] | None = None,
+    ) -> AsyncResult:
         """Start :meth:`starmap`; an :class:`AsyncResult` whose value is the list."""
         return self._async(self._start(func, iterable, p.STAR, chunksize), callback, error_callback)
 
-    def imap(self, func: Callable[..., Any], iterable: Iterable[Any],
-             chunksize: int | None = None) -> IMapIterator:
+    def imap(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator:
         """Lazy ordered results; reads the input only as far as the window allows."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
         return IMapIterator(self._core, job, True, "raise", None, iterable)
 
-    def imap_unordered(self, func: Callable[..., Any], iterable: Iterable[Any],
-                       chunksize: int | None = None) -> IMapIterator:
+    def imap_unordered(
+        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+    ) -> IMapIterator:
         """Lazy results in completion order."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
         return IMapIterator(self._core, job, False, "raise", None, iterable)

@@ -82,7 +82,9 @@ class _CallbackProgress:
         return None
 
 
-def make_progress(progress: Any, iterable: Iterable[Any], desc: str = "corepool") -> Progress | None:
+def make_progress(
+    progress: Any, iterable: Iterable[Any], desc: str = "corepool"
+) -> Progress | None:
     """A progress display for ``progress=``: True (a tqdm bar), a callable, or None.
 
     A callable is called as ``callback(done, total)`` after each batch of results;

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import pickle
 import reprlib
+import sys
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,12 +73,26 @@ def dumps_code(obj: Any, what: str) -> bytes:
         ) from exc
 
 
+def _main_is_importable() -> bool:
+    """Whether worker processes can import this program's ``__main__`` (it has a file)."""
+    main = sys.modules.get("__main__")
+    return bool(getattr(main, "__file__", None))
+
+
 def dumps_data(obj: Any) -> bytes:
-    """Pickle data at protocol 5, falling back to cloudpickle for code inside data."""
+    """Pickle data at protocol 5, falling back to cloudpickle for code inside data.
+
+    Objects whose class lives in a ``__main__`` that workers cannot import (``python -c``,
+    a program on stdin, an interactive session) also go through cloudpickle, which
+    sends such classes by value.
+    """
     try:
-        return pickle.dumps(obj, protocol=PROTOCOL)
+        data = pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
         return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    if b"__main__" in data and not _main_is_importable():
+        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    return data
 
 
 def find_unpicklable(items: Sequence[Any]) -> dict[int, Exception]:

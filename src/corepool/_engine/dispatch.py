@@ -30,7 +30,10 @@ class ChunkSizer:
     """Adaptive chunk size from measured task durations; a fixed ``chunksize`` wins."""
 
     def __init__(
-        self, workers: int, fixed: int | None = None, length: int | None = None,
+        self,
+        workers: int,
+        fixed: int | None = None,
+        length: int | None = None,
         max_items: int | None = None,
     ) -> None:
         if fixed is not None and fixed < 1:

@@ -17,7 +17,7 @@ from .supervisor import Supervisor, split_payload
 GUARD_MESSAGE = (
     "a corepool pool was started while a worker process was importing the main script. "
     "Worker processes import the main module; code that starts a pool at import time "
-    "then runs again in every worker. Put it under `if __name__ == \"__main__\":`."
+    'then runs again in every worker. Put it under `if __name__ == "__main__":`.'
 )
 
 
@@ -74,7 +74,9 @@ class ProcessEngine:
         if initializer is not None:
             init_blob = dumps_code((initializer, tuple(initargs)), "the initializer")
         self.workers = workers
-        self.state = PoolState(workers, max_tasks_per_child=max_tasks_per_child, split=split_payload)
+        self.state = PoolState(
+            workers, max_tasks_per_child=max_tasks_per_child, split=split_payload
+        )
         self.supervisor = Supervisor(
             self.context, self.state, init_blob=init_blob, thread_limit=thread_limit
         )
@@ -99,7 +101,9 @@ class ProcessEngine:
 
         start_feeder(job, run_chunk)
 
-    def _split_unpicklable(self, job: Job, origin: int, start: int, items: list[Any]) -> list[Chunk]:
+    def _split_unpicklable(
+        self, job: Job, origin: int, start: int, items: list[Any]
+    ) -> list[Chunk]:
         bad = find_unpicklable(items)
         chunks: list[Chunk] = []
         run_start = 0

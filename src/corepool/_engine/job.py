@@ -264,8 +264,10 @@ class StreamJob(Job):
                         yield piece
                 if self._failure is not None:
                     raise self._failure
-                if seen_end and self.total is not None and self._consumed(
-                    ordered, next_index, consumed_by_origin
+                if (
+                    seen_end
+                    and self.total is not None
+                    and self._consumed(ordered, next_index, consumed_by_origin)
                 ):
                     if self.input_error is not None:
                         raise self.input_error
@@ -299,7 +301,9 @@ class StreamJob(Job):
             self.window.release()
 
 
-def input_failure_piece(job: Job, origin: int, start: int, pos: int, item: Any, exc: Exception) -> Piece:
+def input_failure_piece(
+    job: Job, origin: int, start: int, pos: int, item: Any, exc: Exception
+) -> Piece:
     """A one-task piece for an input that cannot be pickled (it never reaches a worker)."""
     from ..serialize import argument_error
 
@@ -327,8 +331,12 @@ def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> No
         job.fail(exc)
 
 
-def start_feeder(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> threading.Thread:
+def start_feeder(
+    job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]
+) -> threading.Thread:
     """Run :func:`feed` in a daemon thread of its own."""
-    thread = threading.Thread(target=feed, args=(job, run_chunk), name="corepool-feeder", daemon=True)
+    thread = threading.Thread(
+        target=feed, args=(job, run_chunk), name="corepool-feeder", daemon=True
+    )
     thread.start()
     return thread

@@ -171,7 +171,11 @@ class PoolState:
         return [Start(wid)]
 
     def _live(self) -> int:
-        return sum(1 for w in self.workers.values() if w.phase is not WorkerPhase.STOPPING and not w.quitting)
+        return sum(
+            1
+            for w in self.workers.values()
+            if w.phase is not WorkerPhase.STOPPING and not w.quitting
+        )
 
     def _top_up(self, now: float) -> list[Action]:
         actions: list[Action] = []
@@ -201,10 +205,7 @@ class PoolState:
         if chunk.count == 1:
             return [chunk] if 0 in positions else []
         payloads = self._split(chunk.payload)
-        return [
-            Chunk(chunk.job, chunk.origin, chunk.start + i, 1, payloads[i])
-            for i in positions
-        ]
+        return [Chunk(chunk.job, chunk.origin, chunk.start + i, 1, payloads[i]) for i in positions]
 
     def _capacity(self, worker: Worker) -> int:
         if not worker.queue:
@@ -244,18 +245,27 @@ class PoolState:
                 break
         return actions
 
-    def _fail_task(self, chunk: Chunk, pos: int, error: BaseException) -> list[Action]:
-        """A failure pinned on one task: retry it or deliver the error."""
+    def _retries_left(self, chunk: Chunk, error: BaseException) -> bool:
         job = chunk.job
         attempt = chunk.attempt if chunk.count == 1 else 0
-        retryable = not isinstance(error, SerializationError) and isinstance(error, job.retry_on)
-        if retryable and attempt < job.retries and not job.cancelled:
-            retry = self._singletons(chunk, range(pos, pos + 1))[0]
-            retry = Chunk(job, chunk.origin, chunk.start + pos, 1, retry.payload, attempt + 1)
-            self._requeue([retry])
+        if isinstance(error, SerializationError) or not isinstance(error, job.retry_on):
+            return False
+        return attempt < job.retries and not job.cancelled
+
+    def _retry(self, chunk: Chunk, pos: int) -> None:
+        payload = chunk.payload if chunk.count == 1 else self._split(chunk.payload)[pos]
+        attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
+        self._requeue([Chunk(chunk.job, chunk.origin, chunk.start + pos, 1, payload, attempt)])
+
+    def _fail_task(self, chunk: Chunk, pos: int, error: BaseException) -> list[Action]:
+        """A failure pinned on one task: retry it or deliver the error."""
+        if self._retries_left(chunk, error):
+            self._retry(chunk, pos)
             return []
         payload = chunk.payload if chunk.count == 1 else self._split(chunk.payload)[pos]
-        return [Deliver(job, Piece(chunk.start + pos, [None], {0: error}, chunk.origin, payload))]
+        return [
+            Deliver(chunk.job, Piece(chunk.start + pos, [None], {0: error}, chunk.origin, payload))
+        ]
 
     # Events ------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
@@ -307,7 +317,13 @@ class PoolState:
         return actions
 
     def on_done(
-        self, wid: int, seq: int, busy: float, values: list[Any], failures: dict[int, Any], now: float
+        self,
+        wid: int,
+        seq: int,
+        busy: float,
+        values: list[Any],
+        failures: dict[int, Any],
+        now: float,
     ) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
@@ -320,41 +336,36 @@ class PoolState:
         job = chunk.job
         if not failures:
             job.sizer.observe(chunk.count, busy)
-            actions: list[Action] = [Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))]
+            actions: list[Action] = [
+                Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))
+            ]
             return actions + self._after(now)
         job.sizer.observe(chunk.count, busy)
-        actions = []
         final: dict[int, BaseException] = {}
-        retried: set[int] = set()
-        for pos, raw in failures.items():
+        retried: list[int] = []
+        for pos, raw in sorted(failures.items()):
             error = self._error_from_worker(chunk, pos, raw)
-            before = len(self.ready)
-            outcome = self._fail_task(chunk, pos, error)
-            if len(self.ready) > before:
-                retried.add(pos)
+            if self._retries_left(chunk, error):
+                self._retry(chunk, pos)
+                retried.append(pos)
             else:
-                assert isinstance(outcome[0], Deliver)
                 final[pos] = error
         # Deliver the chunk minus the retried tasks, as contiguous pieces.
-        run_start = 0
-        for pos in [*sorted(retried), chunk.count]:
-            if pos > run_start:
-                piece_failures = {i - run_start: final[i] for i in final if run_start <= i < pos}
-                actions.append(
-                    Deliver(
-                        job,
-                        Piece(
-                            chunk.start + run_start,
-                            values[run_start:pos],
-                            piece_failures,
-                            chunk.origin,
-                            chunk.payload if chunk.count == 1 else None,
-                        ),
+        actions = []
+        lo = 0
+        for hi in [*retried, chunk.count]:
+            if hi > lo:
+                piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
+                payload = None
+                if piece_failures:
+                    payload = (
+                        chunk.payload if chunk.count == 1 else self._sub_payload(chunk, lo, hi)
                     )
+                piece = Piece(
+                    chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, payload
                 )
-                if piece_failures and chunk.count > 1:
-                    actions[-1].piece.payload = self._sub_payload(chunk, run_start, pos)
-            run_start = pos + 1
+                actions.append(Deliver(job, piece))
+            lo = hi + 1
         return actions + self._after(now)
 
     def _sub_payload(self, chunk: Chunk, lo: int, hi: int) -> bytes | None:
@@ -376,7 +387,9 @@ class PoolState:
         assert isinstance(raw, FailureInfo)
         return raw.rebuild()
 
-    def on_unreadable(self, wid: int, seq: int, what: str, info: FailureInfo, now: float) -> list[Action]:
+    def on_unreadable(
+        self, wid: int, seq: int, what: str, info: FailureInfo, now: float
+    ) -> list[Action]:
         """The worker could not unpickle a chunk's function or inputs."""
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
@@ -400,7 +413,9 @@ class PoolState:
                 job.cancel()
             else:
                 actions.append(
-                    Deliver(job, Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.payload))
+                    Deliver(
+                        job, Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.payload)
+                    )
                 )
         return actions + self._after(now)
 
@@ -436,12 +451,14 @@ class PoolState:
         return BrokenPool(
             f"worker processes exit while starting ({describe_exit(exitcode)}), "
             f"{MAX_START_FAILURES} times in a row. If the script that creates the pool runs "
-            "it at import time, put that code under `if __name__ == \"__main__\":` - "
+            'it at import time, put that code under `if __name__ == "__main__":` - '
             "worker processes import the main script, and must not start pools themselves. "
             "The workers' own error, if any, is printed above."
         )
 
-    def _crashed(self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None) -> list[Action]:
+    def _crashed(
+        self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
+    ) -> list[Action]:
         head = worker.queue.popleft()
         rest = list(worker.queue)
         worker.queue.clear()
@@ -452,15 +469,19 @@ class PoolState:
         pos = pos or 0
         reason = self._exit_reason(exitcode, worker.pid)
         error = WorkerCrashed(
-            f"the worker process (pid {worker.pid}) running task {head.start + pos} died: {reason}; "
-            "it was replaced and the pool goes on",
+            f"the worker process (pid {worker.pid}) running task {head.start + pos} died: "
+            f"{reason}; it was replaced and the pool goes on",
             exitcode,
             reason,
         )
         actions = self._fail_task(head, pos, error)
         if head.count > 1:
             self._requeue(
-                [c for c in self._singletons(head, range(head.count)) if c.start != head.start + pos]
+                [
+                    c
+                    for c in self._singletons(head, range(head.count))
+                    if c.start != head.start + pos
+                ]
             )
         return actions
 
@@ -490,7 +511,13 @@ class PoolState:
             worker.queue.clear()
             self._requeue(rest)
             if head.count > 1:
-                self._requeue([c for c in self._singletons(head, range(head.count)) if c.start != head.start + pos])
+                self._requeue(
+                    [
+                        c
+                        for c in self._singletons(head, range(head.count))
+                        if c.start != head.start + pos
+                    ]
+                )
             actions += self._fail_task(head, pos, error)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
@@ -540,7 +567,9 @@ class PoolState:
                 worker.known_jobs.discard(job.id)
                 worker.to_forget.append(job.id)
 
-    def on_result_unreadable(self, wid: int, seq: int, error: BaseException, now: float) -> list[Action]:
+    def on_result_unreadable(
+        self, wid: int, seq: int, error: BaseException, now: float
+    ) -> list[Action]:
         """The parent could not unpickle a chunk's results."""
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
@@ -572,7 +601,11 @@ class PoolState:
         if not self.closing or self.ready:
             return actions
         for worker in self.workers.values():
-            if not worker.queue and not worker.quitting and worker.phase is not WorkerPhase.STOPPING:
+            if (
+                not worker.queue
+                and not worker.quitting
+                and worker.phase is not WorkerPhase.STOPPING
+            ):
                 worker.quitting = True
                 actions.append(Quit(worker.wid))
         return actions

@@ -203,7 +203,9 @@ class Supervisor:
         proc.process.join(1.0)
         self._procs[wid] = proc  # keep its slot readable while the state decides
         try:
-            actions = self.state.on_exit(wid, proc.process.exitcode, time.monotonic(), self._read_slot)
+            actions = self.state.on_exit(
+                wid, proc.process.exitcode, time.monotonic(), self._read_slot
+            )
         finally:
             del self._procs[wid]
             self._release(proc)
@@ -279,7 +281,7 @@ class Supervisor:
 
     def _start(self, wid: int) -> None:
         parent_end, child_end = p.new_channel()
-        slot = self._ctx.RawArray("d", worker_module.SLOT_SIZE)  # type: ignore[attr-defined]
+        slot = self._ctx.RawArray("d", worker_module.SLOT_SIZE)
         slot[worker_module.SLOT_SEQ] = -1
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
@@ -319,4 +321,3 @@ class Supervisor:
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and stats)."""
         return [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
-

@@ -64,7 +64,9 @@ def caller(fn: Callable[..., Any], style: int) -> Callable[[Any], Any]:
     return lambda call: fn(*call[0], **call[1])
 
 
-def _run_fast(fn: Callable[..., Any], items: Sequence[Any], style: int) -> tuple[list[Any], dict[int, Any]]:
+def _run_fast(
+    fn: Callable[..., Any], items: Sequence[Any], style: int
+) -> tuple[list[Any], dict[int, Any]]:
     results: list[Any] = []
     failures: dict[int, Any] = {}
     inputs = iter(items)

@@ -45,8 +45,8 @@ def create_backend(name: str | None, workers: int, **options: Any) -> Backend:
         module = __import__(f"{__name__}.{chosen}", fromlist=["create"])
     except ImportError as exc:
         raise ImportError(
-            f"the {chosen!r} backend needs extra packages: pip install 'corepool[{_EXTRAS[chosen]}]'"
-            f" ({exc})"
+            f"the {chosen!r} backend needs extra packages: "
+            f"pip install 'corepool[{_EXTRAS[chosen]}]' ({exc})"
         ) from exc
     backend: Backend = module.create(workers, **options)
     return backend

@@ -6,9 +6,11 @@ For debugging: plain tracebacks, ``pdb`` and print statements work as in a loop,
 
 from __future__ import annotations
 
+import time
 from typing import Any, ClassVar
 
-from .._engine.job import CallJob, StreamJob
+from .._engine.job import CallJob, Piece, StreamJob
+from ..progress import PoolStats, WorkerStats
 from .base import Backend, run_inline
 
 
@@ -19,19 +21,35 @@ class SerialBackend(Backend):
 
     def __init__(self, workers: int = 1, **_: Any) -> None:
         self.workers = 1
+        self._started = time.monotonic()
+        self._tasks = self._failed = 0
+        self._busy = 0.0
+
+    def _run(self, job: StreamJob | CallJob, origin: int, start: int, items: list[Any]) -> None:
+        began = time.perf_counter()
+        piece: Piece = run_inline(job, origin, start, items)
+        self._busy += time.perf_counter() - began
+        self._tasks += len(piece.values)
+        self._failed += len(piece.failures)
+        job.deliver(piece)
 
     def run_stream(self, job: StreamJob) -> None:
         def pump() -> bool:
             got = job.next_chunk()
             if got is None:
                 return False
-            job.deliver(run_inline(job, *got))
+            self._run(job, *got)
             return True
 
         job.pump = pump
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        job.deliver(run_inline(job, 0, 0, [(args, kwargs)]))
+        self._run(job, 0, 0, [(args, kwargs)])
+
+    def stats(self) -> PoolStats:
+        uptime = time.monotonic() - self._started
+        row = WorkerStats(0, None, True, self._tasks, self._failed, self._busy, uptime)
+        return PoolStats(self.name, [row])
 
     def close(self) -> None:
         return None

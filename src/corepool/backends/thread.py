@@ -63,7 +63,9 @@ class _Watchdog:
             with self._cond:
                 while not self._closed:
                     now = time.monotonic()
-                    while self._heap and (self._heap[0][2][0] != "running" or self._heap[0][0] <= now):
+                    while self._heap and (
+                        self._heap[0][2][0] != "running" or self._heap[0][0] <= now
+                    ):
                         _, _, token = heapq.heappop(self._heap)
                         if token[0] == "running":
                             token[0] = "expired"
@@ -94,13 +96,15 @@ class ThreadBackend(Backend):
         self._watchdog: _Watchdog | None = None
         self._jobs: set[Job] = set()
         self._started = time.monotonic()
-        for _ in range(workers):
+        for _thread in range(workers):
             self._spawn()
 
     def _spawn(self) -> None:
         tid = next(self._ids)
         self._counters[tid] = [0, 0, 0.0]  # tasks, failed, busy seconds
-        thread = threading.Thread(target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True)
+        thread = threading.Thread(
+            target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
+        )
         with self._lock:
             self._threads.append(thread)
         thread.start()
@@ -132,7 +136,7 @@ class ThreadBackend(Backend):
             index = start + pos
             timeout = job.timeout
 
-            def expire(index: int = index, item: Any = item) -> None:
+            def expire(index: int = index, item: Any = item, timeout: float = timeout) -> None:
                 error = TaskTimeout(
                     f"task {index} ran longer than its {timeout:g} s timeout; the thread "
                     "running it cannot be stopped and finishes in the background",
@@ -209,8 +213,15 @@ class ThreadBackend(Backend):
         with self._lock:
             threads = list(self._threads)
         workers = [
-            WorkerStats(tid, None, threads[tid].is_alive() if tid < len(threads) else False,
-                        int(c[0]), int(c[1]), c[2], now - self._started)
+            WorkerStats(
+                tid,
+                None,
+                threads[tid].is_alive() if tid < len(threads) else False,
+                int(c[0]),
+                int(c[1]),
+                c[2],
+                now - self._started,
+            )
             for tid, c in sorted(self._counters.items())
         ]
         return PoolStats(self.name, workers, self._restarts)

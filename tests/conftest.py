@@ -1,0 +1,64 @@
+"""Shared fixtures: the backend matrix, and a check that no test leaves a process behind."""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from collections.abc import Iterator
+
+import psutil
+import pytest
+
+sys.path.insert(0, os.path.dirname(__file__))  # tests/tasks.py for the workers too
+
+import corepool  # noqa: E402
+from corepool.api import shutdown_default_pool  # noqa: E402
+
+LOCAL_BACKENDS = ["process", "thread", "serial"]
+
+
+@pytest.fixture(params=LOCAL_BACKENDS)
+def backend(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Every test taking ``backend`` runs once per backend (the shared behaviour suite)."""
+    yield request.param
+
+
+@pytest.fixture
+def pool(backend: str) -> Iterator[corepool.Pool]:
+    with corepool.Pool(2, backend=backend) as p:
+        yield p
+
+
+# multiprocessing's own long-lived helpers, shared by every pool of the test session.
+_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+
+
+def _descendants() -> set[int]:
+    found = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+            command = " ".join(child.cmdline())
+        except psutil.NoSuchProcess:
+            continue
+        if any(helper in command for helper in _HELPERS):
+            continue
+        found.add(child.pid)
+    return found
+
+
+@pytest.fixture(autouse=True)
+def no_process_left_behind() -> Iterator[None]:
+    """Fail a test that leaves a worker (or any descendant) running after it ends."""
+    before = _descendants()
+    yield
+    shutdown_default_pool()
+    deadline = time.monotonic() + 5.0
+    left = _descendants() - before
+    while left and time.monotonic() < deadline:
+        psutil.wait_procs([psutil.Process(pid) for pid in left if psutil.pid_exists(pid)],
+                          timeout=0.2)
+        left = _descendants() - before
+    assert not left, f"processes left behind: {sorted(left)}"

@@ -1,0 +1,110 @@
+"""Task functions for the tests: module-level, so every backend can import them."""
+
+from __future__ import annotations
+
+import ctypes
+import os
+import signal
+import threading
+import time
+from typing import Any
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def fail_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return x
+
+
+def fail_every(x: int, every: int = 5) -> int:
+    if x % every == 0:
+        raise KeyError(x)
+    return x
+
+
+def crash_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        os._exit(7)
+    return x
+
+
+def segfault_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        ctypes.string_at(0)  # reads address 0: SIGSEGV
+    return x
+
+
+def sigkill_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return x
+
+
+def hang_on(x: int, bad: int = 3) -> int:
+    if x == bad:
+        time.sleep(3600)
+    return x
+
+
+def sleep_for(seconds: float) -> float:
+    time.sleep(seconds)
+    return seconds
+
+
+def pid_of(_: Any = None) -> int:
+    return os.getpid()
+
+
+def thread_name(_: Any = None) -> str:
+    return threading.current_thread().name
+
+
+def flaky(path: str, fails: int) -> str:
+    """Fail the first ``fails`` calls (counted in a file), then succeed."""
+    with open(path, "a+") as f:
+        f.seek(0)
+        count = len(f.read())
+        f.write("x")
+    if count < fails:
+        raise RuntimeError(f"attempt {count + 1} fails")
+    return f"ok after {count + 1}"
+
+
+def count_calls(path: str, value: int) -> int:
+    """Append one line per call, to count how often each input ran."""
+    with open(path, "a") as f:
+        f.write(f"{value}\n")
+    return value
+
+
+class NeedsTwoArgs(Exception):
+    """An exception that cannot be re-created from its args (pickle calls cls(*args))."""
+
+    def __init__(self, a: int, b: int) -> None:
+        super().__init__(f"{a} and {b}")
+
+
+def raise_needs_two_args(x: int) -> int:
+    raise NeedsTwoArgs(x, x + 1)
+
+
+def return_unpicklable(x: int) -> Any:
+    if x == 2:
+        return threading.Lock()
+    return x
+
+
+def exit_task(x: int) -> int:
+    raise SystemExit(3)
