@@ -108,3 +108,34 @@ def return_unpicklable(x: int) -> Any:
 
 def exit_task(x: int) -> int:
     raise SystemExit(3)
+
+
+class CountsUnpickling:
+    """A callable that appends a line to ``path`` each time it is unpickled."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        with open(self.path, "a") as f:
+            f.write(f"{os.getpid()}\n")
+
+    def __call__(self, x: int) -> int:
+        return x + 1
+
+
+def set_global(value: Any) -> None:
+    global WORKER_VALUE
+    WORKER_VALUE = value
+
+
+WORKER_VALUE: Any = None
+
+
+def get_global(_: Any = None) -> Any:
+    return WORKER_VALUE
+
+
+def failing_initializer() -> None:
+    raise RuntimeError("initializer is broken")

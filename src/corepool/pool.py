@@ -14,7 +14,6 @@ import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from concurrent.futures import TimeoutError as FuturesTimeoutError
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -340,10 +339,12 @@ class AsyncResult:
         """The result; re-raises the task's exception; ``multiprocessing.TimeoutError``."""
         if not self._event.wait(timeout):
             raise multiprocessing.TimeoutError
-        try:
-            return self._future.result(0)
-        except FuturesTimeoutError:  # pragma: no cover - the event says it is done
-            raise multiprocessing.TimeoutError from None
+        # Not future.result(): a task's TaskTimeout is a TimeoutError too, and must not be
+        # confused with this wait timing out.
+        error = self._future.exception(0)
+        if error is not None:
+            raise error
+        return self._future.result(0)
 
 
 class IMapIterator:

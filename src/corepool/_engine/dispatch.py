@@ -16,7 +16,10 @@ import math
 __all__ = ["MAX_CHUNK_BYTES", "TARGET_CHUNK_SECONDS", "ChunkSizer", "window_size"]
 
 TARGET_CHUNK_SECONDS = 0.02
-MAX_CHUNK_BYTES = 16 * 1024 * 1024
+MAX_CHUNK_BYTES = 4 * 1024 * 1024
+# Without a len(), the window holds several chunks of an input of unknown size:
+# this cap keeps an endless input's in-flight part to a few MB.
+MAX_CHUNK_ITEMS_UNSIZED = 8192
 MAX_CHUNK_ITEMS = 1 << 20
 GROWTH = 8
 
@@ -39,9 +42,9 @@ class ChunkSizer:
         if fixed is not None and fixed < 1:
             raise ValueError(f"chunksize must be at least 1, got {fixed}")
         self.fixed = fixed
-        self._cap = MAX_CHUNK_ITEMS
+        self._cap = MAX_CHUNK_ITEMS_UNSIZED
         if length is not None and length > 0:
-            self._cap = max(1, math.ceil(length / (4 * workers)))
+            self._cap = min(MAX_CHUNK_ITEMS, max(1, math.ceil(length / (4 * workers))))
         if max_items is not None:
             self._cap = min(self._cap, max(1, max_items))
         self._size = 1

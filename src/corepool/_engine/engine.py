@@ -81,6 +81,7 @@ class ProcessEngine:
             self.context, self.state, init_blob=init_blob, thread_limit=thread_limit
         )
         self.supervisor.thread.start()
+        self.supervisor.started.wait()  # like multiprocessing.Pool: workers exist on return
 
     def _add(self, chunks: list[Chunk]) -> None:
         state = self.state

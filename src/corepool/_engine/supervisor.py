@@ -86,6 +86,7 @@ class Supervisor:
         self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
         self._stop_when_done = False
         self.error: BaseException | None = None
+        self.started = threading.Event()  # set once the first workers are started
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
 
     # Other threads --------------------------------------------------------------------
@@ -109,7 +110,10 @@ class Supervisor:
     # The thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
-            self._apply(self.state.start(time.monotonic()))
+            try:
+                self._apply(self.state.start(time.monotonic()))
+            finally:
+                self.started.set()
             while not (self._stop_when_done and not self._procs):
                 deadline = self.state.next_deadline(self._read_slot)
                 timeout = None

@@ -57,11 +57,17 @@ def _seconds(call: Callable[[], object]) -> float:
     return time.perf_counter() - start
 
 
+def _spin_seconds(n: int) -> float:
+    start = time.perf_counter()
+    spin(n)
+    return time.perf_counter() - start
+
+
 def calibrate(target_seconds: float) -> int:
     """Loop size for which one :func:`spin` call takes about ``target_seconds`` here."""
     n = 10_000
     while True:
-        best = min(_seconds(lambda: spin(n)) for _ in range(3))
+        best = min(_spin_seconds(n) for _ in range(3))
         if best >= 0.01:
             return max(1_000, round(n * target_seconds / best))
         n *= 4
@@ -161,8 +167,9 @@ def render(data: dict[str, Any]) -> str:
     if data["usable_cpus"] == 1:
         lines.append("With 1 usable CPU, processes cannot speed up CPU-bound work either.")
     elif data["cpu"]["results"]["process"]["speedup"] < SHARED_HINT_BELOW:
-        lines.append(f"Processes barely beat the loop here: the {data['usable_cpus']} CPUs seem "
-                     "busy with other work (a loaded machine, or a VM whose CPUs are shared).")
+        lines.append(f"Note: processes were not clearly faster here, so these "
+                     f"{data['usable_cpus']} CPUs seem busy with\nother work (a loaded machine, "
+                     "or a VM whose CPUs are shared with others).")
     if not getattr(sys, "_is_gil_enabled", lambda: True)():
         lines.append("This interpreter runs without the GIL, so threads may speed up CPU work.")
     return "\n".join(lines)

@@ -8,6 +8,7 @@ module and calls it, and add one ``_subcommand(...)`` entry (plus its options) i
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -83,3 +84,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("corepool: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # The reader went away (``corepool info | head``): silence the flush at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
