@@ -220,7 +220,8 @@ class PoolState:
         actions: list[Action] = []
         if not self.ready:
             return actions
-        for worker in self.workers.values():
+        retired = False
+        for worker in list(self.workers.values()):
             if worker.phase is WorkerPhase.STOPPING or worker.quitting:
                 continue
             while self.ready and len(worker.queue) < self._capacity(worker):
@@ -239,10 +240,14 @@ class PoolState:
                     if worker.budget <= 0:
                         worker.quitting = True
                         actions.append(Quit(worker.wid))
-                        actions += self._top_up(now)
+                        retired = True
                         break
             if not self.ready:
                 break
+        if retired:
+            # Replacements may take the rest of the queue while they start.
+            actions += self._top_up(now)
+            actions += self._dispatch(now)
         return actions
 
     def _retries_left(self, chunk: Chunk, error: BaseException) -> bool:

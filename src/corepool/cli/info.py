@@ -13,9 +13,18 @@ from typing import Any
 
 from .. import __version__
 from .._engine import default_start_method
+from ..backends import resolve_backend_name
 from ..cpus import cpu_report
 
-__all__ = ["BackendStatus", "backend_statuses", "gather", "package_versions", "render", "run"]
+__all__ = [
+    "BackendStatus",
+    "backend_statuses",
+    "default_backend",
+    "gather",
+    "package_versions",
+    "render",
+    "run",
+]
 
 PACKAGES = ("cloudpickle", "psutil", "threadpoolctl", "tqdm", "numpy")
 # backend name -> (module whose import must work, pip extra that installs it)
@@ -66,6 +75,14 @@ def backend_statuses() -> list[BackendStatus]:
     return statuses
 
 
+def default_backend() -> str:
+    """The backend ``corepool.map`` uses without ``backend=`` (``$COREPOOL_BACKEND`` applies)."""
+    try:
+        return resolve_backend_name(None)
+    except ValueError as exc:
+        return f"invalid: {exc}"
+
+
 def gather() -> dict[str, Any]:
     """Everything ``corepool info`` reports, as JSON-ready data."""
     report = cpu_report()
@@ -84,6 +101,7 @@ def gather() -> dict[str, Any]:
             "reasons": report.reasons(),
         },
         "start_method": default_start_method(),
+        "default_backend": default_backend(),
         "default_backend_env": os.environ.get("COREPOOL_BACKEND"),
         "packages": package_versions(),
         "backends": {s.name: {"available": s.available, "detail": s.detail}
@@ -101,8 +119,9 @@ def render(data: dict[str, Any]) -> str:
         *(f"  {reason}" for reason in data["cpus"]["reasons"]),
         f"start method: {data['start_method']}",
     ]
-    if data["default_backend_env"]:
-        lines.append(f"COREPOOL_BACKEND: {data['default_backend_env']}")
+    valid = not data["default_backend"].startswith("invalid")
+    source = " (from COREPOOL_BACKEND)" if data["default_backend_env"] and valid else ""
+    lines.append(f"default backend: {data['default_backend']}{source}")
     lines.append("packages:")
     width = max(len(name) for name in data["packages"])
     for name, version in data["packages"].items():

@@ -1,0 +1,217 @@
+"""The pool's rules, tested without a single process: events in, actions out."""
+
+from __future__ import annotations
+
+import pickle
+import signal
+from concurrent.futures import Future
+
+import pytest
+
+from corepool._engine import protocol as p
+from corepool._engine.job import CallJob, Job, Piece
+from corepool._engine.state import (
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    PoolState,
+    Quit,
+    Send,
+    Start,
+)
+from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
+from corepool.serialize import FailureInfo
+
+
+def split(payload: bytes) -> list[bytes]:
+    return [pickle.dumps([x]) for x in pickle.loads(payload)]
+
+
+class RecordingJob(Job):
+    def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(abs, p.SINGLE, **options)
+        self.pieces: list[Piece] = []
+
+    def deliver(self, piece: Piece) -> None:
+        self.pieces.append(piece)
+
+    def fail(self, exc: BaseException) -> None:
+        self.failed = exc
+
+
+def chunk(job: Job, start: int, values: list[int]) -> Chunk:
+    return Chunk(job, start, start, len(values), pickle.dumps(values))
+
+
+def no_slot(wid: int) -> tuple[int, int, float]:
+    return -1, -1, 0.0
+
+
+def started_pool(workers: int = 2, **options) -> PoolState:  # type: ignore[no-untyped-def]
+    state = PoolState(workers, split=split, **options)
+    actions = state.start(0.0)
+    assert actions == [Start(i) for i in range(workers)]
+    for wid in range(workers):
+        state.on_ready(wid, 1000 + wid, 0.0)
+    return state
+
+
+def sends(actions: list) -> list[Send]:  # type: ignore[type-arg]
+    return [a for a in actions if isinstance(a, Send)]
+
+
+def test_chunks_go_to_workers_two_at_a_time_and_function_once() -> None:
+    state = started_pool()
+    job = RecordingJob()
+    actions = state.add([chunk(job, i, [i]) for i in range(6)], 0.0)
+    sent = sends(actions)
+    assert [(s.wid, s.chunk.start) for s in sent] == [(0, 0), (0, 1), (1, 2), (1, 3)]
+    assert [s.with_function for s in sent] == [True, False, True, False]
+    assert len(state.ready) == 2
+
+
+def test_done_delivers_and_refills() -> None:
+    state = started_pool(1)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0, 1]), chunk(job, 2, [2, 3]), chunk(job, 4, [4])], 0.0)
+    first = state.workers[0].queue[0]
+    actions = state.on_done(0, first.seq, 0.01, [10, 11], {}, 1.0)
+    assert Deliver(job, Piece(0, [10, 11], {}, 0, None)) in actions
+    assert [s.chunk.start for s in sends(actions)] == [4]
+
+
+def test_crash_of_a_single_task_fails_it() -> None:
+    state = started_pool()
+    job = RecordingJob()
+    state.add([chunk(job, 0, [7])], 0.0)
+    actions = state.on_exit(0, -signal.SIGSEGV, 1.0, no_slot)
+    delivered = [a for a in actions if isinstance(a, Deliver)]
+    assert len(delivered) == 1
+    error = delivered[0].piece.failures[0]
+    assert isinstance(error, WorkerCrashed) and "SIGSEGV" in str(error) and "pid 1000" in str(error)
+    assert Start(2) in actions  # replaced
+
+
+def test_crash_of_a_chunk_requeues_each_task_alone() -> None:
+    state = started_pool(1)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0, 1, 2]), chunk(job, 3, [3, 4])], 0.0)
+    actions = state.on_exit(0, 1, 1.0, no_slot)
+    assert not any(isinstance(a, Deliver) for a in actions)  # nobody is blamed yet
+    state.on_ready(1, 2000, 1.0)
+    queued = [(c.start, c.count) for c in state.workers[1].queue] + [
+        (c.start, c.count) for c in state.ready
+    ]
+    assert queued == [(0, 1), (1, 1), (2, 1), (3, 2)]  # the untouched chunk stays whole
+
+
+def test_crash_with_a_tracked_position_blames_that_task() -> None:
+    state = started_pool(1)
+    job = RecordingJob(timeout=10.0)
+    state.add([chunk(job, 0, [0, 1, 2])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    actions = state.on_exit(0, 1, 1.0, lambda wid: (seq, 1, 0.5))
+    failed = [a.piece for a in actions if isinstance(a, Deliver)]
+    assert [(piece.start, type(piece.failures[0])) for piece in failed] == [(1, WorkerCrashed)]
+    assert sorted(c.start for c in state.ready) + sorted(
+        c.start for w in state.workers.values() for c in w.queue
+    ) == [0, 2]
+
+
+def test_crash_is_retried_then_failed() -> None:
+    state = started_pool(1)
+    job = RecordingJob(retries=1)
+    state.add([chunk(job, 0, [5])], 0.0)
+    assert not any(isinstance(a, Deliver) for a in state.on_exit(0, 9, 1.0, no_slot))
+    state.on_ready(1, 2000, 1.0)
+    retry = state.workers[1].queue[0]
+    assert retry.attempt == 1
+    actions = state.on_exit(1, 9, 2.0, no_slot)
+    assert any(isinstance(a, Deliver) for a in actions)
+
+
+def test_timeout_is_computed_from_the_slot_and_stops_the_worker() -> None:
+    state = started_pool(1)
+    job = RecordingJob(timeout=2.0)
+    state.add([chunk(job, 0, [0, 1, 2])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    slot = (seq, 1, 5.0)  # task 1 started at t=5
+    assert state.next_deadline(lambda wid: slot) == 7.0
+    assert state.on_tick(6.9, lambda wid: slot) == []
+    actions = state.on_tick(7.0, lambda wid: slot)
+    timed_out = [a.piece for a in actions if isinstance(a, Deliver)]
+    assert len(timed_out) == 1 and timed_out[0].start == 1
+    assert isinstance(timed_out[0].failures[0], TaskTimeout)
+    assert Kill(0, signal.SIGTERM) in actions
+    assert Start(1) in actions
+    # After the grace period, SIGKILL.
+    assert state.next_deadline(no_slot) == 7.0 + state.kill_grace
+    assert Kill(0, signal.SIGKILL) in state.on_tick(7.0 + state.kill_grace, no_slot)
+
+
+def test_results_from_a_timed_out_worker_are_ignored() -> None:
+    state = started_pool(1)
+    job = RecordingJob(timeout=1.0)
+    state.add([chunk(job, 0, [0])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    state.on_tick(5.0, lambda wid: (seq, 0, 0.0))
+    assert state.on_done(0, seq, 0.1, [0], {}, 5.1) == []
+
+
+def test_exception_failure_with_retry_splits_the_delivery() -> None:
+    state = started_pool(1)
+    job = RecordingJob(retries=1)
+    state.add([chunk(job, 0, [0, 1, 2, 3])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    info = FailureInfo.capture(ValueError("x"))
+    actions = state.on_done(0, seq, 0.1, [0, None, 2, 3], {1: info}, 1.0)
+    pieces = [(a.piece.start, a.piece.values) for a in actions if isinstance(a, Deliver)]
+    assert pieces == [(0, [0]), (2, [2, 3])]
+    retried = [c for c in state.workers[0].queue] + list(state.ready)
+    assert [(c.start, c.attempt) for c in retried] == [(1, 1)]
+
+
+def test_three_start_failures_break_the_pool() -> None:
+    state = PoolState(1, split=split)
+    state.start(0.0)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0])], 0.0)
+    actions: list = []  # type: ignore[type-arg]
+    for wid in range(3):
+        actions = state.on_exit(wid, 1, 0.0, no_slot)
+    assert isinstance(state.broken, BrokenPool)
+    assert any(isinstance(a, FailJob) and a.job is job for a in actions)
+    assert isinstance(state.add([chunk(job, 1, [1])], 0.0)[0], FailJob)
+
+
+def test_max_tasks_per_child_quits_and_replaces() -> None:
+    state = started_pool(1, max_tasks_per_child=2)
+    job = RecordingJob()
+    actions = state.add([chunk(job, i, [i]) for i in range(3)], 0.0)
+    assert Quit(0) in actions and Start(1) in actions
+    assert len(state.workers[0].queue) == 2
+
+
+def test_close_quits_idle_workers_only_when_the_queue_is_empty() -> None:
+    state = started_pool(1)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0])], 0.0)
+    assert state.close(0.0) == []
+    seq = state.workers[0].queue[0].seq
+    assert Quit(0) in state.on_done(0, seq, 0.0, [0], {}, 1.0)
+
+
+def test_cancelled_call_is_not_sent() -> None:
+    state = started_pool(1)
+    future: Future[int] = Future()
+    job = CallJob(abs, future)
+    future.cancel()
+    assert sends(state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)) == []
+
+
+@pytest.mark.parametrize("exitcode, text", [(3, "exit code 3"), (-9, "signal SIGKILL")])
+def test_exit_descriptions(exitcode: int, text: str) -> None:
+    from corepool._engine.state import describe_exit
+
+    assert describe_exit(exitcode) == text
