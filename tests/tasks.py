@@ -139,3 +139,21 @@ def get_global(_: Any = None) -> Any:
 
 def failing_initializer() -> None:
     raise RuntimeError("initializer is broken")
+
+
+def allocate_mb(megabytes: int) -> int:
+    """Hold ``megabytes`` of touched memory for the duration of the task."""
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(block[::4096])
+    return len(block) // (1024 * 1024)
+
+
+_KEPT: list[bytearray] = []
+
+
+def leak_mb(megabytes: int) -> int:
+    """Keep ``megabytes`` (touched, so resident) alive in the worker after the task returns."""
+    block = bytearray(megabytes * 1024 * 1024)
+    block[::4096] = b"x" * len(range(0, len(block), 4096))
+    _KEPT.append(block)
+    return len(_KEPT)

@@ -14,9 +14,9 @@ from pathlib import Path
 
 import psutil
 import pytest
-import tasks
 
 import corepool
+import tasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -179,7 +179,7 @@ def test_unguarded_main_script_gets_the_guard_advice(tmp_path: Path) -> None:
         """,
         tmp_path,
     )
-    out, err = proc.communicate(timeout=60)
+    _, err = proc.communicate(timeout=60)
     assert proc.returncode != 0
     assert 'if __name__ == "__main__":' in err
     assert "BrokenPool" in err
@@ -203,11 +203,11 @@ def test_ctrl_c_stops_the_workers_quickly(tmp_path: Path) -> None:
     _wait_until_busy(workers)
     sent = time.monotonic()
     proc.send_signal(signal.SIGINT)
-    out, err = proc.communicate(timeout=10)
+    _, err = proc.communicate(timeout=10)
     assert time.monotonic() - sent < 2.5
     assert "KeyboardInterrupt" in err
     assert err.count("Traceback") == 1, err  # the parent's only: no spew from workers
-    gone, alive = psutil.wait_procs(workers, timeout=3)
+    _, alive = psutil.wait_procs(workers, timeout=3)
     assert not alive
 
 
@@ -241,5 +241,23 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
     workers = [psutil.Process(p) for p in pids]
     proc.kill()
     proc.wait(timeout=10)
-    gone, alive = psutil.wait_procs(workers, timeout=5)
+    _, alive = psutil.wait_procs(workers, timeout=5)
     assert not alive, [w.pid for w in alive]
+
+
+def test_worker_memory_limit() -> None:
+    with corepool.Pool(2, worker_memory_limit="300MB") as pool:
+        results = [pool.apply_async(tasks.allocate_mb, (n,)) for n in (10, 2000, 10)]
+        assert results[0].get(timeout=30) == 10 and results[2].get(timeout=30) == 10
+        with pytest.raises(corepool.WorkerCrashed, match="memory limit") as info:
+            results[1].get(timeout=30)
+        assert isinstance(info.value.__cause__, MemoryError)
+        assert pool.apply(tasks.allocate_mb, (20,)) == 20  # the pool goes on
+
+
+def test_worker_past_its_memory_limit_after_a_task_is_recycled() -> None:
+    with corepool.Pool(1, worker_memory_limit="120MB") as pool:
+        first = pool.apply(tasks.pid_of)
+        assert pool.apply(tasks.leak_mb, (105,)) == 1  # succeeds, but leaves the worker fat
+        assert pool.apply(tasks.pid_of) != first
+        assert pool.apply(tasks.leak_mb, (10,)) == 1  # a fresh worker: nothing kept

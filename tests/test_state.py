@@ -212,6 +212,6 @@ def test_cancelled_call_is_not_sent() -> None:
 
 @pytest.mark.parametrize("exitcode, text", [(3, "exit code 3"), (-9, "signal SIGKILL")])
 def test_exit_descriptions(exitcode: int, text: str) -> None:
-    from corepool._engine.state import describe_exit
+    from corepool._engine.exits import describe_exit
 
     assert describe_exit(exitcode) == text

@@ -445,6 +445,7 @@ class Pool:
             max_tasks_per_child=maxtasksperchild,
             context=context,
             start_method=start_method,
+            memory_limit=self._memory_limit,
         )
         self._finalizer = weakref.finalize(self, _finalize_pool, self._core)
 

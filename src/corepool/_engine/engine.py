@@ -10,6 +10,7 @@ from typing import Any
 
 from ..errors import CorepoolError
 from ..serialize import dumps_code, dumps_data, find_unpicklable
+from .exits import ExitExplainer
 from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from .state import Action, Chunk, PoolState
 from .supervisor import Supervisor, split_payload
@@ -67,6 +68,7 @@ class ProcessEngine:
         context: BaseContext | None = None,
         start_method: str | None = None,
         thread_limit: int | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         check_not_bootstrapping()
         self.context = resolve_context(context, start_method)
@@ -75,10 +77,17 @@ class ProcessEngine:
             init_blob = dumps_code((initializer, tuple(initargs)), "the initializer")
         self.workers = workers
         self.state = PoolState(
-            workers, max_tasks_per_child=max_tasks_per_child, split=split_payload
+            workers,
+            max_tasks_per_child=max_tasks_per_child,
+            split=split_payload,
+            exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(
-            self.context, self.state, init_blob=init_blob, thread_limit=thread_limit
+            self.context,
+            self.state,
+            init_blob=init_blob,
+            thread_limit=thread_limit,
+            memory_limit=memory_limit,
         )
         self.supervisor.thread.start()
         self.supervisor.started.wait()  # like multiprocessing.Pool: workers exist on return

@@ -15,11 +15,13 @@ Worker → parent::
 
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
-    (DONE, chunk_seq, busy_seconds, retiring)      body: pickled (values, failures)
+    (DONE, chunk_seq, busy_seconds, retiring)      body: pickled (values, failures);
+                                                   retiring: past its memory limit, it exits
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
 
-``failures`` maps a position in the chunk to a :class:`~corepool.serialize.FailureInfo`
-or, for a result that could not be pickled, to ``(RESULT_UNPICKLABLE, FailureInfo)``.
+``failures`` maps a position in the chunk to a :class:`~corepool.serialize.FailureInfo`,
+to ``(RESULT_UNPICKLABLE, FailureInfo)`` for a result that could not be pickled, or to
+``(MEMORY_LIMIT, limit_bytes, FailureInfo)`` for a MemoryError under a memory limit.
 The *acknowledgement* that a task started is not a message: the worker writes the
 chunk and position it is running, and when it started, into its shared :class:`Slot`.
 """
@@ -40,6 +42,7 @@ INIT_FAILED = "init_failed"
 DONE = "done"
 UNREADABLE = "unreadable"
 RESULT_UNPICKLABLE = "result_unpicklable"
+MEMORY_LIMIT = "memory_limit"
 
 # How a chunk's inputs are applied to the function.
 SINGLE = 0  # fn(x)

@@ -35,6 +35,7 @@ from typing import Any
 from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed
 from ..serialize import FailureInfo
 from . import protocol as p
+from .exits import describe_exit
 from .job import Job, Piece
 
 KILL_GRACE_SECONDS = 0.5
@@ -120,18 +121,6 @@ class FailJob:
 
 
 Action = Start | Send | Quit | Kill | Deliver | FailJob
-
-
-def describe_exit(exitcode: int | None) -> str:
-    """'exit code 3' or 'signal SIGSEGV' from a process exit code."""
-    if exitcode is None:
-        return "an unknown cause"
-    if exitcode < 0:
-        try:
-            return f"signal {signal.Signals(-exitcode).name}"
-        except ValueError:
-            return f"signal {-exitcode}"
-    return f"exit code {exitcode}"
 
 
 class PoolState:
@@ -329,11 +318,17 @@ class PoolState:
         values: list[Any],
         failures: dict[int, Any],
         now: float,
+        retiring: bool = False,
     ) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []  # a worker we already gave up on (timed out): its results are void
         chunk = worker.queue.popleft()
+        if retiring:
+            # Past its memory limit: it exits now, and what it was sent next never ran.
+            worker.quitting = True
+            self._requeue(list(worker.queue))
+            worker.queue.clear()
         worker.free_since = now
         worker.busy += busy
         worker.tasks += chunk.count
@@ -388,6 +383,16 @@ class PoolState:
                 f"the result of task {chunk.start + pos} cannot be pickled: "
                 f"{info.type_name}: {info.message}"
             )
+            return error
+        if isinstance(raw, tuple) and raw and raw[0] == p.MEMORY_LIMIT:
+            limit: int = raw[1]
+            error = WorkerCrashed(
+                f"task {chunk.start + pos} ran out of memory: it passed the worker memory "
+                f"limit of {limit:,} bytes (MemoryError); its worker was replaced",
+                None,
+                "memory limit",
+            )
+            error.__cause__ = raw[2].rebuild()
             return error
         assert isinstance(raw, FailureInfo)
         return raw.rebuild()

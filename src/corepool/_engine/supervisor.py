@@ -71,12 +71,13 @@ class Supervisor:
         *,
         init_blob: bytes | None,
         thread_limit: int | None,
-        exit_reason: Callable[[int | None, int | None], str] | None = None,
+        memory_limit: int | None = None,
     ) -> None:
         self._ctx = context
         self.state = state
         self._init_blob = init_blob
         self._thread_limit = thread_limit
+        self._memory_limit = memory_limit
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -182,12 +183,12 @@ class Supervisor:
         now = time.monotonic()
         kind = meta[0]
         if kind == p.DONE:
-            _, seq, busy = meta
+            _, seq, busy, retiring = meta
             try:
                 values, failures = loads(body)
             except Exception as exc:
                 return self.state.on_result_unreadable(wid, seq, exc, now)
-            return self.state.on_done(wid, seq, busy, values, failures, now)
+            return self.state.on_done(wid, seq, busy, values, failures, now, retiring)
         if kind == p.READY:
             return self.state.on_ready(wid, meta[1], now)
         if kind == p.UNREADABLE:
@@ -289,7 +290,14 @@ class Supervisor:
         slot[worker_module.SLOT_SEQ] = -1
         process = self._ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
-            args=(child_end, slot, self._init_blob, os.getpid(), self._thread_limit),
+            args=(
+                child_end,
+                slot,
+                self._init_blob,
+                os.getpid(),
+                self._thread_limit,
+                self._memory_limit,
+            ),
             name=f"corepool-worker-{wid}",
             daemon=False,
         )

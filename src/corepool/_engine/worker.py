@@ -120,6 +120,51 @@ def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes:
         return dumps_data((results, failures))
 
 
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _memory() -> tuple[int, int]:
+    """(virtual size, resident size) of this process in bytes."""
+    try:
+        with open("/proc/self/statm", "rb") as f:
+            size, resident = f.read().split()[:2]
+        return int(size) * _PAGE, int(resident) * _PAGE
+    except (OSError, ValueError):
+        import resource
+
+        rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        return rss, rss
+
+
+def _cap_address_space(limit: int) -> None:
+    """Make an allocation past ``limit`` (above what is mapped now) a MemoryError.
+
+    The kernel's OOM killer would take the whole worker, or another process, down
+    without a word; an address-space limit fails the one allocation instead.
+    """
+    try:
+        import resource
+
+        virtual, _ = _memory()
+        _, hard = resource.getrlimit(resource.RLIMIT_AS)
+        soft = virtual + limit
+        if hard != resource.RLIM_INFINITY:
+            soft = min(soft, hard)
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    except (ImportError, OSError, ValueError):
+        return
+
+
+def _mark_memory_errors(failures: dict[int, Any], limit: int) -> bool:
+    """Turn MemoryErrors under a memory limit into memory-limit failures; any found?"""
+    found = False
+    for pos, info in list(failures.items()):
+        if isinstance(info, FailureInfo) and info.type_name == "MemoryError":
+            failures[pos] = (p.MEMORY_LIMIT, limit, info)
+            found = True
+    return found
+
+
 def _initialize(init_blob: bytes | None, thread_limit: int | None) -> Any:
     limiter = None
     if thread_limit is not None:
@@ -141,6 +186,7 @@ def main(
     init_blob: bytes | None,
     parent_pid: int,
     thread_limit: int | None = None,
+    memory_limit: int | None = None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -156,14 +202,16 @@ def main(
         except OSError:
             pass
         return
+    if memory_limit is not None:
+        _cap_address_space(memory_limit)
     try:
         p.send_blocking(sock, (p.READY, os.getpid()))
-        _serve(sock, slot)
+        _serve(sock, slot, memory_limit)
     except (EOFError, OSError):
         return  # the parent is gone or closed the channel: nothing left to do
 
 
-def _serve(sock: socket.socket, slot: Any) -> None:
+def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
     while True:
@@ -198,4 +246,10 @@ def _serve(sock: socket.socket, slot: Any) -> None:
             results, failures = _run_fast(fn, items, style)
         busy = time.perf_counter() - started
         del items
-        p.send_blocking(sock, (p.DONE, seq, busy), _pack_results(results, failures))
+        retiring = False
+        if memory_limit is not None:
+            retiring = _mark_memory_errors(failures, memory_limit)
+            retiring = retiring or _memory()[1] > memory_limit
+        p.send_blocking(sock, (p.DONE, seq, busy, retiring), _pack_results(results, failures))
+        if retiring:
+            return

@@ -29,6 +29,7 @@ class ProcessBackend(Backend):
         context: BaseContext | None = None,
         start_method: str | None = None,
         thread_limit: int | None = None,
+        memory_limit: int | None = None,
         **_: Any,
     ) -> None:
         self.workers = workers
@@ -40,6 +41,7 @@ class ProcessBackend(Backend):
             context=context,
             start_method=start_method,
             thread_limit=thread_limit,
+            memory_limit=memory_limit,
         )
 
     def run_stream(self, job: StreamJob) -> None:
