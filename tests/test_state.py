@@ -24,8 +24,8 @@ from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
 from corepool.serialize import FailureInfo
 
 
-def split(payload: bytes) -> list[bytes]:
-    return [pickle.dumps([x]) for x in pickle.loads(payload)]
+def pickle_one(item: object) -> bytes:
+    return pickle.dumps([item])
 
 
 class RecordingJob(Job):
@@ -41,7 +41,7 @@ class RecordingJob(Job):
 
 
 def chunk(job: Job, start: int, values: list[int]) -> Chunk:
-    return Chunk(job, start, start, len(values), pickle.dumps(values))
+    return Chunk(job, start, start, len(values), pickle.dumps(values), items=list(values))
 
 
 def no_slot(wid: int) -> tuple[int, int, float]:
@@ -49,7 +49,7 @@ def no_slot(wid: int) -> tuple[int, int, float]:
 
 
 def started_pool(workers: int = 2, **options) -> PoolState:  # type: ignore[no-untyped-def]
-    state = PoolState(workers, split=split, **options)
+    state = PoolState(workers, pickle_one=pickle_one, **options)
     actions = state.start(0.0)
     assert actions == [Start(i) for i in range(workers)]
     for wid in range(workers):
@@ -173,7 +173,7 @@ def test_exception_failure_with_retry_splits_the_delivery() -> None:
 
 
 def test_three_start_failures_break_the_pool() -> None:
-    state = PoolState(1, split=split)
+    state = PoolState(1, pickle_one=pickle_one)
     state.start(0.0)
     job = RecordingJob()
     state.add([chunk(job, 0, [0])], 0.0)

@@ -13,7 +13,7 @@ from ..serialize import dumps_code, dumps_data, find_unpicklable
 from .exits import ExitExplainer
 from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from .state import Action, Chunk, PoolState
-from .supervisor import Supervisor, split_payload
+from .supervisor import Supervisor
 
 GUARD_MESSAGE = (
     "a corepool pool was started while a worker process was importing the main script. "
@@ -79,7 +79,7 @@ class ProcessEngine:
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            split=split_payload,
+            pickle_one=lambda item: dumps_data([item]),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(
@@ -107,7 +107,7 @@ class ProcessEngine:
                 self._add(self._split_unpicklable(job, origin, start, items))
                 return
             job.sizer.observe_payload(len(items), len(payload))
-            self._add([Chunk(job, origin, start, len(items), payload)])
+            self._add([Chunk(job, origin, start, len(items), payload, items=items)])
 
         start_feeder(job, run_chunk)
 
@@ -120,7 +120,9 @@ class ProcessEngine:
         for pos in [*sorted(bad), len(items)]:
             if pos > run_start:
                 part = items[run_start:pos]
-                chunks.append(Chunk(job, origin, start + run_start, len(part), dumps_data(part)))
+                chunks.append(
+                    Chunk(job, origin, start + run_start, len(part), dumps_data(part), items=part)
+                )
             if pos < len(items):
                 job.deliver(input_failure_piece(job, origin, start, pos, items[pos], bad[pos]))
             run_start = pos + 1
@@ -135,9 +137,9 @@ class ProcessEngine:
             from ..serialize import argument_error
 
             error = argument_error(0, args, exc, star=True)
-            job.deliver(Piece(0, [None], {0: error}, 0, None, [(args, kwargs)]))
+            job.deliver(Piece(0, [None], {0: error}, 0, [(args, kwargs)]))
             return
-        self._add([Chunk(job, 0, 0, 1, payload)])
+        self._add([Chunk(job, 0, 0, 1, payload, items=[(args, kwargs)])])
 
     def release(self, job: Job) -> None:
         """The job is over (or abandoned): drop its queued chunks, let workers forget it."""

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
-from ..serialize import add_note, describe_input, loads
+from ..serialize import add_note, describe_input
 from . import protocol as p
 from .dispatch import ChunkSizer
 
@@ -32,15 +32,14 @@ class Piece:
     """Results for the contiguous task indices ``start .. start + len(values) - 1``.
 
     ``failures`` maps a position in ``values`` to the exception that task ended with;
-    ``payload`` is the pickled inputs, kept to describe a failed task's input.
+    ``inputs`` are the tasks' inputs when there are failures, to describe them in notes.
     """
 
     start: int
     values: list[Any]
     failures: dict[int, BaseException] = field(default_factory=dict)
     origin: int = -1
-    payload: bytes | None = None
-    inputs: list[Any] | None = None  # the inputs themselves, for in-process backends
+    inputs: list[Any] | None = None
 
 
 class Job:
@@ -91,16 +90,6 @@ class Job:
     def unbound(self) -> None:
         """Let the feeder run ahead without waiting for the consumer (pool closing)."""
 
-    def describe(self, payload: bytes | None, pos: int) -> str:
-        """A short repr of the input at ``pos`` of a pickled chunk, for error notes."""
-        if payload is None:
-            return "?"
-        try:
-            item = loads(payload)[pos]
-        except Exception:
-            return "?"
-        return self.describe_value(item)
-
     def describe_value(self, item: Any) -> str:
         """A short repr of one input, as the function receives it."""
         if self.style == p.CALL:
@@ -115,10 +104,7 @@ class Job:
         for pos, exc in piece.failures.items():
             if getattr(exc, "_corepool_noted", False):
                 continue
-            if piece.inputs is not None:
-                shown = self.describe_value(piece.inputs[pos])
-            else:
-                shown = self.describe(piece.payload, pos)
+            shown = "?" if piece.inputs is None else self.describe_value(piece.inputs[pos])
             add_note(exc, f"corepool: task {piece.start + pos}, input {shown}")
             try:
                 exc._corepool_noted = True  # type: ignore[attr-defined]
@@ -310,7 +296,7 @@ def input_failure_piece(
     error: BaseException = argument_error(start + pos, item, exc, job.style == p.STAR)
     if not isinstance(error, SerializationError):  # pragma: no cover - defensive
         error = CorepoolError(str(error))
-    return Piece(start + pos, [None], {0: error}, origin, None)
+    return Piece(start + pos, [None], {0: error}, origin, [item])
 
 
 def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> None:

@@ -28,7 +28,7 @@ from __future__ import annotations
 import enum
 import signal
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -43,12 +43,17 @@ MAX_START_FAILURES = 3
 PREFETCH_BELOW_SECONDS = 0.01
 
 SlotReader = Callable[[int], tuple[int, int, float]]
-Splitter = Callable[[bytes], list[bytes]]
+PickleOne = Callable[[Any], bytes]  # one input -> the payload of a one-task chunk
 
 
 @dataclass
 class Chunk:
-    """Inputs ``start .. start + count - 1`` of ``job``, pickled as a list in ``payload``."""
+    """Inputs ``start .. start + count - 1`` of ``job``, pickled as a list in ``payload``.
+
+    ``items`` are the inputs themselves, kept while the chunk is out: retries and
+    isolation re-pickle them one by one, and error notes describe them, so the parent
+    never unpickles a task's input (which could run arbitrary reconstruction code).
+    """
 
     job: Job
     origin: int
@@ -57,6 +62,7 @@ class Chunk:
     payload: bytes
     attempt: int = 0  # failures already pinned on this (single) task
     seq: int = -1  # unique in the pool, set when it enters the queue
+    items: list[Any] | None = None
 
 
 class WorkerPhase(enum.Enum):
@@ -131,14 +137,14 @@ class PoolState:
         workers: int,
         *,
         max_tasks_per_child: int | None = None,
-        split: Splitter,
+        pickle_one: PickleOne,
         kill_grace: float = KILL_GRACE_SECONDS,
         exit_reason: Callable[[int | None, int | None], str] | None = None,
     ) -> None:
         self.size = workers
         self.max_tasks_per_child = max_tasks_per_child
         self.kill_grace = kill_grace
-        self._split = split
+        self._pickle_one = pickle_one
         self._exit_reason = exit_reason or (lambda code, pid: describe_exit(code))
         self.workers: dict[int, Worker] = {}
         self.ready: deque[Chunk] = deque()
@@ -190,11 +196,29 @@ class PoolState:
         for chunk in reversed(chunks):
             self._enqueue(chunk, front=True)
 
-    def _singletons(self, chunk: Chunk, positions: range) -> list[Chunk]:
+    def _single(self, chunk: Chunk, pos: int, attempt: int = 0) -> Chunk:
+        """Task ``pos`` of ``chunk`` as a chunk of its own."""
         if chunk.count == 1:
-            return [chunk] if 0 in positions else []
-        payloads = self._split(chunk.payload)
-        return [Chunk(chunk.job, chunk.origin, chunk.start + i, 1, payloads[i]) for i in positions]
+            return Chunk(
+                chunk.job, chunk.origin, chunk.start, 1, chunk.payload, attempt, items=chunk.items
+            )
+        assert chunk.items is not None, "a chunk of several tasks keeps its inputs"
+        item = chunk.items[pos]
+        return Chunk(
+            chunk.job,
+            chunk.origin,
+            chunk.start + pos,
+            1,
+            self._pickle_one(item),
+            attempt,
+            items=[item],
+        )
+
+    def _singletons(self, chunk: Chunk, positions: Iterable[int]) -> list[Chunk]:
+        return [self._single(chunk, pos) for pos in positions]
+
+    def _inputs(self, chunk: Chunk, lo: int, hi: int) -> list[Any] | None:
+        return None if chunk.items is None else chunk.items[lo:hi]
 
     def _capacity(self, worker: Worker) -> int:
         if not worker.queue:
@@ -247,19 +271,18 @@ class PoolState:
         return attempt < job.retries and not job.cancelled
 
     def _retry(self, chunk: Chunk, pos: int) -> None:
-        payload = chunk.payload if chunk.count == 1 else self._split(chunk.payload)[pos]
         attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
-        self._requeue([Chunk(chunk.job, chunk.origin, chunk.start + pos, 1, payload, attempt)])
+        self._requeue([self._single(chunk, pos, attempt)])
 
     def _fail_task(self, chunk: Chunk, pos: int, error: BaseException) -> list[Action]:
         """A failure pinned on one task: retry it or deliver the error."""
         if self._retries_left(chunk, error):
             self._retry(chunk, pos)
             return []
-        payload = chunk.payload if chunk.count == 1 else self._split(chunk.payload)[pos]
-        return [
-            Deliver(chunk.job, Piece(chunk.start + pos, [None], {0: error}, chunk.origin, payload))
-        ]
+        piece = Piece(
+            chunk.start + pos, [None], {0: error}, chunk.origin, self._inputs(chunk, pos, pos + 1)
+        )
+        return [Deliver(chunk.job, piece)]
 
     # Events ------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
@@ -356,25 +379,11 @@ class PoolState:
         for hi in [*retried, chunk.count]:
             if hi > lo:
                 piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
-                payload = None
-                if piece_failures:
-                    payload = (
-                        chunk.payload if chunk.count == 1 else self._sub_payload(chunk, lo, hi)
-                    )
-                piece = Piece(
-                    chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, payload
-                )
+                inputs = self._inputs(chunk, lo, hi) if piece_failures else None
+                piece = Piece(chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, inputs)
                 actions.append(Deliver(job, piece))
             lo = hi + 1
         return actions + self._after(now)
-
-    def _sub_payload(self, chunk: Chunk, lo: int, hi: int) -> bytes | None:
-        from ..serialize import dumps_data, loads
-
-        try:
-            return dumps_data(loads(chunk.payload)[lo:hi])
-        except Exception:
-            return None
 
     def _error_from_worker(self, chunk: Chunk, pos: int, raw: Any) -> BaseException:
         if isinstance(raw, tuple) and raw and raw[0] == p.RESULT_UNPICKLABLE:
@@ -423,9 +432,7 @@ class PoolState:
                 job.cancel()
             else:
                 actions.append(
-                    Deliver(
-                        job, Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.payload)
-                    )
+                    Deliver(job, Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.items))
                 )
         return actions + self._after(now)
 
@@ -486,13 +493,7 @@ class PoolState:
         )
         actions = self._fail_task(head, pos, error)
         if head.count > 1:
-            self._requeue(
-                [
-                    c
-                    for c in self._singletons(head, range(head.count))
-                    if c.start != head.start + pos
-                ]
-            )
+            self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
         return actions
 
     def on_tick(self, now: float, read_slot: SlotReader) -> list[Action]:
@@ -521,13 +522,7 @@ class PoolState:
             worker.queue.clear()
             self._requeue(rest)
             if head.count > 1:
-                self._requeue(
-                    [
-                        c
-                        for c in self._singletons(head, range(head.count))
-                        if c.start != head.start + pos
-                    ]
-                )
+                self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
             actions += self._fail_task(head, pos, error)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
@@ -594,7 +589,7 @@ class PoolState:
             f"{type(error).__name__}: {error}"
         )
         failure.__cause__ = error
-        piece = Piece(chunk.start, [None], {0: failure}, chunk.origin, chunk.payload)
+        piece = Piece(chunk.start, [None], {0: failure}, chunk.origin, chunk.items)
         return [Deliver(chunk.job, piece), *self._after(now)]
 
     def cancel(self, job: Job) -> None:

@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
-from ..serialize import dumps_data, loads
+from ..serialize import loads
 from . import protocol as p
 from . import worker as worker_module
 from .state import (
@@ -41,11 +41,6 @@ from .state import (
     Send,
     Start,
 )
-
-
-def split_payload(payload: bytes) -> list[bytes]:
-    """One pickled single-input list per input of a pickled chunk."""
-    return [dumps_data([item]) for item in loads(payload)]
 
 
 class _Proc:

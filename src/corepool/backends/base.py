@@ -106,4 +106,4 @@ def run_inline(
                 failures[pos] = exc
                 break
     job.sizer.observe(len(items), time.perf_counter() - began)
-    return Piece(start, values, failures, origin, None, items)
+    return Piece(start, values, failures, origin, items if failures else None)

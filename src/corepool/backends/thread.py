@@ -142,7 +142,7 @@ class ThreadBackend(Backend):
                     "running it cannot be stopped and finishes in the background",
                     timeout,
                 )
-                job.deliver(Piece(index, [None], {0: error}, origin, None, [item]))
+                job.deliver(Piece(index, [None], {0: error}, origin, [item]))
                 with self._lock:
                     self._restarts += 1
                 if not self._closed:
