@@ -157,3 +157,57 @@ def leak_mb(megabytes: int) -> int:
     block[::4096] = b"x" * len(range(0, len(block), 4096))
     _KEPT.append(block)
     return len(_KEPT)
+
+
+# The crash matrix: one action, done at one stage of a task's life -----------------------
+def act(kind: str) -> None:
+    """Fail in the way ``kind`` names: raise, exit, segfault, SIGKILL or hang."""
+    if kind == "exception":
+        raise ValueError(f"crash case: {kind}")
+    if kind == "exit":
+        os._exit(13)
+    if kind == "segfault":
+        ctypes.string_at(0)
+    if kind == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    if kind == "hang":
+        time.sleep(3600)
+
+
+def _rebuild_after(kind: str) -> str:
+    act(kind)
+    return kind
+
+
+class FailsWhenUnpickled:
+    """Pickles fine; unpickling it performs the action (in whoever unpickles it)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (_rebuild_after, (self.kind,))
+
+
+class FailsWhenPickled:
+    """Pickling it performs the action (in whoever pickles it)."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        act(self.kind)
+        return (str, (self.kind,))
+
+
+def run_case(stage: str, kind: str, x: Any) -> Any:
+    """The task of the crash matrix: input ``x`` is the trigger for ``x == 'boom'``."""
+    if x != "boom":
+        return x
+    if stage == "run":
+        act(kind)
+    if stage == "pickle-result":
+        return FailsWhenPickled(kind)
+    if stage == "unpickle-result":
+        return FailsWhenUnpickled(kind)
+    return x
