@@ -12,8 +12,8 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/tasks.py for the workers too
 
-import corepool  # noqa: E402
-from corepool.api import shutdown_default_pool  # noqa: E402
+import corepool
+from corepool.api import shutdown_default_pool
 
 LOCAL_BACKENDS = ["process", "thread", "serial"]
 

@@ -10,9 +10,9 @@ import itertools
 import traceback
 
 import pytest
-import tasks
 
 import corepool
+import tasks
 from corepool.backends import create_backend
 
 pytestmark = pytest.mark.timeout(60)

@@ -15,9 +15,9 @@ import time
 from typing import Any
 
 import pytest
-import tasks
 
 import corepool
+import tasks
 
 WORKER_STAGES = ["unpickle-call", "run", "pickle-result"]
 PARENT_STAGES = ["pickle-call", "unpickle-result"]

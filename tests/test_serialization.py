@@ -9,9 +9,9 @@ import threading
 from pathlib import Path
 
 import pytest
-import tasks
 
 import corepool
+import tasks
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -84,7 +84,7 @@ class HoldsALock:
 
 def test_unpicklable_function_fails_before_any_work() -> None:
     holder = HoldsALock()
-    with pytest.raises(corepool.SerializationError, match="HoldsALock.work cannot be pickled"):
+    with pytest.raises(corepool.SerializationError, match=r"HoldsALock\.work cannot be pickled"):
         corepool.map(holder.work, range(3), workers=2)
     with corepool.Pool(2) as pool, pytest.raises(TypeError):  # also a TypeError
         pool.map(holder.work, range(3))
