@@ -40,7 +40,7 @@ from .job import Job, Piece
 
 KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3
-PREFETCH_BELOW_SECONDS = 0.01
+PREFETCH_BELOW_SECONDS = 0.005
 
 SlotReader = Callable[[int], tuple[int, int, float]]
 PickleOne = Callable[[Any], bytes]  # one input -> the payload of a one-task chunk
@@ -221,13 +221,20 @@ class PoolState:
         return None if chunk.items is None else chunk.items[lo:hi]
 
     def _capacity(self, worker: Worker) -> int:
+        """Chunks a worker may hold: a second one only behind a chunk known to be short.
+
+        A chunk sent to a worker cannot be taken back: queued behind a long task it would
+        wait while other workers idle. So a worker gets a second chunk (which hides the
+        round trip between chunks) only while it runs a chunk of a job whose measured
+        time per task says it will finish within :data:`PREFETCH_BELOW_SECONDS`.
+        """
         if not worker.queue:
-            return 1 if self.max_tasks_per_child == 1 else 2
-        head = worker.queue[-1]
-        estimate = head.job.sizer.estimate(head.count)
-        if estimate is not None and estimate > PREFETCH_BELOW_SECONDS:
             return 1
-        return 2
+        running = worker.queue[0]
+        estimate = running.job.sizer.estimate(running.count)
+        if estimate is not None and estimate < PREFETCH_BELOW_SECONDS:
+            return 2
+        return 1
 
     def _dispatch(self, now: float) -> list[Action]:
         actions: list[Action] = []
