@@ -185,15 +185,36 @@ def test_unguarded_main_script_gets_the_guard_advice(tmp_path: Path) -> None:
     assert "BrokenPool" in err
 
 
-def test_ctrl_c_stops_the_workers_quickly(tmp_path: Path) -> None:
+BLOCKING_CALLS = {
+    "map": "pool.map(tasks.sleep_for, [60] * 4)",
+    "imap": "for _ in pool.imap(tasks.sleep_for, [60] * 4): pass",
+    "apply": "pool.apply(tasks.sleep_for, (60,))",
+    "executor": (
+        "with corepool.Executor(2) as ex:\n"
+        "        print(*ex.pids(), flush=True)\n"
+        "        ex.submit(tasks.sleep_for, 60).result()"
+    ),
+    "default-map": "corepool.map(tasks.sleep_for, [60] * 4, workers=2)",
+}
+
+
+@pytest.mark.parametrize("call", list(BLOCKING_CALLS))
+def test_ctrl_c_stops_the_workers_quickly(tmp_path: Path, call: str) -> None:
+    if call == "executor":
+        body = BLOCKING_CALLS[call]
+    elif call == "default-map":
+        body = (
+            "corepool.map(tasks.square, [1], workers=2)\n"
+            "    print(*corepool.api._default_pool(2, None).pids(), flush=True)\n    "
+            + BLOCKING_CALLS[call]
+        )
+    else:
+        body = (
+            "pool = corepool.Pool(2)\n    print(*pool.pids(), flush=True)\n    "
+            + BLOCKING_CALLS[call]
+        )
     proc = _python(
-        """
-        import corepool, tasks
-        if __name__ == "__main__":
-            pool = corepool.Pool(2)
-            print(*pool.pids(), flush=True)
-            pool.map(tasks.sleep_for, [60] * 4)
-        """,
+        "import corepool, tasks\nif __name__ == '__main__':\n    " + body + "\n",
         tmp_path,
     )
     assert proc.stdout is not None
@@ -261,3 +282,17 @@ def test_worker_past_its_memory_limit_after_a_task_is_recycled() -> None:
         assert pool.apply(tasks.leak_mb, (105,)) == 1  # succeeds, but leaves the worker fat
         assert pool.apply(tasks.pid_of) != first
         assert pool.apply(tasks.leak_mb, (10,)) == 1  # a fresh worker: nothing kept
+
+
+def test_executor_terminate_stops_a_hung_task() -> None:
+    ex = corepool.Executor(2)
+    hung = ex.submit(tasks.hang_on, 3)
+    pids = ex.pids()
+    started = time.monotonic()
+    ex.terminate()
+    assert time.monotonic() - started < 5
+    with pytest.raises(corepool.CorepoolError):
+        hung.result(timeout=10)
+    assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
+    with pytest.raises(RuntimeError):
+        ex.submit(tasks.square, 2)

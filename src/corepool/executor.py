@@ -123,6 +123,12 @@ class Executor(concurrent.futures.Executor):
         else:
             self._core.backend.close()
 
+    def terminate(self) -> None:
+        """Stop now, running tasks included (even one hung in C code); not in
+        ``concurrent.futures``: ``shutdown`` lets running tasks finish, as there."""
+        self._shutdown = True
+        self._core.terminate()
+
     def stats(self) -> PoolStats:
         """Tasks done and failed, busy and idle time per worker, and restarts."""
         return self._core.stats()
