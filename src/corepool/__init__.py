@@ -3,25 +3,37 @@
 >>> import corepool
 >>> corepool.map(abs, [-1, -2, 3], workers=2)
 [1, 2, 3]
+
+The public names below are loaded on first use, so that ``import corepool`` is cheap,
+and a worker process, which imports only the engine's worker loop, starts fast.
 """
 
-from .api import imap, map, starmap
-from .context import get_context
-from .cpus import cpu_count
-from .errors import (
-    BrokenPool,
-    CorepoolError,
-    RemoteTraceback,
-    SerializationError,
-    TaskError,
-    TaskTimeout,
-    WorkerCrashed,
-)
-from .executor import Executor
-from .pool import AsyncResult, Pool
-from .progress import PoolStats, WorkerStats
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
+
+_WHERE = {
+    "map": "api",
+    "imap": "api",
+    "starmap": "api",
+    "Pool": "pool",
+    "AsyncResult": "pool",
+    "Executor": "executor",
+    "cpu_count": "cpus",
+    "get_context": "context",
+    "PoolStats": "progress",
+    "WorkerStats": "progress",
+    "BrokenPool": "errors",
+    "CorepoolError": "errors",
+    "RemoteTraceback": "errors",
+    "SerializationError": "errors",
+    "TaskError": "errors",
+    "TaskTimeout": "errors",
+    "WorkerCrashed": "errors",
+}
 
 __all__ = [
     "AsyncResult",
@@ -43,3 +55,33 @@ __all__ = [
     "map",
     "starmap",
 ]
+
+if TYPE_CHECKING:
+    from .api import imap, map, starmap
+    from .context import get_context
+    from .cpus import cpu_count
+    from .errors import (
+        BrokenPool,
+        CorepoolError,
+        RemoteTraceback,
+        SerializationError,
+        TaskError,
+        TaskTimeout,
+        WorkerCrashed,
+    )
+    from .executor import Executor
+    from .pool import AsyncResult, Pool
+    from .progress import PoolStats, WorkerStats
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corepool' has no attribute {name!r}")
+    value = getattr(importlib.import_module(f".{module}", __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

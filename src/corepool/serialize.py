@@ -21,8 +21,6 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-import cloudpickle
-
 from .errors import RemoteTraceback, SerializationError, TaskError
 
 __all__ = [
@@ -62,6 +60,8 @@ def dumps_code(obj: Any, what: str) -> bytes:
 
     ``what`` names it in the error, e.g. ``"the function <lambda>"``.
     """
+    import cloudpickle  # here, not at the top: worker processes rarely need it
+
     try:
         return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
     except Exception as exc:
@@ -89,10 +89,16 @@ def dumps_data(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return _cloudpickle_dumps(obj)
     if b"__main__" in data and not _main_is_importable():
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return _cloudpickle_dumps(obj)
     return data
+
+
+def _cloudpickle_dumps(obj: Any) -> bytes:
+    import cloudpickle
+
+    return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
 
 
 def find_unpicklable(items: Sequence[Any]) -> dict[int, Exception]:

@@ -23,16 +23,5 @@ PoolState, and is the only one to change them (other threads queue commands thro
 ``Supervisor.call``). ``dispatch.py`` holds the chunk-size and window rules.
 """
 
-from .engine import ProcessEngine, check_not_bootstrapping, default_start_method, resolve_context
-from .job import CallJob, Job, Piece, StreamJob
-
-__all__ = [
-    "CallJob",
-    "Job",
-    "Piece",
-    "ProcessEngine",
-    "StreamJob",
-    "check_not_bootstrapping",
-    "default_start_method",
-    "resolve_context",
-]
+# Nothing is imported here: a worker process imports only ``worker`` (and what it
+# needs), which keeps worker start-up short. Import from the submodules.

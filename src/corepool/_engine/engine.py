@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
 import sys
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
@@ -43,9 +44,15 @@ def resolve_context(context: BaseContext | None, start_method: str | None) -> Ba
 
 
 def check_not_bootstrapping() -> None:
-    """Refuse to start workers from a worker that is still importing ``__main__``."""
+    """Refuse to start workers from a worker that is still importing ``__main__``.
+
+    One line on stderr and a quiet exit, rather than a traceback from every worker:
+    the parent then raises :class:`~corepool.errors.BrokenPool` with the same advice.
+    """
     if getattr(multiprocessing.current_process(), "_inheriting", False):
-        raise CorepoolError(GUARD_MESSAGE)
+        sys.stderr.write(f"corepool worker {os.getpid()}: {GUARD_MESSAGE}\n")
+        sys.stderr.flush()
+        raise SystemExit(1)
 
 
 def function_name(fn: Callable[..., Any]) -> str:

@@ -6,7 +6,8 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from .._engine import CallJob, Job, ProcessEngine, StreamJob
+from .._engine.engine import ProcessEngine
+from .._engine.job import CallJob, Job, StreamJob
 from ..progress import PoolStats, WorkerStats
 from .base import Backend
 

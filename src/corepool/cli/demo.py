@@ -14,7 +14,7 @@ from typing import Any
 
 import corepool
 
-from .._engine import default_start_method
+from .._engine.engine import default_start_method
 from ..api import shutdown_default_pool
 
 __all__ = ["Measurement", "Workload", "calibrate", "measure", "render", "run", "spin", "wait"]

@@ -12,7 +12,7 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
-from .._engine import default_start_method
+from .._engine.engine import default_start_method
 from ..backends import resolve_backend_name
 from ..cpus import cpu_report
 
