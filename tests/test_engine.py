@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import os
 import signal
 import subprocess
@@ -296,3 +297,15 @@ def test_executor_terminate_stops_a_hung_task() -> None:
     assert not any(psutil.pid_exists(p) and psutil.Process(p).status() != "zombie" for p in pids)
     with pytest.raises(RuntimeError):
         ex.submit(tasks.square, 2)
+
+
+def test_many_threads_submitting_at_once() -> None:
+    with corepool.Executor(2) as ex:
+
+        def submit_many(offset: int) -> list[int]:
+            return [f.result(timeout=30) for f in [ex.submit(tasks.square, offset + i)
+                                                    for i in range(300)]]
+
+        with concurrent.futures.ThreadPoolExecutor(8) as threads:
+            got = list(threads.map(submit_many, range(0, 2400, 300)))
+    assert [x for chunk in got for x in chunk] == [i * i for i in range(2400)]

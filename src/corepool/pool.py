@@ -101,6 +101,7 @@ class PoolCore:
         self.retry_on = retry_on
         self._lock = threading.Lock()
         self._open_jobs: set[Job] = set()
+        self._call_sizers: dict[Callable[..., Any], ChunkSizer] = {}
         self._all_done = threading.Condition(self._lock)
         self.closed = False
         self.terminated = False
@@ -116,7 +117,9 @@ class PoolCore:
             self._open_jobs.discard(job)
             if not self._open_jobs:
                 self._all_done.notify_all()
-        self.backend.release(job)
+        if job.cache_function or job.cancelled:
+            # Workers keep a stream's function; a cancelled call may still be queued.
+            self.backend.release(job)
 
     def stream_job(
         self,
@@ -226,6 +229,7 @@ class PoolCore:
             timeout=self.task_timeout if timeout is None else timeout,
             retries=self.retries if retries is None else retries,
             retry_on=self.retry_on,
+            sizer=self._call_sizer(fn),
         )
         self._opened(job)
         future.add_done_callback(lambda f: self._call_done(job))
@@ -236,6 +240,19 @@ class PoolCore:
             self._finished(job)
             raise
         return future
+
+    def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
+        """One duration estimate per function, shared by its calls: once its calls are
+        known to be short, a worker may hold the next one behind the running one."""
+        try:
+            sizer = self._call_sizers.get(fn)
+        except TypeError:  # an unhashable callable
+            return ChunkSizer(1)
+        if sizer is None:
+            if len(self._call_sizers) > 256:
+                self._call_sizers.clear()
+            sizer = self._call_sizers[fn] = ChunkSizer(1)
+        return sizer
 
     def _call_done(self, job: CallJob) -> None:
         if job.future.cancelled():

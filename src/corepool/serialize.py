@@ -56,14 +56,16 @@ def _why(exc: BaseException) -> str:
 
 
 def dumps_code(obj: Any, what: str) -> bytes:
-    """Pickle a function (or initializer and its arguments) with cloudpickle.
+    """Pickle a function (or initializer and its arguments) for the workers.
 
-    ``what`` names it in the error, e.g. ``"the function <lambda>"``.
+    A function the workers can import (a module's, or an importable ``__main__``'s)
+    goes by reference, as ``multiprocessing`` sends it: a few bytes, and the workers
+    use their own import of it. Anything else (a lambda, a closure, a function from
+    ``python -c``) goes by value through cloudpickle. ``what`` names it in the error,
+    e.g. ``"the function <lambda>"``.
     """
-    import cloudpickle  # here, not at the top: worker processes rarely need it
-
     try:
-        return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+        return dumps_data(obj)
     except Exception as exc:
         raise SerializationError(
             f"{what} cannot be pickled ({_why(exc)}). Functions are sent to the worker "

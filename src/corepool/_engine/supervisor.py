@@ -80,6 +80,7 @@ class Supervisor:
         os.set_blocking(self._wake_w, False)
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", -1))
         self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
+        self._wake_pending = False
         self._stop_when_done = False
         self.error: BaseException | None = None
         self.started = threading.Event()  # set once the first workers are started
@@ -89,6 +90,9 @@ class Supervisor:
     def call(self, command: Callable[[float], list[Action]]) -> None:
         """Run ``command(now)`` on the supervisor thread and apply the actions it returns."""
         self._commands.append(command)
+        if self._wake_pending:
+            return  # the supervisor has not drained yet: it will see this command too
+        self._wake_pending = True
         try:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
@@ -141,11 +145,14 @@ class Supervisor:
             self._close_all()
 
     def _drain_commands(self) -> None:
+        # Empty the pipe first, then clear the flag, then run the commands: a command
+        # queued after the flag is cleared writes a fresh byte, so none is left unseen.
         try:
             while os.read(self._wake_r, 4096):
                 pass
         except BlockingIOError:
             pass
+        self._wake_pending = False
         while self._commands:
             command = self._commands.popleft()
             self._apply(command(time.monotonic()))
