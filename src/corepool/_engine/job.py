@@ -169,6 +169,7 @@ class StreamJob(Job):
         self._failure: BaseException | None = None
         self.pump: Callable[[], bool] | None = None  # serial backend: run work inline
         self.wait: float | None = None  # longest wait for the next piece (None: forever)
+        self.unbounded = False  # the pool is closing: pull without waiting for the consumer
 
     # The feeder side ----------------------------------------------------------------
     def next_chunk(self) -> tuple[int, int, list[Any]] | None:
@@ -213,7 +214,8 @@ class StreamJob(Job):
         self.window.release()
 
     def unbound(self) -> None:
-        self.window.release(1 << 30)
+        self.unbounded = True
+        self.window.release()  # wake a feeder waiting for room
 
     # The consumer side --------------------------------------------------------------
     def _next_piece(self, timeout: float | None) -> Any:
@@ -306,7 +308,8 @@ def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> No
     """
     try:
         while True:
-            job.window.acquire()
+            if not job.unbounded:
+                job.window.acquire()
             if job.cancelled:
                 return
             got = job.next_chunk()

@@ -220,55 +220,62 @@ class PoolState:
     def _inputs(self, chunk: Chunk, lo: int, hi: int) -> list[Any] | None:
         return None if chunk.items is None else chunk.items[lo:hi]
 
-    def _capacity(self, worker: Worker) -> int:
+    def _capacity(self, worker: Worker, now: float) -> int:
         """Chunks a worker may hold: a second one only behind a chunk known to be short.
 
         A chunk sent to a worker cannot be taken back: queued behind a long task it would
         wait while other workers idle. So a worker gets a second chunk (which hides the
         round trip between chunks) only while it runs a chunk of a job whose measured
-        time per task says it will finish within :data:`PREFETCH_BELOW_SECONDS`.
+        time per task says it will finish within :data:`PREFETCH_BELOW_SECONDS`, and
+        which has not already run past that estimate (an outlier).
         """
         if not worker.queue:
             return 1
         running = worker.queue[0]
         estimate = running.job.sizer.estimate(running.count)
-        if estimate is not None and estimate < PREFETCH_BELOW_SECONDS:
-            return 2
-        return 1
+        if estimate is None or estimate >= PREFETCH_BELOW_SECONDS:
+            return 1
+        if now - worker.free_since > max(2 * estimate, PREFETCH_BELOW_SECONDS / 5):
+            return 1
+        return 2
 
     def _dispatch(self, now: float) -> list[Action]:
+        """Hand out ready chunks: first one to each idle worker, then second ones."""
         actions: list[Action] = []
-        if not self.ready:
-            return actions
         retired = False
-        for worker in list(self.workers.values()):
-            if worker.phase is WorkerPhase.STOPPING or worker.quitting:
-                continue
-            while self.ready and len(worker.queue) < self._capacity(worker):
-                chunk = self.ready.popleft()
-                if not chunk.job.claim():
+        for depth in (1, 2):
+            for worker in list(self.workers.values()):
+                if not self.ready:
+                    break
+                if worker.phase is WorkerPhase.STOPPING or worker.quitting:
                     continue
-                first_time = chunk.job.id not in worker.known_jobs
-                worker.known_jobs.add(chunk.job.id)
-                if not worker.queue:
-                    worker.free_since = now
-                worker.queue.append(chunk)
-                actions.append(Send(worker.wid, chunk, first_time, tuple(worker.to_forget)))
-                worker.to_forget.clear()
-                if worker.budget is not None:
-                    worker.budget -= chunk.count
-                    if worker.budget <= 0:
-                        worker.quitting = True
-                        actions.append(Quit(worker.wid))
-                        retired = True
-                        break
-            if not self.ready:
-                break
+                while self.ready and len(worker.queue) < min(depth, self._capacity(worker, now)):
+                    chunk = self.ready.popleft()
+                    if not chunk.job.claim():
+                        continue
+                    actions.append(self._send(worker, chunk, now))
+                    if worker.budget is not None:
+                        worker.budget -= chunk.count
+                        if worker.budget <= 0:
+                            worker.quitting = True
+                            actions.append(Quit(worker.wid))
+                            retired = True
+                            break
         if retired:
             # Replacements may take the rest of the queue while they start.
             actions += self._top_up(now)
             actions += self._dispatch(now)
         return actions
+
+    def _send(self, worker: Worker, chunk: Chunk, now: float) -> Send:
+        first_time = chunk.job.id not in worker.known_jobs
+        worker.known_jobs.add(chunk.job.id)
+        if not worker.queue:
+            worker.free_since = now
+        worker.queue.append(chunk)
+        send = Send(worker.wid, chunk, first_time, tuple(worker.to_forget))
+        worker.to_forget.clear()
+        return send
 
     def _retries_left(self, chunk: Chunk, error: BaseException) -> bool:
         job = chunk.job
