@@ -73,6 +73,7 @@ def _run(
     progress: Any,
     backend: str | None,
     retry_on: tuple[type[BaseException], ...] | None,
+    keeps_all: bool = True,
 ) -> tuple[PoolCore, Iterator[Any]]:
     _check(on_error, workers)
     core = _default_pool(workers, backend)._core
@@ -85,7 +86,9 @@ def _run(
         retries=retries,
         retry_on=retry_on,
     )
-    return core, core.pieces(job, ordered=ordered, progress=progress, iterable=iterable)
+    return core, core.pieces(
+        job, ordered=ordered, progress=progress, iterable=iterable, keeps_all=keeps_all
+    )
 
 
 def map(
@@ -202,5 +205,6 @@ def imap(
         progress=progress,
         backend=backend,
         retry_on=retry_on,
+        keeps_all=False,  # lazy: the window bounds what waits for the consumer
     )
     return core.values(pieces, on_error)

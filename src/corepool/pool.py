@@ -165,11 +165,12 @@ class PoolCore:
         ordered: bool,
         progress: Any = None,
         iterable: Any = None,
+        keeps_all: bool = False,
     ) -> Iterator[Piece]:
         """The job's pieces, annotated, with progress; Ctrl-C stops the pool."""
         bar = make_progress(progress, iterable) if progress else None
         try:
-            for piece in job.pieces(ordered):
+            for piece in job.pieces(ordered, keeps_all):
                 if piece.failures:
                     job.annotate(piece)
                 if bar is not None:
@@ -529,7 +530,7 @@ class Pool:
     ) -> list[Any]:
         """``[func(x) for x in iterable]`` in parallel, in order; raises the first failure."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return self._core.collect(self._core.pieces(job, ordered=True), "raise")
+        return self._core.collect(self._core.pieces(job, ordered=True, keeps_all=True), "raise")
 
     def starmap(
         self,
@@ -539,7 +540,7 @@ class Pool:
     ) -> list[Any]:
         """``[func(*args) for args in iterable]`` in parallel, in order."""
         job = self._start(func, iterable, p.STAR, chunksize)
-        return self._core.collect(self._core.pieces(job, ordered=True), "raise")
+        return self._core.collect(self._core.pieces(job, ordered=True, keeps_all=True), "raise")
 
     def _async(
         self,
@@ -552,7 +553,9 @@ class Pool:
 
         def run() -> None:
             try:
-                future.set_result(core.collect(core.pieces(job, ordered=True), "raise"))
+                future.set_result(
+                    core.collect(core.pieces(job, ordered=True, keeps_all=True), "raise")
+                )
             except BaseException as exc:
                 future.set_exception(exc)
 

@@ -232,9 +232,12 @@ class StreamJob(Job):
         except queue.Empty:
             return TIMED_OUT
 
-    def pieces(self, ordered: bool) -> Iterator[Piece]:
+    def pieces(self, ordered: bool, keeps_all: bool = False) -> Iterator[Piece]:
         """Finished pieces, in input order or as they come; raises the job's failure.
 
+        The window is freed as pieces are consumed, which bounds memory for a lazy
+        consumer; a consumer that ``keeps_all`` results anyway (``map``) frees it as
+        pieces arrive instead, so one slow task does not stall the tasks after it.
         While :attr:`wait` is set, a wait for the next piece longer than that yields
         :data:`TIMED_OUT` instead (the iteration can go on afterwards).
         """
@@ -248,7 +251,8 @@ class StreamJob(Job):
                     while next_index in held:
                         piece = held.pop(next_index)
                         next_index += len(piece.values)
-                        self._release(piece, consumed_by_origin)
+                        if not keeps_all:
+                            self._release(piece, consumed_by_origin)
                         yield piece
                 if self._failure is not None:
                     raise self._failure
@@ -268,6 +272,8 @@ class StreamJob(Job):
                     seen_end = True
                     continue
                 if ordered:
+                    if keeps_all:
+                        self._release(item, consumed_by_origin)
                     held[item.start] = item
                 else:
                     self._release(item, consumed_by_origin)
