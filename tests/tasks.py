@@ -211,3 +211,20 @@ def run_case(stage: str, kind: str, x: Any) -> Any:
     if stage == "unpickle-result":
         return FailsWhenUnpickled(kind)
     return x
+
+
+def wait_for_file(args: tuple[int, str]) -> str:
+    """Task 0 waits (up to 20 s) until task ``len-1`` has written its file; others write."""
+    index, folder = args
+    marker = os.path.join(folder, "last-ran")
+    if index == 0:
+        deadline = time.monotonic() + 20
+        while not os.path.exists(marker):
+            if time.monotonic() > deadline:
+                return "stalled"
+            time.sleep(0.01)
+        return "saw the last task"
+    if index == 199:
+        with open(marker, "w") as f:
+            f.write("x")
+    return "ok"

@@ -309,3 +309,11 @@ def test_many_threads_submitting_at_once() -> None:
         with concurrent.futures.ThreadPoolExecutor(8) as threads:
             got = list(threads.map(submit_many, range(0, 2400, 300)))
     assert [x for chunk in got for x in chunk] == [i * i for i in range(2400)]
+
+
+def test_one_slow_task_does_not_stall_the_tasks_behind_it(tmp_path: Path) -> None:
+    # Task 0 only finishes once task 199 has run: a map whose window waited for
+    # results in order would deadlock here (task 0 returns "stalled" after 20 s).
+    inputs = [(i, str(tmp_path)) for i in range(200)]
+    got = corepool.map(tasks.wait_for_file, inputs, workers=2, chunksize=1)
+    assert got[0] == "saw the last task"
