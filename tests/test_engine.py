@@ -246,24 +246,28 @@ def _wait_until_busy(workers: list[psutil.Process]) -> None:
         time.sleep(0.05)
 
 
-def test_workers_exit_when_the_parent_is_killed(tmp_path: Path) -> None:
+@pytest.mark.parametrize("start_method", ["forkserver", "spawn"])
+def test_busy_workers_exit_when_the_parent_is_killed(tmp_path: Path, start_method: str) -> None:
     proc = _python(
-        """
-        import corepool, tasks, time
+        f"""
+        import corepool, tasks
         if __name__ == "__main__":
-            pool = corepool.Pool(2)
-            pool.apply_async(tasks.sleep_for, (60,))
+            pool = corepool.Pool(2, start_method="{start_method}")
             print(*pool.pids(), flush=True)
-            time.sleep(60)
+            pool.map(tasks.sleep_for, [60] * 4, chunksize=1)
         """,
         tmp_path,
     )
     assert proc.stdout is not None
     pids = [int(p) for p in proc.stdout.readline().split()]
     workers = [psutil.Process(p) for p in pids]
+    _wait_until_busy(workers)
+    helpers = {w.ppid() for w in workers} - {proc.pid}  # the fork server, if any
     proc.kill()
     proc.wait(timeout=10)
-    _, alive = psutil.wait_procs(workers, timeout=5)
+    _, alive = psutil.wait_procs(workers + [psutil.Process(h) for h in helpers], timeout=5)
+    for orphan in alive:  # do not leave them behind if the test fails
+        orphan.kill()
     assert not alive, [w.pid for w in alive]
 
 

@@ -46,6 +46,32 @@ def _arm_parent_death_signal() -> None:
         return
 
 
+def _let_the_fork_server_go() -> None:
+    """Close this worker's copy of the fork server's "client alive" pipe.
+
+    The fork server exits when its client (our pool's process) dies, which is what
+    makes PR_SET_PDEATHSIG reach a busy worker, whose parent is the fork server. But
+    multiprocessing hands every forked child a copy of that pipe's write end, and while
+    any worker holds one the fork server never sees its client die.
+    """
+    try:
+        from multiprocessing import forkserver
+    except ImportError:
+        return
+    server = getattr(forkserver, "_forkserver", None)
+    fd = getattr(server, "_forkserver_alive_fd", None)
+    # _forkserver_pid is set only in the process that started the server (our parent's
+    # side): there the fd is the real client end and must stay open.
+    if fd is None or getattr(server, "_forkserver_pid", None) is not None:
+        return
+    try:
+        os.close(fd)
+    except OSError:
+        pass
+    server._forkserver_alive_fd = None  # type: ignore[union-attr]
+    server._forkserver_address = None  # type: ignore[union-attr]
+
+
 def _parent_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -190,6 +216,7 @@ def main(
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    _let_the_fork_server_go()
     _arm_parent_death_signal()
     if not _parent_alive(parent_pid):
         return
