@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import threading
+import time
 import warnings
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -102,7 +103,6 @@ class PoolCore:
         self._lock = threading.Lock()
         self._open_jobs: set[Job] = set()
         self._call_sizers: dict[Callable[..., Any], ChunkSizer] = {}
-        self._all_done = threading.Condition(self._lock)
         self.closed = False
         self.terminated = False
         self.backend: Backend = create_backend(self.backend_name, workers, **backend_options)
@@ -115,8 +115,6 @@ class PoolCore:
     def _finished(self, job: Job) -> None:
         with self._lock:
             self._open_jobs.discard(job)
-            if not self._open_jobs:
-                self._all_done.notify_all()
         if job.cache_function or job.cancelled:
             # Workers keep a stream's function; a cancelled call may still be queued.
             self.backend.release(job)
@@ -281,9 +279,15 @@ class PoolCore:
                 self.backend.release(job)
 
     def wait_idle(self, timeout: float | None = None) -> bool:
-        """Wait until every open job has finished."""
+        """Wait until every task of every open job has a result (read or not)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            return self._all_done.wait_for(lambda: not self._open_jobs, timeout)
+            jobs = list(self._open_jobs)
+        for job in jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.computed.wait(remaining):
+                return False
+        return True
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for open jobs, then for the backend to stop."""
@@ -300,7 +304,6 @@ class PoolCore:
             self.closed = self.terminated = True
             jobs = list(self._open_jobs)
             self._open_jobs.clear()
-            self._all_done.notify_all()
         for job in jobs:
             job.cancel()
         self.backend.terminate()

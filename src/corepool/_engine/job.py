@@ -67,6 +67,9 @@ class Job:
         self.retry_on = retry_on
         self.sizer = sizer or ChunkSizer(1)
         self.cancelled = False
+        # Set once every task has a result (or the job was given up): what join() waits
+        # for; reading the results is not needed.
+        self.computed = threading.Event()
         self.cache_function = style != p.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
 
@@ -82,6 +85,7 @@ class Job:
     def cancel(self) -> None:
         """The caller no longer wants results: stop pulling input."""
         self.cancelled = True
+        self.computed.set()
 
     def claim(self) -> bool:
         """Called as a chunk of this job goes to a worker; False if it must not run."""
@@ -127,6 +131,7 @@ class CallJob(Job):
         return True
 
     def deliver(self, piece: Piece) -> None:
+        self.computed.set()
         if self.future.done():
             return
         if piece.failures:
@@ -136,6 +141,7 @@ class CallJob(Job):
             self.future.set_result(piece.values[0])
 
     def fail(self, exc: BaseException) -> None:
+        self.computed.set()
         if not self.future.done():
             self.future.set_exception(exc)
 
@@ -165,6 +171,8 @@ class StreamJob(Job):
         self.window = threading.Semaphore(window)
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.total: int | None = None  # known once the input is exhausted
+        self._delivered = 0
+        self._count_lock = threading.Lock()
         self.input_error: BaseException | None = None
         self._failure: BaseException | None = None
         self.pump: Callable[[], bool] | None = None  # serial backend: run work inline
@@ -192,24 +200,35 @@ class StreamJob(Job):
                     self.total = start + len(items)
             if not items:
                 self._results.put(_END)
+                self._count(0)
                 return None
             origin = next(self._origins)
             self._origin_sizes[origin] = len(items)
             self._next_start = start + len(items)
             if self.total is not None:
                 self._results.put(_END)
+                self._count(0)
             return origin, start, items
+
+    def _count(self, delivered: int) -> None:
+        with self._count_lock:
+            self._delivered += delivered
+            if self.total is not None and self._delivered >= self.total:
+                self.computed.set()
 
     # The backend side ---------------------------------------------------------------
     def deliver(self, piece: Piece) -> None:
         self._results.put(piece)
+        self._count(len(piece.values))
 
     def fail(self, exc: BaseException) -> None:
         self._failure = exc
         self._results.put(_END)
+        self.computed.set()
 
     def cancel(self) -> None:
         self.cancelled = True
+        self.computed.set()
         # Wake a feeder blocked on the window so it can see the cancellation.
         self.window.release()
 

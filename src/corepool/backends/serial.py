@@ -42,6 +42,7 @@ class SerialBackend(Backend):
             return True
 
         job.pump = pump
+        job.computed.set()  # tasks run as they are read: there is nothing to wait for
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._run(job, 0, 0, [(args, kwargs)])

@@ -1,0 +1,137 @@
+"""Module-level task functions shared by the compatibility tests.
+
+They live in an importable module (not in the test files) so that the reference
+implementations, ``multiprocessing.Pool`` and ``ProcessPoolExecutor``, can pickle them
+by reference, also for workers started with ``spawn`` or ``forkserver``.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import psutil
+
+# Set by ``init_worker`` in each worker process; read back by ``read_worker_value``.
+WORKER_VALUE: Any = None
+
+# Long-lived helper processes that multiprocessing starts once per session on purpose.
+_SESSION_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
+
+
+class CustomError(Exception):
+    """An exception type the standard library does not know about."""
+
+
+def square(x: int) -> int:
+    return x * x
+
+
+def add(a: int, b: int) -> int:
+    return a + b
+
+
+def add3(a: int, b: int, c: int) -> int:
+    return a + b + c
+
+
+def describe(a: Any, b: Any = None, *, c: Any = None) -> tuple[Any, Any, Any]:
+    return (a, b, c)
+
+
+def sleep_return(value: Any, delay: float) -> Any:
+    """Return ``value`` after ``delay`` seconds (a deliberately slow task)."""
+    time.sleep(delay)
+    return value
+
+
+def sleep_square(x: int, delay: float) -> int:
+    time.sleep(delay)
+    return x * x
+
+
+def slow_square(x: int) -> int:
+    time.sleep(0.05)
+    return x * x
+
+
+def fail_on(x: int, bad: int = 3) -> int:
+    """``x * x``, except for ``bad``, which raises ValueError."""
+    if x == bad:
+        raise ValueError(f"bad input {x}")
+    return x * x
+
+
+def raise_error(kind: str, message: str) -> None:
+    """Raise an exception of the named kind with ``message``."""
+    errors: dict[str, type[Exception]] = {
+        "ValueError": ValueError,
+        "KeyError": KeyError,
+        "ZeroDivisionError": ZeroDivisionError,
+        "TypeError": TypeError,
+        "CustomError": CustomError,
+    }
+    raise errors[kind](message)
+
+
+def raise_error_item(item: tuple[str, str]) -> None:
+    raise_error(*item)
+
+
+def init_worker(value: Any) -> None:
+    global WORKER_VALUE
+    WORKER_VALUE = value
+
+
+def read_worker_value(_: Any = None) -> Any:
+    return WORKER_VALUE
+
+
+def get_pid(_: Any = None) -> int:
+    return os.getpid()
+
+
+def wait_for_gate(gate: Any, started: Any, value: Any, limit: float = 30.0) -> Any:
+    """Report ``value`` on ``started`` (a Manager Queue), then block until ``gate`` (a
+    Manager Event) is set, at most ``limit`` seconds."""
+    started.put(value)
+    if not gate.wait(limit):
+        raise TimeoutError("the gate was never opened")
+    return value
+
+
+def child_pids() -> set[int]:
+    """Pids of this process's live descendants, except multiprocessing's session helpers."""
+    pids = set()
+    for child in psutil.Process().children(recursive=True):
+        try:
+            cmdline = " ".join(child.cmdline())
+            if child.status() == psutil.STATUS_ZOMBIE:
+                continue
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+        if any(helper in cmdline for helper in _SESSION_HELPERS):
+            continue
+        pids.add(child.pid)
+    return pids
+
+
+def leftover_processes(before: set[int], grace: float = 5.0) -> list[str]:
+    """Descendants started since ``before`` that are still alive after ``grace`` seconds."""
+    new = []
+    for pid in child_pids() - before:
+        try:
+            new.append(psutil.Process(pid))
+        except psutil.NoSuchProcess:
+            continue
+    _, alive = psutil.wait_procs(new, timeout=grace)
+    described = []
+    for proc in alive:
+        try:
+            if proc.status() == psutil.STATUS_ZOMBIE:
+                continue
+            described.append(f"{proc.pid}: {' '.join(proc.cmdline())}")
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            continue
+    return described
