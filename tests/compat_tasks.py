@@ -11,13 +11,8 @@ import os
 import time
 from typing import Any
 
-import psutil
-
 # Set by ``init_worker`` in each worker process; read back by ``read_worker_value``.
 WORKER_VALUE: Any = None
-
-# Long-lived helper processes that multiprocessing starts once per session on purpose.
-_SESSION_HELPERS = ("multiprocessing.forkserver", "multiprocessing.resource_tracker")
 
 
 class CustomError(Exception):
@@ -99,39 +94,3 @@ def wait_for_gate(gate: Any, started: Any, value: Any, limit: float = 30.0) -> A
     if not gate.wait(limit):
         raise TimeoutError("the gate was never opened")
     return value
-
-
-def child_pids() -> set[int]:
-    """Pids of this process's live descendants, except multiprocessing's session helpers."""
-    pids = set()
-    for child in psutil.Process().children(recursive=True):
-        try:
-            cmdline = " ".join(child.cmdline())
-            if child.status() == psutil.STATUS_ZOMBIE:
-                continue
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-        if any(helper in cmdline for helper in _SESSION_HELPERS):
-            continue
-        pids.add(child.pid)
-    return pids
-
-
-def leftover_processes(before: set[int], grace: float = 5.0) -> list[str]:
-    """Descendants started since ``before`` that are still alive after ``grace`` seconds."""
-    new = []
-    for pid in child_pids() - before:
-        try:
-            new.append(psutil.Process(pid))
-        except psutil.NoSuchProcess:
-            continue
-    _, alive = psutil.wait_procs(new, timeout=grace)
-    described = []
-    for proc in alive:
-        try:
-            if proc.status() == psutil.STATUS_ZOMBIE:
-                continue
-            described.append(f"{proc.pid}: {' '.join(proc.cmdline())}")
-        except (psutil.NoSuchProcess, psutil.ZombieProcess):
-            continue
-    return described

@@ -33,12 +33,10 @@ from compat_tasks import (
     CustomError,
     add,
     add3,
-    child_pids,
     describe,
     fail_on,
     get_pid,
     init_worker,
-    leftover_processes,
     raise_error,
     read_worker_value,
     sleep_return,
@@ -57,13 +55,6 @@ ExecutorFactory = Callable[..., Any]
 )
 def executor_cls(request: pytest.FixtureRequest) -> ExecutorFactory:
     return request.param  # type: ignore[no-any-return]
-
-
-@pytest.fixture(autouse=True)
-def no_leftover_processes() -> Iterator[None]:
-    before = child_pids()
-    yield
-    assert leftover_processes(before) == []
 
 
 @pytest.fixture

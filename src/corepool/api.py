@@ -15,8 +15,9 @@ from typing import Any
 
 from ._engine import protocol as p
 from .backends import resolve_backend_name
+from .core import ON_ERROR_CHOICES, PoolCore
 from .cpus import cpu_count
-from .pool import ON_ERROR_CHOICES, Pool, PoolCore
+from .pool import Pool
 
 __all__ = ["imap", "map", "shutdown_default_pool", "starmap"]
 

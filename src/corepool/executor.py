@@ -10,8 +10,9 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ._engine import protocol as p
+from .core import PoolCore
 from .cpus import cpu_count
-from .pool import IMapIterator, PoolCore
+from .pool import IMapIterator
 from .progress import PoolStats
 
 __all__ = ["Executor"]

@@ -1,0 +1,309 @@
+"""``PoolCore``: jobs on a backend, and their results back, for every public face.
+
+It turns calls into jobs, starts them on the backend, and turns pieces of results back
+into values: input order or completion order, ``on_error``, progress, Ctrl-C (which
+stops the workers). It keeps the open jobs so that ``close`` / ``join`` and
+``shutdown`` can wait for them. :class:`~corepool.pool.Pool`,
+:class:`~corepool.executor.Executor` and ``corepool.map`` are thin faces over it.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future
+from typing import Any
+
+from ._engine.dispatch import ChunkSizer, window_size
+from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
+from .backends import Backend, create_backend, resolve_backend_name
+from .progress import PoolStats, make_progress
+
+__all__ = ["ON_ERROR_CHOICES", "PoolCore", "parse_memory"]
+
+ON_ERROR_CHOICES = ("raise", "return", "skip")
+
+
+def _length(iterable: Iterable[Any]) -> int | None:
+    try:
+        return len(iterable)  # type: ignore[arg-type]
+    except TypeError:
+        return None
+
+
+def parse_memory(limit: int | str | None) -> int | None:
+    """Bytes from ``1_000_000``, ``"512MB"``, ``"2GB"``, ``"1.5GiB"``; None stays None."""
+    if limit is None:
+        return None
+    if isinstance(limit, int):
+        if limit <= 0:
+            raise ValueError(f"worker_memory_limit must be positive, got {limit}")
+        return limit
+    text = str(limit).strip().upper().replace(" ", "")
+    units = {
+        "KIB": 1024,
+        "MIB": 1024**2,
+        "GIB": 1024**3,
+        "TIB": 1024**4,
+        "KB": 1000,
+        "MB": 1000**2,
+        "GB": 1000**3,
+        "TB": 1000**4,
+        "K": 1024,
+        "M": 1024**2,
+        "G": 1024**3,
+        "B": 1,
+    }
+    number, factor = text, 1
+    for unit, unit_factor in units.items():
+        if text.endswith(unit):
+            number, factor = text[: -len(unit)], unit_factor
+            break
+    try:
+        value = float(number)
+    except ValueError:
+        raise ValueError(
+            f"worker_memory_limit {limit!r} is not a size: use bytes or a string like '2GB'"
+        ) from None
+    if value <= 0:
+        raise ValueError(f"worker_memory_limit must be positive, got {limit!r}")
+    return int(value * factor)
+
+
+class PoolCore:
+    """A backend plus the bookkeeping every face needs: options, open jobs, shutdown."""
+
+    def __init__(
+        self,
+        workers: int,
+        backend: str | None,
+        *,
+        task_timeout: float | None = None,
+        retries: int = 0,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
+        **backend_options: Any,
+    ) -> None:
+        if task_timeout is not None and task_timeout <= 0:
+            raise ValueError(
+                f"task_timeout must be a positive number of seconds, got {task_timeout!r}"
+            )
+        if retries < 0:
+            raise ValueError(f"retries must be 0 or more, got {retries!r}")
+        self.workers = workers
+        self.backend_name = resolve_backend_name(backend)
+        self.task_timeout = task_timeout
+        self.retries = retries
+        self.retry_on = retry_on
+        self._lock = threading.Lock()
+        self._open_jobs: set[Job] = set()
+        self._call_sizers: dict[Callable[..., Any], ChunkSizer] = {}
+        self.closed = False
+        self.terminated = False
+        self.backend: Backend = create_backend(self.backend_name, workers, **backend_options)
+
+    # Jobs ---------------------------------------------------------------------------
+    def _opened(self, job: Job) -> None:
+        with self._lock:
+            self._open_jobs.add(job)
+
+    def _finished(self, job: Job) -> None:
+        with self._lock:
+            self._open_jobs.discard(job)
+        if job.cache_function or job.cancelled:
+            # Workers keep a stream's function; a cancelled call may still be queued.
+            self.backend.release(job)
+
+    def stream_job(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        style: int,
+        *,
+        chunksize: int | None,
+        timeout: float | None,
+        retries: int | None,
+        retry_on: tuple[type[BaseException], ...] | None = None,
+    ) -> StreamJob:
+        """Create and start a stream job on the backend."""
+        if not callable(fn):
+            raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
+        if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
+            raise ValueError(f"chunksize must be a positive integer or None, got {chunksize!r}")
+        job = StreamJob(
+            fn,
+            iterable,
+            style,
+            window=window_size(self.workers),
+            timeout=self.task_timeout if timeout is None else timeout,
+            retries=self.retries if retries is None else retries,
+            retry_on=self.retry_on if retry_on is None else retry_on,
+            sizer=ChunkSizer(self.workers, chunksize, _length(iterable)),
+        )
+        self._opened(job)
+        try:
+            self.backend.run_stream(job)
+        except BaseException:
+            job.cancel()
+            self._finished(job)
+            raise
+        if self.closed:
+            job.unbound()
+        return job
+
+    def pieces(
+        self,
+        job: StreamJob,
+        *,
+        ordered: bool,
+        progress: Any = None,
+        iterable: Any = None,
+        keeps_all: bool = False,
+    ) -> Iterator[Piece]:
+        """The job's pieces, annotated, with progress; Ctrl-C stops the pool."""
+        bar = make_progress(progress, iterable) if progress else None
+        try:
+            for piece in job.pieces(ordered, keeps_all):
+                if piece.failures:
+                    job.annotate(piece)
+                if bar is not None:
+                    bar.update(len(piece.values))
+                yield piece
+        except KeyboardInterrupt:
+            self.terminate()
+            raise
+        finally:
+            if bar is not None:
+                bar.close()
+            self._finished(job)
+
+    def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
+        """Flatten pieces into values, applying ``on_error``."""
+        for piece in pieces:
+            if not piece.failures:
+                if piece is TIMED_OUT:
+                    yield TIMED_OUT
+                yield from piece.values
+                continue
+            for pos, value in enumerate(piece.values):
+                error = piece.failures.get(pos)
+                if error is None:
+                    yield value
+                elif on_error == "raise":
+                    raise error
+                elif on_error == "return":
+                    yield error
+
+    def collect(self, pieces: Iterator[Piece], on_error: str) -> list[Any]:
+        """All values in a list; a piece without failures is copied in one go."""
+        out: list[Any] = []
+        for piece in pieces:
+            if piece.failures:
+                out.extend(self.values(iter([piece]), on_error))
+            else:
+                out.extend(piece.values)
+        return out
+
+    def call(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        *,
+        timeout: float | None = None,
+        retries: int | None = None,
+    ) -> Future[Any]:
+        """Run one call; its outcome in a ``concurrent.futures.Future``."""
+        if not callable(fn):
+            raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
+        future: Future[Any] = Future()
+        job = CallJob(
+            fn,
+            future,
+            timeout=self.task_timeout if timeout is None else timeout,
+            retries=self.retries if retries is None else retries,
+            retry_on=self.retry_on,
+            sizer=self._call_sizer(fn),
+        )
+        self._opened(job)
+        future.add_done_callback(lambda f: self._call_done(job))
+        try:
+            self.backend.run_call(job, tuple(args), dict(kwargs))
+        except BaseException:
+            future.cancel()
+            self._finished(job)
+            raise
+        return future
+
+    def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
+        """One duration estimate per function, shared by its calls: once its calls are
+        known to be short, a worker may hold the next one behind the running one."""
+        try:
+            sizer = self._call_sizers.get(fn)
+        except TypeError:  # an unhashable callable
+            return ChunkSizer(1)
+        if sizer is None:
+            if len(self._call_sizers) > 256:
+                self._call_sizers.clear()
+            sizer = self._call_sizers[fn] = ChunkSizer(1)
+        return sizer
+
+    def _call_done(self, job: CallJob) -> None:
+        if job.future.cancelled():
+            job.cancel()
+        self._finished(job)
+
+    # Shutdown -----------------------------------------------------------------------
+    def close(self) -> None:
+        """No new work; what was submitted still runs (streams no longer wait for consumers)."""
+        with self._lock:
+            self.closed = True
+            jobs = list(self._open_jobs)
+        for job in jobs:
+            job.unbound()
+
+    def cancel_pending(self) -> None:
+        """Cancel calls not yet started and stop pulling input for streams."""
+        with self._lock:
+            jobs = list(self._open_jobs)
+        for job in jobs:
+            if isinstance(job, CallJob):
+                job.future.cancel()
+            else:
+                job.cancel()
+                self.backend.release(job)
+
+    def wait_idle(self, timeout: float | None = None) -> bool:
+        """Wait until every task of every open job has a result (read or not)."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            jobs = list(self._open_jobs)
+        for job in jobs:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            if not job.computed.wait(remaining):
+                return False
+        return True
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for open jobs, then for the backend to stop."""
+        if not self.terminated:
+            self.wait_idle(timeout)
+        self.backend.close()
+        return self.backend.join(timeout)
+
+    def terminate(self) -> None:
+        """Stop the backend now; open jobs fail."""
+        with self._lock:
+            if self.terminated:
+                return
+            self.closed = self.terminated = True
+            jobs = list(self._open_jobs)
+            self._open_jobs.clear()
+        for job in jobs:
+            job.cancel()
+        self.backend.terminate()
+        self.backend.join(5.0)
+
+    def stats(self) -> PoolStats:
+        """Per-worker counters of the backend."""
+        return self.backend.stats()
