@@ -228,3 +228,10 @@ def wait_for_file(args: tuple[int, str]) -> str:
         with open(marker, "w") as f:
             f.write("x")
     return "ok"
+
+
+def sum_of_squares_in_a_pool(n: int) -> int:
+    """A task that runs a pool of its own (nested parallelism)."""
+    import corepool
+
+    return sum(corepool.map(square, range(n), workers=2))

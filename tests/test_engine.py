@@ -321,3 +321,14 @@ def test_one_slow_task_does_not_stall_the_tasks_behind_it(tmp_path: Path) -> Non
     inputs = [(i, str(tmp_path)) for i in range(200)]
     got = corepool.map(tasks.wait_for_file, inputs, workers=2, chunksize=1)
     assert got[0] == "saw the last task"
+
+
+def test_a_task_may_run_a_pool_of_its_own() -> None:
+    assert corepool.map(tasks.sum_of_squares_in_a_pool, [3, 4], workers=2) == [5, 14]
+
+
+def test_one_pool_serves_maps_from_several_threads() -> None:
+    with corepool.Pool(2) as pool:
+        with concurrent.futures.ThreadPoolExecutor(4) as threads:
+            got = list(threads.map(lambda k: pool.map(tasks.square, range(k * 100)), range(1, 5)))
+    assert got == [[x * x for x in range(k * 100)] for k in range(1, 5)]
