@@ -328,7 +328,6 @@ def test_a_task_may_run_a_pool_of_its_own() -> None:
 
 
 def test_one_pool_serves_maps_from_several_threads() -> None:
-    with corepool.Pool(2) as pool:
-        with concurrent.futures.ThreadPoolExecutor(4) as threads:
-            got = list(threads.map(lambda k: pool.map(tasks.square, range(k * 100)), range(1, 5)))
+    with corepool.Pool(2) as pool, concurrent.futures.ThreadPoolExecutor(4) as threads:
+        got = list(threads.map(lambda k: pool.map(tasks.square, range(k * 100)), range(1, 5)))
     assert got == [[x * x for x in range(k * 100)] for k in range(1, 5)]
