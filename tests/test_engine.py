@@ -331,3 +331,15 @@ def test_one_pool_serves_maps_from_several_threads() -> None:
     with corepool.Pool(2) as pool, concurrent.futures.ThreadPoolExecutor(4) as threads:
         got = list(threads.map(lambda k: pool.map(tasks.square, range(k * 100)), range(1, 5)))
     assert got == [[x * x for x in range(k * 100)] for k in range(1, 5)]
+
+
+def test_stats_stay_small_when_workers_are_replaced_often() -> None:
+    with corepool.Pool(1, maxtasksperchild=1) as pool:
+        pool.map(tasks.square, range(100), chunksize=1)
+        stats = pool.stats()
+    assert stats.tasks == 100
+    # The latest 64 ended workers, one sum of the earlier ones, and the live ones (one
+    # that reached its budget may still be exiting next to its replacement).
+    assert len(stats.workers) <= 64 + 1 + 2
+    assert all(w.uptime >= w.busy >= 0 for w in stats.workers)
+    assert stats.restarts == 0  # retiring after maxtasksperchild is not a restart

@@ -41,6 +41,7 @@ from .job import Job, Piece
 KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3
 PREFETCH_BELOW_SECONDS = 0.005
+RETIRED_KEPT = 64
 
 SlotReader = Callable[[int], tuple[int, int, float]]
 PickleOne = Callable[[Any], bytes]  # one input -> the payload of a one-task chunk
@@ -87,6 +88,7 @@ class Worker:
     failed: int = 0
     busy: float = 0.0
     started_at: float = 0.0
+    ended_at: float | None = None
 
 
 # Actions ----------------------------------------------------------------------------
@@ -154,7 +156,10 @@ class PoolState:
         self.broken: BrokenPool | None = None
         self.closing = False  # no new work; workers quit once idle
         self.restarts = 0
-        self.retired: list[Worker] = []  # for stats
+        # Ended workers, for stats: the latest ones as they were, older ones summed up
+        # in one record (wid -1), so a pool that replaces workers for days stays small.
+        self.retired: deque[Worker] = deque()
+        self.retired_earlier = Worker(-1)
 
     # Helpers --------------------------------------------------------------------
     def _new_worker(self, now: float) -> list[Action]:
@@ -457,7 +462,16 @@ class PoolState:
         worker = self.workers.pop(wid, None)
         if worker is None:
             return []
+        worker.ended_at = now
         self.retired.append(worker)
+        if len(self.retired) > RETIRED_KEPT:
+            old = self.retired.popleft()
+            total = self.retired_earlier  # started at 0: its "end" is the summed lifetimes
+            total.tasks += old.tasks
+            total.failed += old.failed
+            total.busy += old.busy
+            lifetime = (old.ended_at or now) - old.started_at
+            total.ended_at = (total.ended_at or 0.0) + lifetime
         actions: list[Action] = []
         expected = worker.phase is WorkerPhase.STOPPING or (worker.quitting and not worker.queue)
         if not expected:

@@ -82,7 +82,6 @@ class Supervisor:
         self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
         self._wake_pending = False
         self._stop_when_done = False
-        self.error: BaseException | None = None
         self.started = threading.Event()  # set once the first workers are started
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
 
@@ -129,7 +128,6 @@ class Supervisor:
                         self._on_sentinel(wid)
                 self._apply(self.state.on_tick(time.monotonic(), self._read_slot))
         except BaseException as exc:  # a bug here must not leave callers waiting forever
-            self.error = exc
             failure = CorepoolError(f"the corepool supervisor thread failed: {exc!r}")
             failure.__cause__ = exc
             try:

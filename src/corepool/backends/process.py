@@ -71,8 +71,18 @@ class ProcessBackend(Backend):
         now = time.monotonic()
         rows = [(w, True) for w in list(state.workers.values())]
         rows += [(w, False) for w in list(state.retired)]
+        if state.retired_earlier.tasks:
+            rows.append((state.retired_earlier, False))
         workers = [
-            WorkerStats(w.wid, w.pid, alive, w.tasks, w.failed, w.busy, now - w.started_at)
+            WorkerStats(
+                w.wid,
+                w.pid,
+                alive,
+                w.tasks,
+                w.failed,
+                w.busy,
+                (now if w.ended_at is None else w.ended_at) - w.started_at,
+            )
             for w, alive in sorted(rows, key=lambda r: r[0].wid)
         ]
         return PoolStats(self.name, workers, state.restarts)
