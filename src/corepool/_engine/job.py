@@ -167,7 +167,8 @@ class StreamJob(Job):
         self._input_lock = threading.Lock()
         self._next_start = 0
         self._origins = itertools.count()
-        self._origin_sizes: dict[int, int] = {}
+        self._origin_sizes: dict[int, int] = {}  # chunks out and not yet fully taken
+        self._released_items = 0
         self.window = threading.Semaphore(window)
         self._results: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self.total: int | None = None  # known once the input is exhausted
@@ -305,13 +306,21 @@ class StreamJob(Job):
         assert self.total is not None
         if ordered:
             return next_index >= self.total
-        return sum(by_origin.values()) >= self.total
+        return self._released_items >= self.total
 
     def _release(self, piece: Piece, by_origin: dict[int, int]) -> None:
-        done = by_origin.get(piece.origin, 0) + len(piece.values)
-        by_origin[piece.origin] = done
+        """Count ``piece`` as taken; a chunk fully taken gives its window permit back.
+
+        ``by_origin`` holds only chunks partly taken, so an endless stream keeps no
+        record of the chunks it is done with.
+        """
+        self._released_items += len(piece.values)
+        done = by_origin.pop(piece.origin, 0) + len(piece.values)
         if done >= self._origin_sizes.get(piece.origin, 0):
+            self._origin_sizes.pop(piece.origin, None)
             self.window.release()
+        else:
+            by_origin[piece.origin] = done
 
 
 def input_failure_piece(

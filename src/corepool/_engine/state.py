@@ -274,7 +274,8 @@ class PoolState:
 
     def _send(self, worker: Worker, chunk: Chunk, now: float) -> Send:
         first_time = chunk.job.id not in worker.known_jobs
-        worker.known_jobs.add(chunk.job.id)
+        if chunk.job.cache_function:  # a single call's function is always sent along
+            worker.known_jobs.add(chunk.job.id)
         if not worker.queue:
             worker.free_since = now
         worker.queue.append(chunk)
