@@ -343,3 +343,14 @@ def test_stats_stay_small_when_workers_are_replaced_often() -> None:
     assert len([w for w in stats.workers if not w.alive]) <= 64 + 1
     assert all(w.uptime >= w.busy >= 0 for w in stats.workers)
     assert stats.restarts == 0  # retiring after maxtasksperchild is not a restart
+
+
+def test_bookkeeping_does_not_grow_with_calls_and_chunks() -> None:
+    with corepool.Pool(2) as pool:
+        for future in [pool.submit(tasks.square, i) for i in range(500)]:
+            future.result(timeout=30)
+        stream = pool.imap(tasks.square, range(50_000), chunksize=10)
+        assert sum(1 for _ in stream) == 50_000
+        state = pool._core.backend.engine.state  # type: ignore[attr-defined]
+        assert all(len(w.known_jobs) <= 2 for w in state.workers.values())
+        assert stream._job._origin_sizes == {}  # type: ignore[attr-defined]
