@@ -12,6 +12,7 @@ import asyncio
 import concurrent.futures
 import multiprocessing
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -46,6 +47,15 @@ from compat_tasks import (
 )
 
 WORKERS = 2
+
+# ProcessPoolExecutor has max_tasks_per_child from Python 3.11 on: before that only
+# corepool's side of those tests can run.
+WITH_MAX_TASKS: list[Any] = [corepool.Executor]
+if sys.version_info >= (3, 11):
+    WITH_MAX_TASKS.insert(0, ProcessPoolExecutor)
+with_max_tasks = pytest.mark.parametrize(
+    "executor_cls", WITH_MAX_TASKS, ids=[c.__module__.split(".")[0] for c in WITH_MAX_TASKS]
+)
 
 ExecutorFactory = Callable[..., Any]
 
@@ -509,6 +519,7 @@ def test_positional_arguments_in_process_pool_executor_order(
 
 
 @pytest.mark.timeout(45)
+@with_max_tasks
 def test_max_tasks_per_child_recycles_workers(executor_cls: ExecutorFactory) -> None:
     with executor_cls(max_workers=WORKERS, max_tasks_per_child=1) as ex:
         pids = [ex.submit(get_pid).result(20) for _ in range(4)]
@@ -517,6 +528,7 @@ def test_max_tasks_per_child_recycles_workers(executor_cls: ExecutorFactory) -> 
 
 
 @pytest.mark.timeout(45)
+@with_max_tasks
 def test_max_tasks_per_child_with_initializer(executor_cls: ExecutorFactory) -> None:
     # One call at a time: ProcessPoolExecutor of Python 3.11 can hang when several
     # workers retire at once (CPython gh-115634); this test is about the initializer.
@@ -555,6 +567,7 @@ def test_initializer_not_callable_raises_type_error(
 @pytest.mark.parametrize(
     ("value", "error"), [(0, ValueError), (-2, ValueError), ("3", TypeError), (1.5, TypeError)]
 )
+@with_max_tasks
 def test_bad_max_tasks_per_child(
     executor_cls: ExecutorFactory, value: Any, error: type[Exception]
 ) -> None:
