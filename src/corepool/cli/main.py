@@ -31,6 +31,18 @@ def _info(args: argparse.Namespace) -> int:
     return run(as_json=args.json)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    return run(args)
+
+
+def _status(args: argparse.Namespace) -> int:
+    from .status import run
+
+    return run(args.journal, as_json=args.json)
+
+
 def _subcommand(
     subparsers: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -68,7 +80,48 @@ def build_parser() -> argparse.ArgumentParser:
         "show usable CPUs and why, the start method, versions and available backends",
     )
     _json_option(info, "the report")
+
+    _run_options(_subcommand(
+        subparsers, "run", _run,
+        "run MODULE:FUNC on every line of a JSON Lines file, resumably (SQLite journal)",
+    ))
+    status = _subcommand(
+        subparsers, "status", _status, "show what a corepool run journal holds",
+    )
+    status.add_argument("journal", metavar="FILE.db", help="the journal of a corepool run")
+    _json_option(status, "the report")
     return parser
+
+
+def _run_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument("target", metavar="MODULE:FUNC",
+                     help="the function: an importable module or a path to a .py file")
+    run.add_argument("input", metavar="INPUT.jsonl", nargs="?", default=None,
+                     help="one JSON value per line; '-' or nothing reads standard input")
+    run.add_argument("-o", "--output", metavar="OUTPUT.jsonl", default=None,
+                     help="result rows in input order (default: standard output)")
+    run.add_argument("--workers", type=int, default=None, help="worker count (default: CPUs)")
+    run.add_argument("--timeout", type=float, default=None, metavar="S",
+                     help="seconds one task may run before it fails as a timeout")
+    run.add_argument("--retries", type=int, default=0, metavar="K",
+                     help="run a failed task up to K more times")
+    run.add_argument("--journal", metavar="FILE.db", default=None,
+                     help="the SQLite journal (default: OUTPUT.jsonl.journal.db, or "
+                          "corepool-run.journal.db in the current directory with stdout)")
+    mode = run.add_mutually_exclusive_group()
+    mode.add_argument("--star", dest="mode", action="store_const", const="star",
+                      help="each line is a JSON array of positional arguments")
+    mode.add_argument("--kwargs", dest="mode", action="store_const", const="kwargs",
+                      help="each line is a JSON object of keyword arguments")
+    run.set_defaults(mode="single")
+    run.add_argument("--backend", default=None, help="process (default), thread or serial")
+    run.add_argument("--max-failures", metavar="N|P%", default=None,
+                     help="stop cleanly once N tasks (or P%% of the finished ones) failed")
+    run.add_argument("--retry-failed", action="store_true",
+                     help="run again the tasks the journal holds as failed")
+    run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--force", action="store_true",
+                     help="use a journal made for another function or mode")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -1,0 +1,53 @@
+"""Task functions for the ``corepool run`` tests (imported by name and by file path)."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+
+def square(x: int) -> int:
+    """x squared."""
+    return x * x
+
+
+def add(a: int, b: int = 0) -> int:
+    """a + b (for --star and --kwargs)."""
+    return a + b
+
+
+def logged(x: int, log: str, delay: float = 0.0) -> int:
+    """Append ``x`` to the file ``log`` (counts executions), wait ``delay``, return 2x."""
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    if delay:
+        time.sleep(delay)
+    return 2 * x
+
+
+def troubled(x: Any) -> Any:
+    """Raises, hangs, crashes its worker, or returns something that is not JSON."""
+    if x == "raise":
+        raise ValueError(f"bad input {x}")
+    if x == "hang":
+        time.sleep(60)
+    if x == "crash":
+        os._exit(3)
+    if x == "object":
+        return object()
+    return x
+
+
+def fail_odd(x: int) -> int:
+    """Fails on odd numbers."""
+    if x % 2:
+        raise ValueError(f"odd {x}")
+    return x
+
+
+def flaky(x: int, flag: str) -> int:
+    """Fails while the file ``flag`` exists, else returns x."""
+    if os.path.exists(flag):
+        raise RuntimeError(f"flag set for {x}")
+    return x
