@@ -61,10 +61,10 @@ def _check(on_error: str, workers: int | None) -> None:
 
 
 def _run(
-    fn: Callable[..., Any],
-    iterable: Iterable[Any],
     style: int,
     *,
+    fn: Callable[..., Any],
+    iterable: Iterable[Any],
     workers: int | None,
     chunksize: int | None,
     ordered: bool,
@@ -76,6 +76,8 @@ def _run(
     retry_on: tuple[type[BaseException], ...] | None,
     keeps_all: bool = True,
 ) -> tuple[PoolCore, Iterator[Any]]:
+    """Start ``fn`` over ``iterable`` on the default pool; the public functions pass their
+    own arguments through (``**locals()``), so their signatures stay explicit."""
     _check(on_error, workers)
     core = _default_pool(workers, backend)._core
     job = core.stream_job(
@@ -116,20 +118,7 @@ def map(
     >>> corepool.map(abs, [-1, 2, -3], workers=2)
     [1, 2, 3]
     """
-    core, pieces = _run(
-        fn,
-        iterable,
-        p.SINGLE,
-        workers=workers,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        on_error=on_error,
-        progress=progress,
-        backend=backend,
-        retry_on=retry_on,
-    )
+    core, pieces = _run(p.SINGLE, **locals())
     return core.collect(pieces, on_error)
 
 
@@ -153,20 +142,7 @@ def starmap(
     >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
     [8, 9]
     """
-    core, pieces = _run(
-        fn,
-        iterable,
-        p.STAR,
-        workers=workers,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        on_error=on_error,
-        progress=progress,
-        backend=backend,
-        retry_on=retry_on,
-    )
+    core, pieces = _run(p.STAR, **locals())
     return core.collect(pieces, on_error)
 
 
@@ -193,19 +169,6 @@ def imap(
     >>> [next(squares) for _ in range(4)]
     [3, 2, 1, 0]
     """
-    core, pieces = _run(
-        fn,
-        iterable,
-        p.SINGLE,
-        workers=workers,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        on_error=on_error,
-        progress=progress,
-        backend=backend,
-        retry_on=retry_on,
-        keeps_all=False,  # lazy: the window bounds what waits for the consumer
-    )
+    # Lazy: results wait for the consumer, and the window bounds how many.
+    core, pieces = _run(p.SINGLE, keeps_all=False, **locals())
     return core.values(pieces, on_error)

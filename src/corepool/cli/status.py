@@ -3,28 +3,19 @@
 from __future__ import annotations
 
 import json
-import os
 import sys
 import time
 from typing import Any
+
+import psutil
 
 from .journal import JournalError, RunInfo, Summary, read_summary
 
 __all__ = ["render", "run", "to_json"]
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def _run_state(run: RunInfo) -> str:
-    if run.state == "running" and not _alive(run.pid):
+    if run.state == "running" and not psutil.pid_exists(run.pid):
         return "killed (ended without a clean stop; run the same command to resume)"
     return run.state
 
