@@ -58,16 +58,26 @@ def fail_on(x: int, bad: int = 3) -> int:
     return x * x
 
 
+# Each kind of error the compatibility tests raise in a worker, with its message.
+ERRORS = [
+    ("ValueError", "bad value"),
+    ("KeyError", "missing"),
+    ("ZeroDivisionError", "divided"),
+    ("TypeError", "wrong type"),
+    ("CustomError", "custom"),
+]
+ERROR_TYPES: dict[str, type[Exception]] = {
+    "ValueError": ValueError,
+    "KeyError": KeyError,
+    "ZeroDivisionError": ZeroDivisionError,
+    "TypeError": TypeError,
+    "CustomError": CustomError,
+}
+
+
 def raise_error(kind: str, message: str) -> None:
     """Raise an exception of the named kind with ``message``."""
-    errors: dict[str, type[Exception]] = {
-        "ValueError": ValueError,
-        "KeyError": KeyError,
-        "ZeroDivisionError": ZeroDivisionError,
-        "TypeError": TypeError,
-        "CustomError": CustomError,
-    }
-    raise errors[kind](message)
+    raise ERROR_TYPES[kind](message)
 
 
 def raise_error_item(item: tuple[str, str]) -> None:

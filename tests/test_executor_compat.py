@@ -31,6 +31,8 @@ import pytest
 
 import corepool
 from compat_tasks import (
+    ERROR_TYPES,
+    ERRORS,
     CustomError,
     add,
     add3,
@@ -156,20 +158,6 @@ def test_done_callback_runs_with_the_future(executor: Any) -> None:
 
 # Exceptions ---------------------------------------------------------------------------
 
-ERRORS = [
-    ("ValueError", "bad value"),
-    ("KeyError", "missing"),
-    ("ZeroDivisionError", "divided"),
-    ("TypeError", "wrong type"),
-    ("CustomError", "custom"),
-]
-ERROR_TYPES: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
-    "KeyError": KeyError,
-    "ZeroDivisionError": ZeroDivisionError,
-    "TypeError": TypeError,
-    "CustomError": CustomError,
-}
 
 
 @pytest.mark.timeout(30)

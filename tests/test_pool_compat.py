@@ -20,6 +20,8 @@ import pytest
 
 import corepool
 from compat_tasks import (
+    ERROR_TYPES,
+    ERRORS,
     CustomError,
     add,
     add3,
@@ -316,20 +318,6 @@ def test_idle_worker_takes_the_next_task(pool: Any) -> None:
 
 # Exceptions keep their type -----------------------------------------------------------
 
-ERRORS = [
-    ("ValueError", "bad value"),
-    ("KeyError", "missing"),
-    ("ZeroDivisionError", "divided"),
-    ("TypeError", "wrong type"),
-    ("CustomError", "custom"),
-]
-ERROR_TYPES: dict[str, type[Exception]] = {
-    "ValueError": ValueError,
-    "KeyError": KeyError,
-    "ZeroDivisionError": ZeroDivisionError,
-    "TypeError": TypeError,
-    "CustomError": CustomError,
-}
 
 
 def _call(pool: Any, method: str, kind: str, message: str) -> Any:
