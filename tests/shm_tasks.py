@@ -110,3 +110,27 @@ def touch_pages(args: tuple[np.ndarray, int]) -> float:
     """Read every page of a shared array (so its pages count in this worker's memory)."""
     a, _ = args
     return float(a[:: 512].sum())
+
+
+def blas_threads_here(_: Any = None) -> tuple[str | None, int]:
+    """OMP_NUM_THREADS in this worker, and the threads its BLAS would use."""
+    from threadpoolctl import threadpool_info
+
+    blas = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return os.environ.get("OMP_NUM_THREADS"), max(blas, default=0)
+
+
+_model: dict[str, Any] | None = None
+
+
+def load_model(log_path: str) -> None:
+    """A pool initializer: build the expensive object once per worker, keep it global."""
+    global _model
+    with open(log_path, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    _model = {"factor": 2}
+
+
+def predict(x: int) -> int:
+    assert _model is not None, "the initializer did not run in this worker"
+    return x * _model["factor"]

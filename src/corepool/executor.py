@@ -11,7 +11,7 @@ from typing import Any
 
 from ._engine import protocol as p
 from .core import PoolCore
-from .cpus import cpu_count
+from .cpus import blas_thread_limit, cpu_count
 from .pool import IMapIterator
 from .progress import PoolStats
 
@@ -24,7 +24,8 @@ class Executor(concurrent.futures.Executor):
     Same constructor and errors as ``ProcessPoolExecutor``; leaving its ``with`` block
     waits for submitted work, as ``concurrent.futures`` does. Beyond it: a crashed
     worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
-    ``retries``, lambdas as functions, and ``map`` that reads its input lazily.
+    ``retries``, lambdas as functions, ``map`` that reads its input lazily, and
+    ``blas_threads`` as on :class:`corepool.Pool`.
 
     >>> import corepool
     >>> with corepool.Executor(max_workers=2) as ex:
@@ -43,6 +44,7 @@ class Executor(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         backend: str | None = "process",
+        blas_threads: int | str | None = "auto",
     ) -> None:
         if max_workers is None:
             max_workers = cpu_count()
@@ -66,6 +68,7 @@ class Executor(concurrent.futures.Executor):
             initargs=tuple(initargs),
             max_tasks_per_child=max_tasks_per_child,
             context=mp_context,
+            thread_limit=blas_thread_limit(blas_threads, max_workers),
         )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

@@ -40,6 +40,7 @@ class Piece:
     failures: dict[int, BaseException] = field(default_factory=dict)
     origin: int = -1
     inputs: list[Any] | None = None
+    retried: int = 0  # attempts that failed and were run again (backends that run inline)
 
 
 class Job:

@@ -85,7 +85,8 @@ class Worker:
     kill_at: float | None = None
     free_since: float = 0.0  # when its last chunk finished: a lower bound for the next start
     tasks: int = 0
-    failed: int = 0
+    failed: int = 0  # attempts that ended with an error here (retried or not)
+    retried: int = 0  # of those, the ones that were tried again
     busy: float = 0.0
     started_at: float = 0.0
     ended_at: float | None = None
@@ -294,10 +295,14 @@ class PoolState:
         attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
         self._requeue([self._single(chunk, pos, attempt)])
 
-    def _fail_task(self, chunk: Chunk, pos: int, error: BaseException) -> list[Action]:
-        """A failure pinned on one task: retry it or deliver the error."""
+    def _fail_task(
+        self, chunk: Chunk, pos: int, error: BaseException, worker: Worker
+    ) -> list[Action]:
+        """A failure pinned on one task (on ``worker``): retry it or deliver the error."""
+        worker.failed += 1
         if self._retries_left(chunk, error):
             self._retry(chunk, pos)
+            worker.retried += 1
             return []
         piece = Piece(
             chunk.start + pos, [None], {0: error}, chunk.origin, self._inputs(chunk, pos, pos + 1)
@@ -391,6 +396,7 @@ class PoolState:
             if self._retries_left(chunk, error):
                 self._retry(chunk, pos)
                 retried.append(pos)
+                worker.retried += 1
             else:
                 final[pos] = error
         # Deliver the chunk minus the retried tasks, as contiguous pieces.
@@ -470,6 +476,7 @@ class PoolState:
             total = self.retired_earlier  # started at 0: its "end" is the summed lifetimes
             total.tasks += old.tasks
             total.failed += old.failed
+            total.retried += old.retried
             total.busy += old.busy
             lifetime = (old.ended_at or now) - old.started_at
             total.ended_at = (total.ended_at or 0.0) + lifetime
@@ -520,7 +527,7 @@ class PoolState:
             exitcode,
             reason,
         )
-        actions = self._fail_task(head, pos, error)
+        actions = self._fail_task(head, pos, error, worker)
         if head.count > 1:
             self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
         return actions
@@ -552,7 +559,7 @@ class PoolState:
             self._requeue(rest)
             if head.count > 1:
                 self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
-            actions += self._fail_task(head, pos, error)
+            actions += self._fail_task(head, pos, error, worker)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
         if actions:

@@ -72,7 +72,10 @@ class Supervisor:
         self._ctx = context
         self.state = state
         self._init_blob = init_blob
-        self._thread_limit = thread_limit
+        # The user's own thread variables, read now: a fork server started earlier
+        # would hand the workers a stale environment.
+        user_threads = {k: os.environ[k] for k in worker_module.THREAD_VARIABLES if k in os.environ}
+        self._threads = (thread_limit, user_threads)
         self._memory_limit = memory_limit
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
@@ -312,7 +315,7 @@ class Supervisor:
                 slot,
                 self._init_blob,
                 os.getpid(),
-                self._thread_limit,
+                self._threads,
                 self._memory_limit,
             ),
             name=f"corepool-worker-{wid}",

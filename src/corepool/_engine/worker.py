@@ -206,15 +206,44 @@ def _mark_memory_errors(failures: dict[int, Any], limit: int) -> bool:
     return found
 
 
-def _initialize(init_blob: bytes | None, thread_limit: int | None) -> Any:
-    limiter = None
-    if thread_limit is not None:
-        try:
-            from threadpoolctl import threadpool_limits
+# The variables that size the thread pools of BLAS and OpenMP libraries loaded later.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+# Modules whose presence means a BLAS/OpenMP library may already be loaded.
+_THREADED_LIBRARIES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
-            limiter = threadpool_limits(limits=thread_limit)
-        except Exception:
-            limiter = None
+
+def _limit_threads(limit: int | None, user_settings: dict[str, str]) -> Any:
+    """Cap BLAS/OpenMP threads in this worker: environment variables for libraries
+    loaded from now on, threadpoolctl for those the fork server already loaded.
+
+    If the user set any of the variables, theirs apply as they are and nothing else.
+    """
+    if user_settings:
+        os.environ.update(user_settings)
+        return None
+    if limit is None:
+        return None
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(limit)
+    if not any(name in sys.modules for name in _THREADED_LIBRARIES):
+        return None  # nothing loaded yet: threadpoolctl (10 ms to import) is not needed
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=limit)
+    except Exception:
+        return None
+
+
+def _initialize(init_blob: bytes | None, threads: tuple[int | None, dict[str, str]]) -> Any:
+    limiter = _limit_threads(*threads)
     if init_blob is not None:
         initializer, initargs = loads(init_blob)
         initializer(*initargs)
@@ -226,7 +255,7 @@ def main(
     slot: Any,
     init_blob: bytes | None,
     parent_pid: int,
-    thread_limit: int | None = None,
+    threads: tuple[int | None, dict[str, str]] = (None, {}),
     memory_limit: int | None = None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``)."""
@@ -237,7 +266,7 @@ def main(
         return
     sock.setblocking(True)
     try:
-        _limiter = _initialize(init_blob, thread_limit)
+        _limiter = _initialize(init_blob, threads)
     except BaseException as exc:
         try:
             p.send_blocking(sock, (p.INIT_FAILED, FailureInfo.capture(exc)))
