@@ -87,6 +87,8 @@ class Supervisor:
         self._wake_pending = False
         self._stop_when_done = False
         self.started = threading.Event()  # set once the first workers are started
+        self._started_workers = False
+        self._start_context: BaseContext | None = None  # overrides _ctx while launching
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
 
     # Other threads --------------------------------------------------------------------
@@ -110,11 +112,28 @@ class Supervisor:
 
         self.call(mark)
 
+    def launch(self, first_context: BaseContext | None = None) -> None:
+        """Start the first workers, then the supervisor thread; return once both are.
+
+        With ``first_context`` (``fork``), the first workers are forked here, in the
+        calling thread, before the supervisor thread exists; see ``startup.py``.
+        """
+        if first_context is not None:
+            self._start_context = first_context
+            try:
+                self._apply(self.state.start(time.monotonic()))
+            finally:
+                self._start_context = None
+                self._started_workers = True
+        self.thread.start()
+        self.started.wait()
+
     # The thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
             try:
-                self._apply(self.state.start(time.monotonic()))
+                if not self._started_workers:
+                    self._apply(self.state.start(time.monotonic()))
             finally:
                 self.started.set()
             while not (self._stop_when_done and not self._procs):
@@ -305,10 +324,16 @@ class Supervisor:
             proc.writing = want_write
 
     def _start(self, wid: int) -> None:
+        ctx = self._start_context or self._ctx
+        inherited: tuple[int, ...] | None = None
+        if self._start_context is not None:  # forked from here: it gets copies of ours
+            inherited = (self._wake_r, self._wake_w, self._selector.fileno())
+            inherited += tuple(proc.sock.fileno() for proc in self._procs.values())
         parent_end, child_end = p.new_channel()
-        slot = self._ctx.RawArray("d", worker_module.SLOT_SIZE)
+        slot = ctx.RawArray("d", worker_module.SLOT_SIZE)
         slot[worker_module.SLOT_SEQ] = -1
-        process = self._ctx.Process(  # type: ignore[attr-defined]
+        inherited = None if inherited is None else (*inherited, parent_end.fileno())
+        process = ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
             args=(
                 child_end,
@@ -317,6 +342,7 @@ class Supervisor:
                 os.getpid(),
                 self._threads,
                 self._memory_limit,
+                inherited,
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,

@@ -73,6 +73,23 @@ def _let_the_fork_server_go() -> None:
     server._forkserver_address = None  # type: ignore[union-attr]
 
 
+def _close_inherited(fds: tuple[int, ...]) -> None:
+    """Close the parent's descriptors a forked worker must not keep open: ``fds``, and
+    shared-memory segments of the parent's (its memory would outlive their release)."""
+    for fd in fds:
+        p.close_quietly(fd)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:corepool"):
+                p.close_quietly(int(name))
+        except (OSError, ValueError):
+            continue
+
+
 def _parent_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
@@ -242,9 +259,12 @@ def _limit_threads(limit: int | None, user_settings: dict[str, str]) -> Any:
         return None
 
 
-def _initialize(init_blob: bytes | None, threads: tuple[int | None, dict[str, str]]) -> Any:
+def _initialize(init_blob: Any, threads: tuple[int | None, dict[str, str]]) -> Any:
     limiter = _limit_threads(*threads)
-    if init_blob is not None:
+    if isinstance(init_blob, tuple):  # the arguments came through multiprocessing
+        initializer, initargs = loads(init_blob[0]), init_blob[1]
+        initializer(*initargs)
+    elif init_blob is not None:
         initializer, initargs = loads(init_blob)
         initializer(*initargs)
     return limiter
@@ -253,13 +273,21 @@ def _initialize(init_blob: bytes | None, threads: tuple[int | None, dict[str, st
 def main(
     sock: socket.socket,
     slot: Any,
-    init_blob: bytes | None,
+    init_blob: Any,
     parent_pid: int,
     threads: tuple[int | None, dict[str, str]] = (None, {}),
     memory_limit: int | None = None,
+    inherited: tuple[int, ...] | None = None,
 ) -> None:
-    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    """Entry point of a worker process (the ``target`` of its ``Process``).
+
+    ``inherited``: set when the worker was forked straight from the pool's process:
+    descriptors of the parent's (other workers' channels, the supervisor's pipe) to
+    close, so that only the parent holds them.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inherited is not None:
+        _close_inherited(inherited)
     _let_the_fork_server_go()
     _arm_parent_death_signal()
     if not _parent_alive(parent_pid):
