@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 __all__ = ["CpuReport", "blas_thread_limit", "cpu_count", "cpu_report"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class CpuReport:
+class CpuReport(NamedTuple):
     """The figures behind :func:`cpu_count`; ``None`` where a limit does not apply."""
 
     machine: int

@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["PoolStats", "Progress", "WorkerStats", "make_progress"]
 
 
-@dataclass(frozen=True)
-class WorkerStats:
+class WorkerStats(NamedTuple):
     """One worker's record: tasks run, attempts that failed there and how many of those
     were retried, ``busy`` seconds spent running tasks since it started."""
 
@@ -29,12 +27,11 @@ class WorkerStats:
         return max(0.0, self.uptime - self.busy)
 
 
-@dataclass(frozen=True)
-class PoolStats:
+class PoolStats(NamedTuple):
     """A snapshot of a pool: per-worker counters, restarts, and totals."""
 
     backend: str
-    workers: list[WorkerStats] = field(default_factory=list)
+    workers: Sequence[WorkerStats] = ()
     restarts: int = 0
 
     @property

@@ -16,12 +16,12 @@ limit, come from the fork server, while the supervisor thread runs.
 
 from __future__ import annotations
 
-import ast
 import functools
 import multiprocessing
 import os
 import sys
 from multiprocessing.context import BaseContext
+from typing import Any
 
 GUARD_MESSAGE = (
     "a corepool pool was started while a worker process was importing the main script. "
@@ -94,6 +94,8 @@ def main_is_guarded() -> bool:
 @functools.lru_cache(maxsize=8)
 def _guarded_lines(path: str) -> frozenset[int]:
     """Line numbers of ``path`` inside a top-level ``if __name__ == "__main__":`` block."""
+    import ast  # only for scripts that start a pool, and only once per script
+
     try:
         with open(path, "rb") as f:
             tree = ast.parse(f.read())
@@ -107,7 +109,9 @@ def _guarded_lines(path: str) -> frozenset[int]:
     return frozenset(lines)
 
 
-def _is_main_test(test: ast.expr) -> bool:
+def _is_main_test(test: Any) -> bool:
+    import ast
+
     if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
         return False
     if not isinstance(test.ops[0], ast.Eq):
