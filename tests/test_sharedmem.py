@@ -17,6 +17,7 @@ import corepool
 import shm_tasks as st
 from corepool import sharedmem
 from corepool._engine import protocol as p
+from corepool.api import shutdown_default_pool
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -181,7 +182,22 @@ def test_no_segment_outlives_crashes_timeouts_and_results() -> None:
     seen = corepool.map(st.pid_and_segments, range(8), workers=2, chunksize=1)
     assert {held for _, held in seen} == {(0, 0)}
     del results
+    shutdown_default_pool()  # its pool of reusable segments goes with it
     assert _wait_until(_parent_holds_no_segments)
+
+
+def test_argument_memory_is_reused_but_never_under_a_task_that_kept_a_view() -> None:
+    arrays = [np.full(BIG, float(i)) for i in range(4)]
+    with corepool.Pool(2) as pool:
+        for _ in range(10):
+            assert pool.map(st.describe, arrays)[3][0] == 3.0 * BIG
+        assert st.memfd_fds() <= 8  # reused, not one new segment per array per map
+        # A task that keeps its argument: later maps must not write into that memory.
+        pool.apply(st.keep, (np.full(BIG, 7.0),))
+        for _ in range(5):
+            pool.map(st.describe, arrays)
+        assert set(pool.map(st.kept_sum, range(4), chunksize=1)) <= {7.0 * BIG, None}
+        assert 7.0 * BIG in pool.map(st.kept_sum, range(8), chunksize=1)
 
 
 def test_thread_and_serial_backends_pass_large_buffers_as_they_are(backend: str) -> None:

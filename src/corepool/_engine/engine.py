@@ -7,6 +7,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
+from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .exits import ExitExplainer
@@ -65,10 +66,12 @@ class ProcessEngine:
         if initializer is not None:
             init_blob = initializer_blob(initializer, tuple(initargs))
         self.workers = workers
+        # Shared memory of arguments the workers are done with, reused for the next ones.
+        self.segments = SegmentPool()
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            pickle_one=lambda item: pack([item]),
+            pickle_one=lambda item: pack([item], self.segments),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(
@@ -91,7 +94,7 @@ class ProcessEngine:
 
         def run_chunk(origin: int, start: int, items: list[Any]) -> None:
             try:
-                payload = pack(items)
+                payload = pack(items, self.segments)
             except Exception:
                 self._add(self._split_unpicklable(job, origin, start, items))
                 return
@@ -103,14 +106,21 @@ class ProcessEngine:
     def _split_unpicklable(
         self, job: Job, origin: int, start: int, items: list[Any]
     ) -> list[Chunk]:
-        bad = find_unpicklable(items, pack)
+        bad = find_unpicklable(items, pack)  # (no pool: these payloads are dropped)
         chunks: list[Chunk] = []
         run_start = 0
         for pos in [*sorted(bad), len(items)]:
             if pos > run_start:
                 part = items[run_start:pos]
                 chunks.append(
-                    Chunk(job, origin, start + run_start, len(part), pack(part), items=part)
+                    Chunk(
+                        job,
+                        origin,
+                        start + run_start,
+                        len(part),
+                        pack(part, self.segments),
+                        items=part,
+                    )
                 )
             if pos < len(items):
                 job.deliver(input_failure_piece(job, origin, start, pos, items[pos], bad[pos]))
@@ -121,7 +131,7 @@ class ProcessEngine:
         """Queue one call; an unpicklable argument fails only this call."""
         job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
         try:
-            payload = pack([(args, kwargs)])
+            payload = pack([(args, kwargs)], self.segments)
         except Exception as exc:
             from ..serialize import argument_error
 
@@ -147,6 +157,7 @@ class ProcessEngine:
         state = self.state
         self.supervisor.call(lambda now: state.close(now))
         self.supervisor.finish()
+        self.segments.close()
 
     def terminate(self) -> None:
         """Stop every worker now; unfinished jobs fail."""
@@ -154,6 +165,7 @@ class ProcessEngine:
         error = CorepoolError("the pool was terminated before this task finished")
         self.supervisor.call(lambda now: state.terminate(now, error))
         self.supervisor.finish()
+        self.segments.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the supervisor (and so every worker) to end; True if it did."""

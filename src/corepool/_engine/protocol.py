@@ -20,8 +20,10 @@ Worker → parent::
 
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
-    (DONE, chunk_seq, busy_seconds, retiring)      body: packed (values, failures);
-                                                   retiring: past its memory limit, it exits
+    (DONE, chunk_seq, busy_seconds, retiring, released)
+                                                   body: packed (values, failures);
+                                                   retiring: past its memory limit, it exits;
+                                                   released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
 
 ``failures`` maps a position in the chunk to a :class:`~corepool.serialize.FailureInfo`,

@@ -55,6 +55,7 @@ class _Proc:
         self.writing = False
         self.channel_open = True
         self.shared_cursor = released_since(0)[1]  # released handles it never saw
+        self.inflight: dict[int, Packed] = {}  # reusable payloads it may still map, by seq
 
 
 class Supervisor:
@@ -210,8 +211,10 @@ class Supervisor:
         if kind != p.DONE:
             for fd in fds:
                 p.close_quietly(fd)
+        if kind in (p.DONE, p.UNREADABLE):
+            self._received(wid, meta[1], released=kind == p.DONE and meta[4])
         if kind == p.DONE:
-            _, seq, busy, retiring = meta
+            _, seq, busy, retiring, _ = meta
             try:
                 values, failures = unpack(body, fds)
             except Exception as exc:
@@ -253,6 +256,9 @@ class Supervisor:
                 pass
         proc.writer.clear()
         proc.reader.close()
+        for packed in proc.inflight.values():
+            packed.sent -= 1  # the process, and its mappings, are gone
+        proc.inflight.clear()
         p.close_quietly(proc.sock)
         try:
             proc.process.close()
@@ -303,9 +309,20 @@ class Supervisor:
         payload = chunk.payload
         if isinstance(payload, Packed):
             proc.writer.push(meta, payload.body, payload.fds)
+            if payload.pool is not None:
+                payload.sent += 1
+                proc.inflight[chunk.seq] = payload
         else:
             proc.writer.push(meta, payload)
         self._flush(action.wid, proc)
+
+    def _received(self, wid: int, seq: int, released: bool) -> None:
+        """The worker is done with chunk ``seq``'s inputs; ``released``: it unmapped them."""
+        proc = self._procs.get(wid)
+        packed = proc.inflight.pop(seq, None) if proc is not None else None
+        if packed is not None:
+            packed.sent -= 1
+            packed.pinned = packed.pinned or not released
 
     @staticmethod
     def _released_shared(proc: _Proc) -> list[tuple[int, int]]:

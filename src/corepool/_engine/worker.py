@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..serialize import FailureInfo, loads
-from ..sharedmem import Packed, forget_shared, pack, unpack
+from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
 
 # Slot layout (a shared array of doubles): the chunk being run, the position in it
@@ -336,10 +336,11 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
                 continue
             if fn_key >= 0:
                 functions[fn_key] = fn
+        mappings: list[Any] = []
         try:
             # Private mappings: the task may write to its arrays; the parent's copy
             # must stay intact for a retry.
-            items = unpack(body, fds, private=True)
+            items = unpack(body, fds, private=True, mappings=mappings)
         except BaseException as exc:
             p.send_blocking(sock, (p.UNREADABLE, seq, "inputs", FailureInfo.capture(exc)))
             continue
@@ -357,6 +358,8 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             retiring = retiring or _memory()[1] > memory_limit
         packed = _pack_results(results, failures)
         del results
-        _send_results(sock, (p.DONE, seq, busy, retiring), packed)
+        # Unmapped now unless a task kept a view: the parent may then reuse the memory.
+        released = let_go(mappings)
+        _send_results(sock, (p.DONE, seq, busy, retiring, released), packed)
         if retiring:
             return
