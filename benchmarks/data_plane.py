@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 import random
 import statistics
+import time
 import warnings
 from collections.abc import Callable
 from typing import Any
@@ -156,6 +157,18 @@ def _pss_total() -> float:
     return total / MB
 
 
+def _children() -> list[psutil.Process]:
+    return psutil.Process().children(recursive=True)
+
+
+def _maps_segments(proc: psutil.Process) -> bool:
+    try:
+        with open(f"/proc/{proc.pid}/maps") as f:
+            return any("memfd:corepool" in line for line in f)
+    except OSError:
+        return False
+
+
 class _SharedRunner:
     """One library's way to share the big array with ``tasks`` tasks that read it."""
 
@@ -187,7 +200,10 @@ class _Corepool(_SharedRunner):
                             workers=WORKERS)
 
     def finish(self) -> None:
-        self._handle.release()
+        self._handle.release()  # the workers are told to unmap it; wait until they did
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_maps_segments(c) for c in _children()):
+            time.sleep(0.01)
 
 
 class _ForkGlobal(_SharedRunner):

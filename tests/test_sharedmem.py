@@ -241,15 +241,23 @@ def test_shared_handle_on_every_local_backend(backend: str) -> None:
     assert corepool.starmap(np.add, [(handle, 1)], backend=backend)[0][0] == 1.0
 
 
+def _mapped_segments(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as f:
+        return sum("memfd:corepool" in line for line in f)
+
+
 def test_released_handle_frees_its_memory_in_parent_and_workers() -> None:
     handle = corepool.shared(np.ones(BIG * 4))
     with corepool.Pool(1) as pool:
         pool.apply(st.sum_shared, ((handle, 0),))
         assert pool.apply(st.memfd_mappings) == 1  # the worker keeps its view
         assert st.memfd_fds() == 1
+        (worker,) = pool.pids()
         handle.release()
         assert handle.released and st.memfd_fds() == 0
-        assert pool.apply(st.memfd_mappings) == 0  # dropped before its next task
+        # The idle worker is told at once, not at its next task.
+        assert _wait_until(lambda: _mapped_segments(worker) == 0)
+        assert pool.apply(st.memfd_mappings) == 0
     assert handle.value.sum() == BIG * 4  # the parent's own object is untouched
 
 

@@ -374,6 +374,15 @@ def _identity(value: T) -> T:
     return value
 
 
+# Pools to tell when a handle is released, so that idle workers drop their view too.
+_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_release(listener: Any) -> None:
+    """Call ``listener.shared_released()`` whenever a handle is released (held weakly)."""
+    _listeners.add(listener)
+
+
 def _release(token: tuple[int, int], segment: Segment | None) -> None:
     global _live
     _live -= 1
@@ -381,6 +390,8 @@ def _release(token: tuple[int, int], segment: Segment | None) -> None:
         segment.close()
     with _released_lock:
         _released.append(token)
+    for listener in list(_listeners):
+        listener.shared_released()
 
 
 def released_since(cursor: int) -> tuple[list[tuple[int, int]], int]:

@@ -15,6 +15,7 @@ Parent → worker::
                                                    body: packed inputs; forget: job keys,
                                                    drop_shared: released shared handles
     (QUIT,)
+    (DROP_SHARED, tokens)                          handles released: unmap their objects
 
 Worker → parent::
 
@@ -47,6 +48,7 @@ from typing import Any
 
 RUN = "run"
 QUIT = "quit"
+DROP_SHARED = "drop_shared"
 READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"

@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
-from ..sharedmem import Packed, released_since, unpack
+from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
 from .state import (
@@ -91,6 +91,7 @@ class Supervisor:
         self._started_workers = False
         self._start_context: BaseContext | None = None  # overrides _ctx while launching
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
+        on_release(self)
 
     # Other threads --------------------------------------------------------------------
     def call(self, command: Callable[[float], list[Action]]) -> None:
@@ -103,6 +104,20 @@ class Supervisor:
             os.write(self._wake_w, b"x")
         except (BlockingIOError, OSError):
             pass  # the pipe is full (a wakeup is pending anyway) or the pool is gone
+
+    def shared_released(self) -> None:
+        """A ``corepool.shared`` handle was released (any thread): tell the workers now,
+        so that an idle one does not keep the memory until its next task."""
+
+        def tell(now: float) -> list[Action]:
+            for wid, proc in self._procs.items():
+                released = self._released_shared(proc)
+                if released and proc.channel_open:
+                    proc.writer.push((p.DROP_SHARED, released))
+                    self._flush(wid, proc)
+            return []
+
+        self.call(tell)
 
     def finish(self) -> None:
         """Let the thread end once no worker is left (after close or terminate)."""

@@ -315,6 +315,9 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
     clock = time.monotonic
     while True:
         meta, body, fds = p.recv_blocking(sock)
+        if meta[0] == p.DROP_SHARED:
+            forget_shared(meta[1])
+            continue
         if meta[0] != p.RUN:
             return
         _, seq, fn_key, fn_bytes, style, track, forget, drop_shared = meta
