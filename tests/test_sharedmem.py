@@ -283,3 +283,37 @@ def test_shared_array_memory_is_counted_once_across_workers() -> None:
         grew = total_pss() - before
         del handle
     assert grew < 1.25 * big.nbytes, f"grew by {grew / 2**20:.0f} MiB for a 128 MiB array"
+
+
+# Arrays made in shared memory from the start --------------------------------------
+
+
+def test_an_array_made_by_zeros_is_sent_without_any_copy() -> None:
+    a = sharedmem.zeros((BIG // 4, 4))
+    a[:] = 2.0
+    segment, offset = sharedmem.locate(memoryview(a).cast("B"))  # type: ignore[misc]
+    assert offset == 0
+    inode = os.fstat(segment.fd).st_ino
+    payload = sharedmem.pack([a, np.ones(BIG)])
+    assert isinstance(payload, sharedmem.Packed)
+    assert payload.segments[0] is segment  # its own memory, not a copy
+    with corepool.Pool(1) as pool:
+        inodes, total = pool.apply(st.inodes_of_argument, (a,))
+    assert inode in inodes and total == 2.0 * BIG
+
+
+def test_a_result_made_by_zeros_comes_back_without_any_copy() -> None:
+    with corepool.Pool(1) as pool:
+        out = pool.apply(st.zeros_result, ((BIG, 3.0),))
+        assert (out == 3.0).all() and st.backed_by_mapping(out)
+        pool.apply(st.write_into_kept, (9.0,))  # the worker writes into its own array...
+        assert (out == 9.0).all()  # ...and the parent's result is that same memory
+
+
+def test_zeros_memory_is_freed_with_the_last_view() -> None:
+    a = sharedmem.zeros(BIG)
+    view = a[10:20]
+    del a
+    assert st.memfd_mappings() >= 1
+    del view
+    assert _wait_until(_parent_holds_no_segments)

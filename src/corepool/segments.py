@@ -10,11 +10,14 @@ copied into pages that already exist, through a mapping that already exists.
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import threading
+import weakref
+from typing import Any
 
-__all__ = ["AVAILABLE", "Segment", "SegmentPool", "map_views"]
+__all__ = ["AVAILABLE", "Segment", "SegmentPool", "locate", "map_views", "zeros"]
 
 #: Whether this platform has anonymous shared-memory files.
 AVAILABLE = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_POPULATE")
@@ -164,3 +167,51 @@ def map_views(
     mm = mmap.mmap(fd, max(end, 1), flags=flags, prot=prot)
     whole = memoryview(mm)
     return mm, [whole[start : start + size] for start, size in layout]
+
+
+# Arrays allocated in segments by zeros(), by start address: (end address, segment).
+_allocated: dict[int, tuple[int, Segment]] = {}
+_allocated_lock = threading.Lock()
+
+
+def zeros(shape: int | tuple[int, ...], dtype: Any = float) -> Any:
+    """A new numpy array of zeros that lives in shared memory from the start.
+
+    Sent to a worker as an argument, or returned by a task as a result, it is not
+    copied at all: the receiver maps the very same memory. (Other arrays are copied
+    once into shared memory on the way.) The memory is freed when the last array or
+    view of it is gone, in every process.
+    """
+    import numpy
+
+    dtype = numpy.dtype(dtype)
+    dims = (shape,) if isinstance(shape, int) else tuple(shape)
+    count = math.prod(dims)
+    nbytes = max(1, count * dtype.itemsize)
+    segment = Segment(nbytes)
+    mm = mmap.mmap(segment.fd, nbytes, flags=mmap.MAP_SHARED)
+    array = numpy.frombuffer(mm, dtype=dtype, count=count).reshape(dims)
+    start = int(array.__array_interface__["data"][0])
+    with _allocated_lock:
+        _allocated[start] = (start + nbytes, segment)
+    weakref.finalize(mm, _forget_allocation, start)
+    return array
+
+
+def _forget_allocation(start: int) -> None:
+    with _allocated_lock:
+        _allocated.pop(start, None)
+
+
+def locate(buffer: memoryview) -> tuple[Segment, int] | None:
+    """The segment that ``buffer`` lies in (made by :func:`zeros`), and its offset there."""
+    if not _allocated:
+        return None
+    import numpy
+
+    address = int(numpy.frombuffer(buffer, dtype=numpy.uint8).__array_interface__["data"][0])
+    with _allocated_lock:
+        for start, (end, segment) in _allocated.items():
+            if start <= address and address + buffer.nbytes <= end:
+                return segment, address - start
+    return None

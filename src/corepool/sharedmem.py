@@ -13,6 +13,9 @@ Nothing here has a name in ``/dev/shm``. The memory lives as long as a descripto
 mapping of it does, and the kernel frees it when the last one goes, so a worker killed
 mid-task, a timeout or a ``kill -9`` of the whole program cannot leak a segment.
 
+An array made by :func:`zeros` lives in shared memory from the start, and is not
+copied at all: its own segment travels, and the receiver maps the same pages.
+
 ``shared(obj)`` pickles an object once into such a file and returns a :class:`Shared`
 handle. A task that receives the handle (as an argument, or anywhere inside one) gets
 the object itself: each worker maps the file the first time it meets the handle and
@@ -41,7 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
-from .segments import AVAILABLE, Segment, SegmentPool, map_views
+from .segments import AVAILABLE, Segment, SegmentPool, locate, map_views, zeros
 from .serialize import PROTOCOL, cloudpickle_dumps, main_is_importable
 
 __all__ = [
@@ -55,6 +58,7 @@ __all__ = [
     "resolve",
     "shared",
     "unpack",
+    "zeros",
 ]
 
 #: Buffers of this many bytes or more travel through shared memory.
@@ -79,15 +83,20 @@ class Packed:
     see the next payload's bytes appear in it.
     """
 
-    __slots__ = ("body", "nbytes", "pinned", "pool", "segments", "sent")
+    __slots__ = ("body", "copied", "nbytes", "pinned", "pool", "segments", "sent")
 
     def __init__(
-        self, body: bytes, segments: list[Segment], pool: SegmentPool | None = None
+        self,
+        body: bytes,
+        segments: list[Segment],
+        pool: SegmentPool | None = None,
+        copied: Segment | None = None,
     ) -> None:
         self.body = body
         self.segments = segments
         self.nbytes = len(body) + sum(s.size for s in segments)
-        self.pool = pool  # set only when the last segment holds this payload's buffers
+        self.pool = pool if copied is not None else None
+        self.copied = copied  # the segment pack() filled, which may go back to the pool
         self.sent = 0  # receivers that may still map it
         self.pinned = False  # a receiver kept a view: never reuse
 
@@ -100,8 +109,9 @@ class Packed:
         return self.nbytes
 
     def __del__(self) -> None:
-        if self.pool is not None and self.sent == 0 and not self.pinned:
-            self.pool.give(self.segments[-1])
+        reusable = self.sent == 0 and not self.pinned
+        if self.pool is not None and self.copied is not None and reusable:
+            self.pool.give(self.copied)
 
 
 class _Packing(threading.local):
@@ -225,17 +235,46 @@ def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
         _packing.segments = outer
     if not buffers and not segments:
         return data
-    layout: list[tuple[int, int]] = []
-    if buffers:
-        raws = [b.raw() for b in buffers]
-        try:
-            segment, layout = Segment.write(raws, pool)
-        finally:
-            for raw in raws:
-                raw.release()
-        segments.append(segment)
+    raws = [b.raw() for b in buffers]
+    try:
+        layout, copied = _place(raws, segments, pool)
+    finally:
+        for raw in raws:
+            raw.release()
     body = pickle.dumps((data, layout), protocol=PROTOCOL)
-    return Packed(body, segments, pool if buffers else None)
+    return Packed(body, segments, pool, copied)
+
+
+def _place(
+    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None
+) -> tuple[list[tuple[int, int, int]], Segment | None]:
+    """Where each buffer travels: (index of its segment in ``segments``, offset, size).
+
+    A buffer that already lives in a segment (an array from :func:`zeros`) is sent as
+    it is; the others are copied together into one segment, from ``pool`` if it can.
+    """
+    layout: list[tuple[int, int, int]] = []
+    to_copy: list[memoryview] = []
+    for raw in raws:
+        found = locate(raw)
+        if found is None:
+            layout.append((-1, len(to_copy), raw.nbytes))  # offset filled in below
+            to_copy.append(raw)
+            continue
+        segment, offset = found
+        index = next((i for i, s in enumerate(segments) if s is segment), len(segments))
+        if index == len(segments):
+            segments.append(segment)
+        layout.append((index, offset, raw.nbytes))
+    if not to_copy:
+        return layout, None
+    copied, places = Segment.write(to_copy, pool)
+    segments.append(copied)
+    copied_index = len(segments) - 1
+    for k, (index, position, size) in enumerate(layout):
+        if index < 0:
+            layout[k] = (copied_index, places[position][0], size)
+    return layout, copied
 
 
 def unpack(
@@ -255,10 +294,17 @@ def unpack(
         return pickle.loads(body)
     try:
         data, layout = pickle.loads(body)
-        mm, views = map_views(fds[-1], layout, writable=True, private=private)
-        if mm is not None and mappings is not None:
-            mappings.append(mm)
-        del mm
+        views: list[memoryview] = [memoryview(b"")] * len(layout)
+        for index in sorted({i for i, _, _ in layout}):
+            mine = [(k, offset, size) for k, (i, offset, size) in enumerate(layout) if i == index]
+            mm, some = map_views(
+                fds[index], [(o, n) for _, o, n in mine], writable=True, private=private
+            )
+            for (k, _, _), view in zip(mine, some, strict=True):
+                views[k] = view
+            if mm is not None and mappings is not None:
+                mappings.append(mm)
+            del mm
         outer = _received.fds
         _received.fds = fds
         try:
