@@ -107,3 +107,21 @@ def close_all(libraries: dict[str, Library]) -> None:
         library.close()
 
 
+
+
+def interleave(
+    settings: Settings,
+    rng: random.Random,
+    table: Table,
+    runners: dict[str, Callable[[], object]],
+    check: Callable[[str, object], None],
+    label: str,
+) -> None:
+    """Time every runner once per round, in a fresh random order each round; ``check``
+    raises if a runner's result is wrong. Samples (seconds) go into ``table``."""
+    for round_no in range(settings.rounds):
+        for name in shuffled(rng, list(runners)):
+            seconds, out = timed(runners[name])
+            check(name, out)
+            table.samples.setdefault(name, []).append(seconds)
+            log(f"  {label} round {round_no + 1} {name}: {seconds:.3f} s")

@@ -31,7 +31,7 @@ from collections.abc import Callable
 from typing import Any
 
 import psutil
-from common import Settings, Table, close_all, log, open_all, shuffled, timed
+from common import Settings, Table, close_all, interleave, log, open_all, shuffled, timed
 from libraries import WORKERS, Library
 from workloads import array_sum, make_array, mpire_shared_sum, shared_sum, square
 
@@ -63,15 +63,20 @@ class Dask(Library):
 
 
 def _open_with_dask() -> dict[str, Library]:
+    """Every library's pool, warm: each worker has imported numpy already (untimed)."""
+    import numpy
+
     libraries = open_all()
     try:
         import distributed  # noqa: F401
     except ImportError:
         log("  (dask not installed: left out)")
-        return libraries
-    dask = Dask()
-    dask.open()
-    libraries[dask.name] = dask
+    else:
+        dask = Dask()
+        dask.open()
+        libraries[dask.name] = dask
+    for library in libraries.values():
+        library.map(array_sum, [numpy.zeros(8)] * 8)
     return libraries
 
 
@@ -97,20 +102,23 @@ def bench_arrays_in(settings: Settings, rng: random.Random) -> Table:
         f"tasks, each given a distinct {settings.array_mb} MB float64 array, returning its "
         "sum; warm pool; wall time of the map.", "s", higher_is_better=False,
     )
+
+    def check(name: str, out: object) -> None:
+        if not _close(out, expected):
+            raise RuntimeError(f"{name} returned wrong sums")
+
     libraries = _open_with_dask()
     try:
-        for round_no in range(settings.rounds):
-            for name in shuffled(rng, list(libraries)):
-                seconds, out = timed(lambda lib=libraries[name]: lib.map(array_sum, arrays))
-                if not _close(out, expected):
-                    raise RuntimeError(f"{name} returned wrong sums")
-                table.samples.setdefault(name, []).append(seconds)
-                log(f"  arrays-in round {round_no + 1} {name}: {seconds:.3f} s")
+        runners = {
+            name: (lambda lib=library: lib.map(array_sum, arrays))
+            for name, library in libraries.items()
+        }
+        interleave(settings, rng, table, runners, check, "arrays-in")
     finally:
         close_all(libraries)
     table.notes.append(
         "corepool sends each array through shared memory (one copy, into a memfd the "
-        "worker maps); the others pickle it into their pipe or socket."
+        "worker maps, reused from map to map); the others pickle it into a pipe or socket."
     )
     return table
 
@@ -118,24 +126,26 @@ def bench_arrays_in(settings: Settings, rng: random.Random) -> Table:
 def bench_arrays_out(settings: Settings, rng: random.Random) -> Table:
     size = settings.array_mb * MB // 8
     items = [i * 2**32 + size for i in range(settings.array_tasks)]
+    want = [(size, i, i) for i in range(settings.array_tasks)]
     table = Table(
         "Large arrays as results", f"`map(make_array, ...)`: {settings.array_tasks} tasks, "
         f"each returning a new {settings.array_mb} MB float64 array (`numpy.full`); warm "
         "pool; wall time of the map, results received.", "s", higher_is_better=False,
     )
+
+    def check(name: str, out: Any) -> None:
+        if not isinstance(out, list):  # mpire concatenates numpy results
+            out = list(out.reshape(settings.array_tasks, size))
+        if [(len(a), a[0], a[-1]) for a in out] != want:
+            raise RuntimeError(f"{name} returned wrong arrays")
+
     libraries = _open_with_dask()
     try:
-        for round_no in range(settings.rounds):
-            for name in shuffled(rng, list(libraries)):
-                seconds, out = timed(lambda lib=libraries[name]: lib.map(make_array, items))
-                if not isinstance(out, list):  # mpire concatenates numpy results
-                    out = list(out.reshape(settings.array_tasks, size))
-                want = [(size, i, i) for i in range(settings.array_tasks)]
-                if [(len(a), a[0], a[-1]) for a in out] != want:
-                    raise RuntimeError(f"{name} returned wrong arrays")
-                del out
-                table.samples.setdefault(name, []).append(seconds)
-                log(f"  arrays-out round {round_no + 1} {name}: {seconds:.3f} s")
+        runners = {
+            name: (lambda lib=library: lib.map(make_array, items))
+            for name, library in libraries.items()
+        }
+        interleave(settings, rng, table, runners, check, "arrays-out")
     finally:
         close_all(libraries)
     table.notes.append(
