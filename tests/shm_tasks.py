@@ -175,3 +175,7 @@ def zeros_result(args: tuple[int, float]) -> np.ndarray:
 
 def write_into_kept(value: float) -> None:
     _kept[-1][:] = value
+
+
+def sum_all(handles: list[np.ndarray], arrays: list[np.ndarray]) -> tuple[float, float]:
+    return float(sum(h.sum() for h in handles)), float(sum(a.sum() for a in arrays))

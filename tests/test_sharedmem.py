@@ -317,3 +317,13 @@ def test_zeros_memory_is_freed_with_the_last_view() -> None:
     assert st.memfd_mappings() >= 1
     del view
     assert _wait_until(_parent_holds_no_segments)
+
+
+def test_more_shared_objects_in_one_task_than_a_message_can_carry() -> None:
+    handles = [corepool.shared(np.full(10, float(i))) for i in range(300)]
+    arrays = [sharedmem.zeros(BIG // 64) for _ in range(300)]
+    payload = sharedmem.pack([handles, arrays])
+    assert isinstance(payload, sharedmem.Packed) and len(payload.fds) <= p.MAX_FDS
+    with corepool.Pool(1) as pool:
+        totals = pool.apply(st.sum_all, (handles, arrays))
+    assert totals == (float(sum(10 * i for i in range(300))), 0.0)

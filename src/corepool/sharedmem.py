@@ -63,6 +63,9 @@ __all__ = [
 
 #: Buffers of this many bytes or more travel through shared memory.
 THRESHOLD = 256 * 1024
+# Segments one message may carry (the kernel passes at most 253 descriptors at once);
+# past that, shared objects go by value and arrays are copied into the common segment.
+_MAX_SEGMENTS = 200
 
 T = TypeVar("T")
 
@@ -257,6 +260,8 @@ def _place(
     to_copy: list[memoryview] = []
     for raw in raws:
         found = locate(raw)
+        if found is not None and len(segments) >= _MAX_SEGMENTS:
+            found = None if all(s is not found[0] for s in segments) else found
         if found is None:
             layout.append((-1, len(to_copy), raw.nbytes))  # offset filled in below
             to_copy.append(raw)
@@ -391,6 +396,8 @@ class Shared(Generic[T]):
             return _identity, (self.value,)
         index = next((i for i, s in enumerate(segments) if s is self._segment), len(segments))
         if index == len(segments):
+            if len(segments) >= _MAX_SEGMENTS:
+                return _identity, (self.value,)
             segments.append(self._segment)
         return _shared_from_message, (self.token, index, self._layout)
 
