@@ -335,6 +335,12 @@ class PoolState:
             self._enqueue(chunk)
         return self._after(now)
 
+    def on_spawned(self, wid: int, pid: int) -> None:
+        """The worker's process exists (it is still starting): its pid, for stats."""
+        worker = self.workers.get(wid)
+        if worker is not None:
+            worker.pid = pid
+
     def on_ready(self, wid: int, pid: int, now: float) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None:

@@ -388,6 +388,7 @@ class Supervisor:
             self._apply(self.state.on_exit(wid, None, time.monotonic(), self._read_slot))
             return
         p.close_quietly(child_end)
+        self.state.on_spawned(wid, process.pid)
         proc = _Proc(process, parent_end, slot)
         self._procs[wid] = proc
         self._selector.register(parent_end, selectors.EVENT_READ, ("chan", wid))
