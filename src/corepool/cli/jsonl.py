@@ -15,14 +15,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO, Any
 
 __all__ = [
     "MODES",
     "Parsed",
-    "call_with_kwargs",
+    "call_kwargs",
+    "call_star",
     "canonical_digest",
     "count_lines",
     "error_row",
@@ -34,6 +36,39 @@ __all__ = [
 
 MODES = ("single", "star", "kwargs")
 _READ_BLOCK = 1 << 20
+_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*\n", re.MULTILINE)
+
+DIGEST_BYTES = 16  # of SHA-256: a chance collision is out of reach (2**-64 at 4e9 lines)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder(separators: tuple[str, str], *, sort_keys: bool,
+             allow_nan: bool) -> Callable[[Any], str]:
+    """A JSON encoder built once (``json.dumps`` with options builds one per call)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(ensure_ascii=False, separators=separators,
+                                sort_keys=sort_keys, allow_nan=allow_nan).encode
+    chunks = make(None, _not_json, json.encoder.encode_basestring, None, separators[1],
+                  separators[0], sort_keys, False, allow_nan)
+    encode_str = json.encoder.encode_basestring
+
+    def encode(value: Any) -> str:
+        cls = value.__class__
+        if cls is int:
+            return int.__repr__(value)
+        if cls is str:
+            return str(encode_str(value))
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_canonical = _encoder((",", ":"), sort_keys=True, allow_nan=True)
+_result = _encoder((", ", ": "), sort_keys=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -52,13 +87,17 @@ def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
 
 
 def count_lines(path: str) -> int:
-    """How many non-blank lines a file holds (for the progress bar's total)."""
+    """How many non-blank lines a file holds (the total for progress and ETA): newlines
+    counted block by block, minus the blank lines."""
     count = 0
+    tail = b""
     with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                count += 1
-    return count
+        while block := f.read(_READ_BLOCK):
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            block, tail = block[:cut], block[cut:]
+            count += block.count(b"\n") - len(_BLANK_LINE.findall(block))
+    return count + (1 if tail.strip() else 0)
 
 
 def _input_error(line: int, type_name: str, message: str) -> dict[str, Any]:
@@ -93,15 +132,15 @@ def parse_line(raw: bytes, line: int, mode: str) -> Parsed:
 
 
 def canonical_digest(value: Any) -> bytes:
-    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): the journal key."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).digest()
+    """SHA-256 (its first 16 bytes) of the value's canonical JSON (sorted keys, no
+    spaces): with the occurrence number, the journal key."""
+    return hashlib.sha256(_canonical(value).encode("utf-8")).digest()[:DIGEST_BYTES]
 
 
 def result_json(value: Any) -> str:
     """A task's result as JSON text; TypeError (saying results must be JSON) otherwise."""
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+        return _result(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(
             f"the result (of type {type(value).__name__}) cannot be written as JSON: {exc}. "
@@ -120,6 +159,12 @@ def error_row(index: int, error_text: str) -> str:
     return f'{{"index": {index}, "ok": false, "error": {error_text}}}'
 
 
-def call_with_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
-    """``fn(**kwargs)``: how ``--kwargs`` calls the function in the worker."""
+# How a worker calls the function with ``--star`` and ``--kwargs``.
+def call_star(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """``fn(*args)`` (``--star``)."""
+    return fn(*args)
+
+
+def call_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """``fn(**kwargs)`` (``--kwargs``)."""
     return fn(**kwargs)
