@@ -21,6 +21,7 @@ was reported is always durable.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -91,6 +92,15 @@ def _connect(path: str, *, threads: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _max_variables(conn: sqlite3.Connection) -> int:
+    """How many ``?`` one statement may hold."""
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    limit = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    if getlimit is not None and limit is not None:
+        return int(getlimit(limit))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
 class Journal:
     """The writer's connection: identity check, lookups, batched task records, runs."""
 
@@ -111,6 +121,7 @@ class Journal:
             raise JournalError(f"{path} is not a usable corepool journal ({exc})") from None
         if str(mode).lower() != "wal":
             raise JournalError(f"{path}: SQLite refused WAL mode (got {mode!r})")
+        self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 7))
 
     # Identity -------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -158,7 +169,7 @@ class Journal:
         records.sort()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.executemany(_TASK_ROW, records)
+            self._insert(records)
             self.conn.execute(
                 "UPDATE runs SET rows = ?, executed = ?, failed = ?, rate = ?, updated = ? "
                 "WHERE id = ?",
@@ -170,6 +181,20 @@ class Journal:
             if self.conn.in_transaction:  # the records stay with the caller for a retry
                 self.conn.execute("ROLLBACK")
             raise
+
+    def _insert(self, records: list[TaskRecord]) -> None:
+        """Insert many rows per statement: SQLite releases the GIL for each statement it
+        runs, and getting it back per row costs more than the insert when the runner's
+        other threads are busy."""
+        size = self._rows_per_statement
+        whole = len(records) - len(records) % size
+        if whole:
+            statement = _TASK_ROW + ", (?, ?, ?, ?, ?, ?, ?)" * (size - 1)
+            for start in range(0, whole, size):
+                self.conn.execute(
+                    statement, list(itertools.chain.from_iterable(records[start:start + size]))
+                )
+        self.conn.executemany(_TASK_ROW, records[whole:])
 
     # Runs -----------------------------------------------------------------------------
     def start_run(self, command: str, total: int | None) -> int:
