@@ -92,7 +92,7 @@ class Progress:
 
     BAR_FORMAT = ("{n_fmt}/{total_fmt} {percentage:3.0f}%|{bar}| {rate_fmt} "
                   "ETA {remaining}{postfix}")
-    BAR_FORMAT_NO_TOTAL = "{n_fmt} rows {rate_fmt} {elapsed}{postfix}"
+    BAR_FORMAT_NO_TOTAL = "{n_fmt} rows, {rate_fmt}, elapsed {elapsed}{postfix}"
 
     def __init__(self, total: int | None, *, enabled: bool) -> None:
         self.total = total
