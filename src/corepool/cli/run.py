@@ -475,9 +475,11 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
         finally:
             core.terminate()
             finder.close()
-            batch.flush()
-            progress.close()
-            committer.close()
+            try:
+                batch.flush()
+            finally:
+                progress.close()
+                committer.close()  # every batch handed over is committed and written
     except _Stop as exc:
         state, stopped, status = "stopped", str(exc), 1
     except UsageError:
@@ -493,8 +495,11 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
             journal.end_run(run_id, state, batch.run_progress(), pending)
             if state == "finished":
                 out.complete()
+        except (OSError, sqlite3.Error) as exc:  # the disk broke down: say so
+            state, stopped = "failed", f"{type(exc).__name__}: {exc}"
+            status = status if status == 130 else 2
         finally:
-            if state == "interrupted":
+            if status == 130:
                 signal.signal(signal.SIGINT, previous_sigint)
     print(summary(batch.counts, time.monotonic() - started, path, stopped), file=sys.stderr)
     if state != "finished":
