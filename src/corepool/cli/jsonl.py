@@ -27,6 +27,7 @@ __all__ = [
     "call_star",
     "canonical_digest",
     "count_lines",
+    "decode_value",
     "error_row",
     "ok_row",
     "parse_line",
@@ -98,6 +99,28 @@ def count_lines(path: str) -> int:
             block, tail = block[:cut], block[cut:]
             count += block.count(b"\n") - len(_BLANK_LINE.findall(block))
     return count + (1 if tail.strip() else 0)
+
+
+# The decoder's scanner (set by its constructor; not in the typeshed stubs).
+_scan_once: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+)
+
+
+def decode_value(raw: bytes) -> Any:
+    """The JSON value of one line (as ``json.loads`` would give it), or ValueError.
+
+    The common case skips ``json.loads``' own checks: the scanner reads the value at the
+    start of the line, and only whitespace may follow it.
+    """
+    text = raw.decode("utf-8")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:  # leading whitespace, or not JSON: let json.loads decide
+        return json.loads(text)
+    if end < len(text) and text[end:].strip(" \t\n\r"):  # JSON's whitespace only
+        return json.loads(text)  # raises, naming what follows the value
+    return value
 
 
 def _input_error(line: int, type_name: str, message: str) -> dict[str, Any]:

@@ -41,6 +41,7 @@ from .jsonl import (
     call_star,
     canonical_digest,
     count_lines,
+    decode_value,
     error_row,
     ok_row,
     parse_line,
@@ -165,8 +166,7 @@ class _Batch:
         (see :class:`_Spilled`): skipping a long run of finished lines costs no memory.
         """
         retry_failed, mode = self.args.retry_failed, self.mode
-        backlog, find, loads, digest_of = self.backlog, self.finder.find, json.loads, \
-            canonical_digest
+        backlog, find, digest_of = self.backlog, self.finder.find, canonical_digest
         needs = {"star": list, "kwargs": dict}.get(mode)
         spill: list[tuple[bool, str | None, bool, str]] = []
         index = 0
@@ -174,7 +174,7 @@ class _Batch:
             if not raw.strip():
                 continue  # blank lines are not tasks (see jsonl)
             try:
-                value = loads(raw.decode("utf-8"))
+                value = decode_value(raw)
                 bad = needs is not None and value.__class__ is not needs
             except ValueError:  # not UTF-8, not JSON
                 bad = True
