@@ -222,3 +222,12 @@ def test_skipping_finished_lines_keeps_a_bounded_backlog(tmp_path: Path) -> None
     assert [json.loads(r) for r in batch.rows] == rows(tmp_path / "out.jsonl")
     finder.close()
     journal.close()
+    # Through the whole pipeline: new lines among the finished ones, before and after
+    # the point where the reader starts to spill, come out in order.
+    middle = runner.BACKLOG_LIMIT + 5_000
+    values = [-1, *range(middle), -2, *range(middle, n), -3]
+    write_lines(tmp_path / "in.jsonl", values)
+    again = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl", cwd=tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "ran 3 " in again.stderr and f"{n} from the journal" in again.stderr
+    assert [r["result"] for r in rows(tmp_path / "out.jsonl")] == [v * v for v in values]

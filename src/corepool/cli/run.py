@@ -9,8 +9,8 @@ Data flow::
                ─▶ writer thread: journal (one transaction per batch) ─▶ commit ─▶ output
 
 Only lines that need a run go to the pool, whose window bounds how many are in
-flight. Lines that need none (finished before, not JSON) are held in the backlog while
-it is short, and spilled to a temporary table on disk in blocks while it is long, so
+flight. Lines that need none (finished before, not JSON) are held in the backlog up to
+a limit, and spilled to a temporary table on disk in blocks past it, so
 skipping a long run of finished lines costs no memory. A row is written only after
 the transaction holding its task is committed, so the output never shows what the
 journal could lose. Re-running the same command reads the journal and runs only what
@@ -57,7 +57,7 @@ DEFAULT_STDOUT_JOURNAL = "corepool-run.journal.db"
 FLUSH_ROWS = 20_000  # rows held for one commit, at most
 FLUSH_CHARS = 8 << 20  # characters of rows held for one commit, at most
 FLUSH_SECONDS = 0.2  # how long a finished row may wait for its commit
-BACKLOG_LIMIT = 20_000  # lines held in memory ahead of the output; more go to disk
+BACKLOG_LIMIT = 20_000  # rows needing no run held in memory; more go to disk
 SPILL_BLOCK = 2_000  # rows that need no run, spilled to disk together
 PERCENT_MIN_FINISHED = 10  # a P% limit is checked once this many tasks have finished
 CLUSTER_BACKENDS = ("dask", "ray")
@@ -152,6 +152,9 @@ class _Batch:
         self.counts = Counts()
         self.limit, self.share = parse_max_failures(args.max_failures)
         self.read_all = False
+        # Rows needing no run put in the backlog (by the reader) and taken out (by the
+        # main thread): each counter has one writer, so no lock is needed.
+        self.known_added = self.known_taken = 0
         self.records: list[TaskRecord] = []
         self.rows: list[str] = []
         self.chars = 0
@@ -162,8 +165,9 @@ class _Batch:
         """The pool's input: the lines that need a run; every line goes to the backlog.
 
         Lines that need no run (finished before, or not JSON) are not limited by the
-        pool's window, so while the backlog is long they go to disk in blocks instead
-        (see :class:`_Spilled`): skipping a long run of finished lines costs no memory.
+        pool's window, so while BACKLOG_LIMIT of them wait in memory, the next ones go
+        to disk in blocks instead (see :class:`_Spilled`): skipping a long run of
+        finished lines costs no memory.
         """
         retry_failed, mode = self.args.retry_failed, self.mode
         backlog, find, digest_of = self.backlog, self.finder.find, canonical_digest
@@ -195,7 +199,7 @@ class _Batch:
                 ok, payload = done
                 kind = None if ok else str(json.loads(payload).get("kind", "exception"))
                 known = (ok, payload, kind, True)
-            if spill or len(backlog) >= BACKLOG_LIMIT:
+            if spill or self.known_added - self.known_taken >= BACKLOG_LIMIT:
                 ok, payload, kind, reused = known
                 spill.append((ok, kind, reused,
                                ok_row(index, payload) if ok else error_row(index, payload)))
@@ -203,6 +207,7 @@ class _Batch:
                     self._spill(spill)
             else:
                 backlog.append((index, line, digest, occurrence, known))
+                self.known_added += 1
             index += 1
         if spill:
             self._spill(spill)
@@ -230,6 +235,7 @@ class _Batch:
             if known is None:
                 return
             backlog.popleft()
+            self.known_taken += 1
             ok, payload, kind, reused = known
             self._count_known(ok, kind, reused)
             row = ok_row(head[0], payload) if ok else error_row(head[0], payload)
