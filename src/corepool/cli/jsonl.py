@@ -16,9 +16,9 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 __all__ = [
     "MODES",
@@ -31,7 +31,6 @@ __all__ = [
     "error_row",
     "ok_row",
     "parse_line",
-    "read_lines",
     "result_json",
 ]
 
@@ -78,13 +77,6 @@ class Parsed:
 
     value: Any = None
     error: dict[str, Any] | None = None
-
-
-def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """``(line_number, raw_line)`` for each non-blank line, lazily, numbered from 1."""
-    for number, raw in enumerate(stream, start=1):
-        if raw.strip():
-            yield number, raw
 
 
 def count_lines(path: str) -> int:
