@@ -51,3 +51,16 @@ def flaky(x: int, flag: str) -> int:
     if os.path.exists(flag):
         raise RuntimeError(f"flag set for {x}")
     return x
+
+
+def paced(x: int, delay: float) -> int:
+    """Waits ``delay``; fails on numbers ending in 3, else returns x."""
+    time.sleep(delay)
+    if x % 10 == 3:
+        raise ValueError(f"ends in 3: {x}")
+    return x
+
+
+def length(text: str) -> int:
+    """The length of a string."""
+    return len(text)

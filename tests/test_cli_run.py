@@ -128,24 +128,50 @@ def _all_gone(procs: list[psutil.Process]) -> None:
     assert not alive, alive
 
 
+def run_state(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("SELECT state FROM runs ORDER BY id DESC").fetchone()[0])
+
+
+def integrity(db: Path) -> str:
+    with sqlite3.connect(db) as conn:
+        return str(conn.execute("PRAGMA integrity_check").fetchone()[0])
+
+
 @pytest.mark.timeout(60)
 def test_kill_9_midway_then_rerun_runs_only_what_is_missing(tmp_path: Path) -> None:
     args, log, inputs = _slow_batch(tmp_path, 300)
     db = tmp_path / "out.jsonl.journal.db"
+    out, partial = tmp_path / "out.jsonl", tmp_path / "out.jsonl.partial"
+    # A first, complete run over the first 100 lines leaves a complete output...
+    write_lines(tmp_path / "in.jsonl", inputs[:100])
+    assert cli(*args, cwd=tmp_path).returncode == 0
+    before = out.read_bytes()
+    # ...which a run over all 300, killed midway, must leave exactly as it was.
+    write_lines(tmp_path / "in.jsonl", inputs)
     proc = start(*args, cwd=tmp_path)
-    wait_for_rows(db, proc, 40)
+    wait_for_rows(db, proc, 140)
     workers = _children(proc.pid)
     proc.kill()
     proc.communicate(timeout=10)
     _all_gone(workers)  # workers die with their parent, even after SIGKILL
     committed = journal_digests(db)
-    assert 40 <= len(committed) < len(inputs)
+    assert 140 <= len(committed) < len(inputs)
+    assert out.read_bytes() == before  # never a half-rewritten output that looks complete
+    half = rows(partial)  # the new rows so far: in order, each one in the journal
+    assert [r["index"] for r in half] == list(range(len(half)))
+    assert len(half) <= len(committed)
+    assert integrity(db) == "ok"
+    status = cli("status", str(db), cwd=tmp_path)
+    assert "last run killed" in status.stdout, status.stdout
     done = cli(*args, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert f"{len(committed)} from the journal" in done.stderr
-    # Ran twice: at most the tasks in flight plus those finished in the last uncommitted
-    # batch (0.2 s of 2 workers x 20 ms tasks).
-    _check_resumed(tmp_path, log, inputs, committed, max_twice=30)
+    assert not partial.exists()
+    # Ran twice: at most the tasks in flight (6 chunks of 1 slow task) plus those
+    # finished but not yet committed: the batch being built (0.2 s at ~100 tasks/s) and
+    # at most 3 more on their way to the writer: 6 + 4 x 20.
+    _check_resumed(tmp_path, log, inputs, committed, max_twice=86)
 
 
 @pytest.mark.timeout(60)
@@ -155,17 +181,23 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_resumes(tmp_path: Path) -> None:
     proc = start(*args, cwd=tmp_path)
     wait_for_rows(db, proc, 40)
     workers = _children(proc.pid)
+    assert len(workers) >= 2
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
-    _all_gone(workers)
-    assert "interrupted" in err and "To resume:" in err
-    command = shlex.split(err.split("To resume:", 1)[1].strip().splitlines()[0])
-    assert command[:2] == ["corepool", "run"]
+    _all_gone(workers)  # the workers are gone
+    # The journal is consistent: intact, the run recorded as interrupted, and every row
+    # reported is in it.
+    assert integrity(db) == "ok" and run_state(db) == "interrupted"
     committed = journal_digests(db)
-    partial = rows(tmp_path / "out.jsonl")  # every finished task was reported, in order
+    assert not (tmp_path / "out.jsonl").exists()  # an interrupted run is not complete
+    partial = rows(tmp_path / "out.jsonl.partial")
     assert [r["index"] for r in partial] == list(range(len(partial)))
     assert len(partial) == len(committed)
+    assert "interrupted" in err and "out.jsonl.partial" in err
+    # The command to resume is printed, and resuming with it completes the batch.
+    command = shlex.split(err.split("To resume:", 1)[1].strip().splitlines()[0])
+    assert command[:2] == ["corepool", "run"]
     done = cli(*command[1:], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     # After a clean stop only the tasks running at the Ctrl-C run again (2 workers).
@@ -301,7 +333,8 @@ def test_max_failures_stops_early_with_the_journal_intact(tmp_path: Path) -> Non
                    str(db), "--workers", "1", "--max-failures", limit, cwd=tmp_path)
         assert done.returncode == 1, done.stderr
         assert "stopped early" in done.stderr and "To resume:" in done.stderr
-        out = rows(tmp_path / "out.jsonl")
+        assert not (tmp_path / "out.jsonl").exists()
+        out = rows(tmp_path / "out.jsonl.partial")
         assert [r["index"] for r in out] == list(range(len(out)))
         assert len(out) < 200 and journal_count(db) == len(out)
 
@@ -319,5 +352,29 @@ def test_status_reports_counts_function_and_failures(tmp_path: Path) -> None:
     data = json.loads(cli("status", "out.jsonl.journal.db", "--json", cwd=tmp_path).stdout)
     assert data["ok"] == 5 and data["failed_by_kind"] == {"exception": 5}
     assert data["last_run"]["state"] == "finished" and data["last_run"]["pending"] == 0
+    assert data["last_run"]["rows"] == 10 and data["last_run"]["total"] == 10
+    assert data["last_run"]["eta_seconds"] is None  # only while it runs
     missing = cli("status", "nope.db", cwd=tmp_path)
     assert missing.returncode == 2 and "no journal" in missing.stderr
+
+
+@pytest.mark.timeout(60)
+def test_address_needs_a_cluster_backend(tmp_path: Path) -> None:
+    write_lines(tmp_path / "in.jsonl", [1])
+    for backend in ([], ["--backend", "process"], ["--backend", "thread"],
+                    ["--backend", "serial"]):
+        done = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl",
+                   "--address", "tcp://127.0.0.1:8786", *backend, cwd=tmp_path)
+        assert done.returncode == 2, done.stderr
+        assert "needs --backend dask or ray" in done.stderr, done.stderr
+        assert not (tmp_path / "out.jsonl.journal.db").exists()  # checked before anything
+
+
+def test_resume_command_keeps_the_address() -> None:
+    from corepool.cli.main import build_parser
+    from corepool.cli.run import resume_command
+
+    args = build_parser().parse_args(
+        ["run", "m:f", "in.jsonl", "--backend", "dask", "--address", "tcp://h:8786"])
+    assert resume_command(args, "j.db").endswith(
+        "--journal j.db --backend dask --address tcp://h:8786")

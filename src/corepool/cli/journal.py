@@ -4,20 +4,24 @@ One database file in WAL mode (readers such as ``corepool status`` never block t
 writer). Tables::
 
     meta   name -> value       schema version, the function (target) and call mode
-    tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run, finished
-    runs   one row per ``corepool run``: started, ended, state, counts
+    tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run
+    runs   one row per ``corepool run``: started, ended, state, counts, and while it
+           runs its progress (rows written of ``total``, recent rate), for ``status``
 
-A task's key is the SHA-256 of its input's canonical JSON plus its occurrence number
+A task's key is the SHA-256 (16 bytes of it) of its input's canonical JSON plus its
+occurrence number
 (the first, second, ... line with that same content), so duplicate lines are distinct
 tasks while editing or reordering the input keeps the finished ones. Results and
 errors are stored as JSON text, never pickles: opening a journal runs no code.
 
-The writer batches rows in one transaction and commits on :meth:`Journal.commit`; the
-caller commits before it reports the rows, so what was reported is always durable.
+The writer adds finished tasks in batches, one transaction each
+(:meth:`Journal.commit_tasks`); the caller commits before it reports the rows, so what
+was reported is always durable.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import sqlite3
@@ -32,11 +36,13 @@ __all__ = [
     "JournalError",
     "KeyFinder",
     "RunInfo",
+    "RunProgress",
     "Summary",
+    "TaskRecord",
     "read_summary",
 ]
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,7 +54,6 @@ CREATE TABLE IF NOT EXISTS tasks (
     payload TEXT NOT NULL,
     line INTEGER NOT NULL,
     run INTEGER NOT NULL,
-    finished REAL NOT NULL,
     PRIMARY KEY (digest, occurrence)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -60,9 +65,21 @@ CREATE TABLE IF NOT EXISTS runs (
     pid INTEGER NOT NULL,
     executed INTEGER NOT NULL DEFAULT 0,
     failed INTEGER NOT NULL DEFAULT 0,
-    pending INTEGER
+    pending INTEGER,
+    total INTEGER,
+    rows INTEGER NOT NULL DEFAULT 0,
+    rate REAL,
+    updated REAL
 );
 """
+# Columns added to ``runs`` after the first version; older journals get them on open.
+_RUN_COLUMNS = {"total": "INTEGER", "rows": "INTEGER NOT NULL DEFAULT 0", "rate": "REAL",
+                "updated": "REAL"}
+_TASK_ROW = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)"
+
+#: A finished task as :meth:`Journal.commit_tasks` takes it:
+#: ``(digest, occurrence, ok, kind, payload, line, run)``.
+TaskRecord = tuple[bytes, int, bool, "str | None", str, int, int]
 
 
 class JournalError(Exception):
@@ -75,22 +92,36 @@ def _connect(path: str, *, threads: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def _max_variables(conn: sqlite3.Connection) -> int:
+    """How many ``?`` one statement may hold."""
+    getlimit = getattr(conn, "getlimit", None)  # Python 3.11+
+    limit = getattr(sqlite3, "SQLITE_LIMIT_VARIABLE_NUMBER", None)
+    if getlimit is not None and limit is not None:
+        return int(getlimit(limit))
+    return 32766 if sqlite3.sqlite_version_info >= (3, 32, 0) else 999
+
+
 class Journal:
     """The writer's connection: identity check, lookups, batched task records, runs."""
 
     def __init__(self, path: str) -> None:
         self.path = path
         try:
-            self.conn = _connect(path)
+            # Used by one thread at a time: the runner's, then its writer's, then again
+            # the runner's once the writer is done.
+            self.conn = _connect(path, threads=True)
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
+            have = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
+            for name, declaration in _RUN_COLUMNS.items():
+                if name not in have:
+                    self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
         except sqlite3.DatabaseError as exc:
             raise JournalError(f"{path} is not a usable corepool journal ({exc})") from None
         if str(mode).lower() != "wal":
             raise JournalError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        self._in_transaction = False
-        self.uncommitted = 0
+        self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 7))
 
     # Identity -------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
@@ -127,78 +158,96 @@ class Journal:
         self.conn.execute("COMMIT")
 
     # Tasks ----------------------------------------------------------------------------
-    def get(self, digest: bytes, occurrence: int) -> tuple[bool, str] | None:
-        """``(ok, payload_json)`` of a finished task, or None."""
-        row = self.conn.execute(
-            "SELECT ok, payload FROM tasks WHERE digest = ? AND occurrence = ?",
-            (digest, occurrence),
-        ).fetchone()
-        return None if row is None else (bool(row[0]), row[1])
+    def is_empty(self) -> bool:
+        """No task recorded yet (a first run needs no lookups)."""
+        return self.conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is None
 
-    def record(
-        self,
-        digest: bytes,
-        occurrence: int,
-        *,
-        ok: bool,
-        kind: str | None,
-        payload: str,
-        line: int,
-        run: int,
-    ) -> None:
-        """Add (or replace, for ``--retry-failed``) a finished task; not yet committed."""
-        if not self._in_transaction:
-            self.conn.execute("BEGIN IMMEDIATE")
-            self._in_transaction = True
-        self.conn.execute(
-            "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (digest, occurrence, int(ok), kind, payload, line, run, time.time()),
-        )
-        self.uncommitted += 1
-
-    def commit(self) -> None:
-        """Make every recorded task durable."""
-        if self._in_transaction:
+    def commit_tasks(self, records: list[TaskRecord], run: int, progress: RunProgress) -> None:
+        """Add (or replace, for ``--retry-failed``) finished tasks and the run's progress,
+        durably, in one transaction. ``records`` is sorted in place: keys in order make
+        the B-tree insert cheaper."""
+        records.sort()
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert(records)
+            self.conn.execute(
+                "UPDATE runs SET rows = ?, executed = ?, failed = ?, rate = ?, updated = ? "
+                "WHERE id = ?",
+                (progress.rows, progress.executed, progress.failed, progress.rate,
+                 time.time(), run),
+            )
             self.conn.execute("COMMIT")
-            self._in_transaction = False
-        self.uncommitted = 0
+        except BaseException:
+            if self.conn.in_transaction:  # the records stay with the caller for a retry
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def _insert(self, records: list[TaskRecord]) -> None:
+        """Insert many rows per statement: SQLite releases the GIL for each statement it
+        runs, and getting it back per row costs more than the insert when the runner's
+        other threads are busy."""
+        size = self._rows_per_statement
+        whole = len(records) - len(records) % size
+        if whole:
+            statement = _TASK_ROW + ", (?, ?, ?, ?, ?, ?, ?)" * (size - 1)
+            for start in range(0, whole, size):
+                self.conn.execute(
+                    statement, list(itertools.chain.from_iterable(records[start:start + size]))
+                )
+        self.conn.executemany(_TASK_ROW, records[whole:])
 
     # Runs -----------------------------------------------------------------------------
-    def start_run(self, command: str) -> int:
-        """Record the start of a run; returns its id."""
-        self.commit()
+    def start_run(self, command: str, total: int | None) -> int:
+        """Record the start of a run (``total``: input rows, if known); returns its id."""
         cursor = self.conn.execute(
-            "INSERT INTO runs (started, state, command, pid) VALUES (?, 'running', ?, ?)",
-            (time.time(), command, os.getpid()),
+            "INSERT INTO runs (started, state, command, pid, total) "
+            "VALUES (?, 'running', ?, ?, ?)",
+            (time.time(), command, os.getpid(), total),
         )
         return int(cursor.lastrowid or 0)
 
-    def end_run(
-        self, run: int, state: str, *, executed: int, failed: int, pending: int | None
-    ) -> None:
-        """Record how a run ended (``finished``, ``stopped`` or ``interrupted``)."""
-        self.commit()
+    def end_run(self, run: int, state: str, progress: RunProgress, pending: int | None) -> None:
+        """Record how a run ended (``finished``, ``stopped``, ``interrupted``, ``failed``)."""
         self.conn.execute(
-            "UPDATE runs SET ended = ?, state = ?, executed = ?, failed = ?, pending = ? "
-            "WHERE id = ?",
-            (time.time(), state, executed, failed, pending, run),
+            "UPDATE runs SET ended = ?, state = ?, rows = ?, executed = ?, failed = ?, "
+            "pending = ?, rate = NULL, updated = ? WHERE id = ?",
+            (time.time(), state, progress.rows, progress.executed, progress.failed, pending,
+             time.time(), run),
         )
 
     def close(self) -> None:
-        """Commit what is recorded and close the connection."""
-        self.commit()
+        """Close the connection."""
         self.conn.close()
 
 
-class KeyFinder:
-    """The input reader's own connection: occurrence numbers and what is already done.
+@dataclass(frozen=True)
+class RunProgress:
+    """How far a run got: rows written, tasks run and failed, recent rows per second."""
 
-    Occurrence counts live in a temporary table, so memory stays bounded however long
-    the input is. Used by one thread at a time (the pool's input feeder).
+    rows: int
+    executed: int
+    failed: int
+    rate: float | None = None
+
+
+class KeyFinder:
+    """The input reader's own connection: occurrence numbers, what is already done, and
+    a temporary table where output rows that need no run wait when the reader is far
+    ahead (:meth:`spill`).
+
+    Occurrence counts are kept in memory for up to :attr:`MEMORY_KEYS` distinct inputs;
+    past that they go, sorted, in one batch to a temporary table on disk, and a fixed
+    bit filter (4 MiB) answers "never seen" for most later lines without asking SQLite.
+    So memory stays bounded however long the input is, and an input of up to a few
+    hundred thousand lines never touches the table. Used by one thread at a time (the
+    pool's input feeder).
     """
 
-    def __init__(self, path: str) -> None:
-        # The lock keeps close() (main thread) from racing a lookup of the feeder thread,
+    FILTER_BITS = 1 << 25
+    MEMORY_KEYS = 250_000
+
+    def __init__(self, path: str, *, lookups: bool) -> None:
+        # The lock keeps close() (main thread) from racing a query of the feeder thread,
         # which still runs for a moment after the pool is stopped.
         self._lock = threading.Lock()
         self.conn = _connect(path, threads=True)
@@ -206,27 +255,88 @@ class KeyFinder:
         self.conn.execute(
             "CREATE TEMP TABLE seen (digest BLOB PRIMARY KEY, n INTEGER NOT NULL) WITHOUT ROWID"
         )
+        self.conn.execute(
+            "CREATE TEMP TABLE waiting (seq INTEGER PRIMARY KEY, ok INTEGER NOT NULL, "
+            "kind TEXT, reused INTEGER NOT NULL, row TEXT NOT NULL)"
+        )
+        self._next_seq = 0
+        self._lookups = lookups
+        self._filter = bytearray(self.FILTER_BITS // 8)
+        self._counts: dict[bytes, int] = {}
+        self._spilled = False
 
-    def occurrence(self, digest: bytes) -> int:
-        """1 the first time this content is seen in the input, 2 the second time, ..."""
+    def find(self, digest: bytes) -> tuple[int, tuple[bool, str] | None]:
+        """``(occurrence, done)`` for the next input line with this content.
+
+        ``occurrence`` is 1 the first time the content is seen in the input, 2 the
+        second time, ...; ``done`` is ``(ok, payload_json)`` when the journal holds that
+        task, else None (always None when the journal was empty at the start).
+        """
+        counts = self._counts
+        occurrence = counts.get(digest)
+        if occurrence is None:
+            occurrence = self._spilled_count(digest) if self._spilled else 0
+        occurrence += 1
+        counts[digest] = occurrence
+        if len(counts) >= self.MEMORY_KEYS:
+            self._spill()
+        if not self._lookups:
+            return occurrence, None
         with self._lock:
             row = self.conn.execute(
-                "INSERT INTO seen VALUES (?, 1) ON CONFLICT (digest) DO UPDATE SET n = n + 1 "
-                "RETURNING n",
-                (digest,),
+                "SELECT ok, payload FROM tasks WHERE digest = ? AND occurrence = ?",
+                (digest, occurrence),
             ).fetchone()
-        return int(row[0])
+        return occurrence, None if row is None else (bool(row[0]), row[1])
 
-    def done(self, digest: bytes, occurrence: int) -> bool | None:
-        """True: finished ok; False: finished failed; None: not in the journal."""
+    def _spilled_count(self, digest: bytes) -> int:
+        bit = int.from_bytes(digest[:4], "little") & (self.FILTER_BITS - 1)
+        if not self._filter[bit >> 3] & (1 << (bit & 7)):
+            return 0  # certainly not in the table
         with self._lock:
             row = self.conn.execute(
-                "SELECT ok FROM tasks WHERE digest = ? AND occurrence = ?", (digest, occurrence)
+                "SELECT n FROM seen WHERE digest = ?", (digest,)
             ).fetchone()
-        return None if row is None else bool(row[0])
+        return 0 if row is None else int(row[0])
+
+    def _spill(self) -> None:
+        """Move the counts kept in memory to the table (sorted: a cheaper B-tree insert)."""
+        for digest in self._counts:
+            bit = int.from_bytes(digest[:4], "little") & (self.FILTER_BITS - 1)
+            self._filter[bit >> 3] |= 1 << (bit & 7)
+        with self._lock:
+            self.conn.executemany(
+                "INSERT INTO seen VALUES (?, ?) ON CONFLICT (digest) DO UPDATE SET "
+                "n = excluded.n",
+                sorted(self._counts.items()),
+            )
+        self._counts.clear()
+        self._spilled = True
+
+    def spill(self, rows: list[tuple[bool, str | None, bool, str]]) -> tuple[int, int]:
+        """Keep output rows ``(ok, kind, reused, row)`` on disk, in order, until
+        :meth:`unspill`; returns the range of their sequence numbers."""
+        first = self._next_seq
+        self._next_seq += len(rows)
+        with self._lock:
+            self.conn.executemany(
+                "INSERT INTO waiting VALUES (?, ?, ?, ?, ?)",
+                [(first + i, *row) for i, row in enumerate(rows)],
+            )
+        return first, self._next_seq - 1
+
+    def unspill(self, first: int, last: int) -> list[tuple[bool, str | None, bool, str]]:
+        """The rows of one :meth:`spill`, in order, removed from the disk."""
+        with self._lock:
+            rows = [(bool(ok), kind, bool(reused), row) for ok, kind, reused, row in
+                    self.conn.execute(
+                        "SELECT ok, kind, reused, row FROM waiting WHERE seq BETWEEN ? AND ? "
+                        "ORDER BY seq", (first, last))]
+            self.conn.execute("DELETE FROM waiting WHERE seq BETWEEN ? AND ?", (first, last))
+        return rows
 
     def close(self) -> None:
-        """Close the connection (its temporary table goes with it); later lookups raise."""
+        """Close the connection (its temporary tables go with it); later lookups raise."""
         with self._lock:
             self.conn.close()
 
@@ -245,6 +355,10 @@ class RunInfo:
     executed: int
     failed: int
     pending: int | None
+    total: int | None
+    rows: int
+    rate: float | None
+    updated: float | None
 
 
 @dataclass(frozen=True)
@@ -256,7 +370,6 @@ class Summary:
     failed_by_kind: dict[str, int]
     first_failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     runs: list[RunInfo] = field(default_factory=list)
-    last_run_done: int = 0  # tasks the last run finished so far
 
     @property
     def failed(self) -> int:
@@ -283,24 +396,22 @@ def read_summary(path: str, failures: int = 5) -> Summary:
         first = [
             (int(line), json.loads(payload))
             for line, payload in conn.execute(
-                "SELECT line, payload FROM tasks WHERE ok = 0 ORDER BY finished LIMIT ?",
+                "SELECT line, payload FROM tasks WHERE ok = 0 ORDER BY run, line LIMIT ?",
                 (failures,),
             )
         ]
-        runs = [RunInfo(*row) for row in conn.execute(
-            "SELECT id, started, ended, state, command, pid, executed, failed, pending "
-            "FROM runs ORDER BY id"
-        )]
-        last_done = 0
-        if runs:
-            last_done = conn.execute(
-                "SELECT count(*) FROM tasks WHERE run = ?", (runs[-1].id,)
-            ).fetchone()[0]
+        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        columns = ", ".join(  # a journal of the first version lacks the progress columns
+            name if name in have else "NULL"
+            for name in ("id", "started", "ended", "state", "command", "pid", "executed",
+                         "failed", "pending", "total", "rows", "rate", "updated")
+        )
+        runs = [RunInfo(*row) for row in conn.execute(f"SELECT {columns} FROM runs ORDER BY id")]
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"{path} is not a corepool journal ({exc})") from None
     finally:
         conn.close()
-    return Summary(meta, ok, by_kind, first, runs, last_done)
+    return Summary(meta, ok, by_kind, first, runs)
 
 
 def _ro_connect(path: str) -> sqlite3.Connection:

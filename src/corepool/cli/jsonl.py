@@ -15,25 +15,60 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Callable, Iterator, Mapping
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import IO, Any
+from typing import Any
 
 __all__ = [
     "MODES",
     "Parsed",
-    "call_with_kwargs",
+    "call_kwargs",
+    "call_star",
     "canonical_digest",
     "count_lines",
+    "decode_value",
     "error_row",
     "ok_row",
     "parse_line",
-    "read_lines",
     "result_json",
 ]
 
 MODES = ("single", "star", "kwargs")
 _READ_BLOCK = 1 << 20
+_BLANK_LINE = re.compile(rb"^[ \t\r\f\v]*\n", re.MULTILINE)
+
+DIGEST_BYTES = 16  # of SHA-256: a chance collision is out of reach (2**-64 at 4e9 lines)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+def _encoder(separators: tuple[str, str], *, sort_keys: bool,
+             allow_nan: bool) -> Callable[[Any], str]:
+    """A JSON encoder built once (``json.dumps`` with options builds one per call)."""
+    make = getattr(json.encoder, "c_make_encoder", None)
+    if make is None:  # no C accelerator (e.g. PyPy)
+        return json.JSONEncoder(ensure_ascii=False, separators=separators,
+                                sort_keys=sort_keys, allow_nan=allow_nan).encode
+    chunks = make(None, _not_json, json.encoder.encode_basestring, None, separators[1],
+                  separators[0], sort_keys, False, allow_nan)
+    encode_str = json.encoder.encode_basestring
+
+    def encode(value: Any) -> str:
+        cls = value.__class__
+        if cls is int:
+            return int.__repr__(value)
+        if cls is str:
+            return str(encode_str(value))
+        return "".join(chunks(value, 0))
+
+    return encode
+
+
+_canonical = _encoder((",", ":"), sort_keys=True, allow_nan=True)
+_result = _encoder((", ", ": "), sort_keys=False, allow_nan=False)
 
 
 @dataclass(frozen=True)
@@ -44,21 +79,40 @@ class Parsed:
     error: dict[str, Any] | None = None
 
 
-def read_lines(stream: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """``(line_number, raw_line)`` for each non-blank line, lazily, numbered from 1."""
-    for number, raw in enumerate(stream, start=1):
-        if raw.strip():
-            yield number, raw
-
-
 def count_lines(path: str) -> int:
-    """How many non-blank lines a file holds (for the progress bar's total)."""
+    """How many non-blank lines a file holds (the total for progress and ETA): newlines
+    counted block by block, minus the blank lines."""
     count = 0
+    tail = b""
     with open(path, "rb") as f:
-        for raw in f:
-            if raw.strip():
-                count += 1
-    return count
+        while block := f.read(_READ_BLOCK):
+            block = tail + block
+            cut = block.rfind(b"\n") + 1
+            block, tail = block[:cut], block[cut:]
+            count += block.count(b"\n") - len(_BLANK_LINE.findall(block))
+    return count + (1 if tail.strip() else 0)
+
+
+# The decoder's scanner (set by its constructor; not in the typeshed stubs).
+_scan_once: Callable[[str, int], tuple[Any, int]] = (
+    json.JSONDecoder().scan_once  # type: ignore[attr-defined]
+)
+
+
+def decode_value(raw: bytes) -> Any:
+    """The JSON value of one line (as ``json.loads`` would give it), or ValueError.
+
+    The common case skips ``json.loads``' own checks: the scanner reads the value at the
+    start of the line, and only whitespace may follow it.
+    """
+    text = raw.decode("utf-8")
+    try:
+        value, end = _scan_once(text, 0)
+    except StopIteration:  # leading whitespace, or not JSON: let json.loads decide
+        return json.loads(text)
+    if end < len(text) and text[end:].strip(" \t\n\r"):  # JSON's whitespace only
+        return json.loads(text)  # raises, naming what follows the value
+    return value
 
 
 def _input_error(line: int, type_name: str, message: str) -> dict[str, Any]:
@@ -93,15 +147,15 @@ def parse_line(raw: bytes, line: int, mode: str) -> Parsed:
 
 
 def canonical_digest(value: Any) -> bytes:
-    """SHA-256 of the value's canonical JSON (sorted keys, no spaces): the journal key."""
-    text = json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
-    return hashlib.sha256(text.encode("utf-8")).digest()
+    """SHA-256 (its first 16 bytes) of the value's canonical JSON (sorted keys, no
+    spaces): with the occurrence number, the journal key."""
+    return hashlib.sha256(_canonical(value).encode("utf-8")).digest()[:DIGEST_BYTES]
 
 
 def result_json(value: Any) -> str:
     """A task's result as JSON text; TypeError (saying results must be JSON) otherwise."""
     try:
-        return json.dumps(value, allow_nan=False, ensure_ascii=False)
+        return _result(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise TypeError(
             f"the result (of type {type(value).__name__}) cannot be written as JSON: {exc}. "
@@ -120,6 +174,12 @@ def error_row(index: int, error_text: str) -> str:
     return f'{{"index": {index}, "ok": false, "error": {error_text}}}'
 
 
-def call_with_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
-    """``fn(**kwargs)``: how ``--kwargs`` calls the function in the worker."""
+# How a worker calls the function with ``--star`` and ``--kwargs``.
+def call_star(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
+    """``fn(*args)`` (``--star``)."""
+    return fn(*args)
+
+
+def call_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
+    """``fn(**kwargs)`` (``--kwargs``)."""
     return fn(**kwargs)

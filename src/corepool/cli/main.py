@@ -114,7 +114,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     mode.add_argument("--kwargs", dest="mode", action="store_const", const="kwargs",
                       help="each line is a JSON object of keyword arguments")
     run.set_defaults(mode="single")
-    run.add_argument("--backend", default=None, help="process (default), thread or serial")
+    run.add_argument("--backend", default=None,
+                     help="process (default), thread, serial, dask or ray")
+    run.add_argument("--address", metavar="ADDR", default=None,
+                     help="the cluster's scheduler address (with --backend dask or ray)")
     run.add_argument("--max-failures", metavar="N|P%", default=None,
                      help="stop cleanly once N tasks (or P%% of the finished ones) failed")
     run.add_argument("--retry-failed", action="store_true",

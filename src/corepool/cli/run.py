@@ -3,155 +3,85 @@
 Data flow::
 
     INPUT ─▶ feeder thread: parse, hash, look up the journal ─▶ only unfinished tasks ─▶ pool
-               │ every line, in order, into ``backlog``                                  │
+               │ every line, in order, into ``backlog`` (or to disk, see below)          │
                ▼                                                                         ▼
     main thread: takes the backlog in order; a task that ran takes the next result ◀── results
-               ─▶ journal (batched transaction) ─▶ commit ─▶ output rows, in input order
+               ─▶ writer thread: journal (one transaction per batch) ─▶ commit ─▶ output
 
-A row is written only after the transaction holding its task is committed, so the
-output never shows what the journal could lose. Re-running the same command reads the
-journal and runs only what is missing; the output is rewritten whole each time.
+Only lines that need a run go to the pool, whose window bounds how many are in
+flight. Lines that need none (finished before, not JSON) are held in the backlog up to
+a limit, and spilled to a temporary table on disk in blocks past it, so
+skipping a long run of finished lines costs no memory. A row is written only after
+the transaction holding its task is committed, so the output never shows what the
+journal could lose. Re-running the same command reads the journal and runs only what
+is missing; the output is rewritten whole each time (see :mod:`~corepool.cli.output`).
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import importlib
 import json
 import os
 import shlex
 import signal
+import sqlite3
 import sys
 import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from typing import IO, Any
 
 from .. import errors
 from .._engine import protocol
-from .journal import Journal, JournalError, KeyFinder
+from .journal import Journal, JournalError, KeyFinder, RunProgress, TaskRecord
 from .jsonl import (
-    call_with_kwargs,
+    call_kwargs,
+    call_star,
     canonical_digest,
     count_lines,
+    decode_value,
     error_row,
     ok_row,
     parse_line,
-    read_lines,
     result_json,
 )
+from .output import Committer, Output
+from .report import Counts, Progress, summary
+from .target import UsageError, load_function
 
 __all__ = ["UsageError", "error_object", "load_function", "parse_max_failures", "run"]
 
 DEFAULT_STDOUT_JOURNAL = "corepool-run.journal.db"
-FLUSH_ROWS = 200
-FLUSH_SECONDS = 0.2
+FLUSH_ROWS = 20_000  # rows held for one commit, at most
+FLUSH_CHARS = 8 << 20  # characters of rows held for one commit, at most
+FLUSH_SECONDS = 0.2  # how long a finished row may wait for its commit
+BACKLOG_LIMIT = 20_000  # rows needing no run held in memory; more go to disk
+SPILL_BLOCK = 2_000  # rows that need no run, spilled to disk together
 PERCENT_MIN_FINISHED = 10  # a P% limit is checked once this many tasks have finished
+CLUSTER_BACKENDS = ("dask", "ray")
+_CALLERS: dict[str, Callable[..., Any]] = {"star": call_star, "kwargs": call_kwargs}
 
-RUN, CACHED, INPUT = 0, 1, 2
+# A backlog entry: (index, line, digest, occurrence, known). ``known`` is None for a
+# line that runs, else (ok, payload_json, kind, from_journal) of a row that needs no run.
+_Known = tuple[bool, str, "str | None", bool]
 
 
-class UsageError(Exception):
-    """Nothing can run: the message says what to fix (exit status 2)."""
+class _Spilled:
+    """A backlog entry for a block of rows that need no run, kept on disk."""
+
+    __slots__ = ("first", "last")
+
+    def __init__(self, first: int, last: int) -> None:
+        self.first, self.last = first, last
+
+
+_Entry = tuple[int, int, bytes, int, "_Known | None"] | _Spilled
 
 
 class _Stop(Exception):
     """--max-failures was reached."""
-
-
-# Loading MODULE:FUNC --------------------------------------------------------------------
-def load_function(spec: str) -> tuple[Callable[..., Any], str]:
-    """Import ``MODULE:FUNC`` (MODULE a dotted name or a ``.py`` path); returns the
-    function and the target's identity for the journal (paths made absolute).
-
-    A file is imported under its own stem with its directory put first on
-    ``sys.path``, so worker processes can import it too and its functions pickle by
-    reference, as those of any module do.
-    """
-    module_part, colon, func_part = spec.rpartition(":")
-    if not colon or not module_part or not func_part:
-        raise UsageError(
-            f"expected MODULE:FUNC, e.g. mypackage.tasks:process or ./tasks.py:process; "
-            f"got {spec!r}"
-        )
-    if module_part.endswith(".py") or os.sep in module_part:
-        module, identity = _import_path(module_part), os.path.abspath(module_part)
-    else:
-        if os.getcwd() not in sys.path:
-            sys.path.insert(0, os.getcwd())  # as ``python -m`` does
-        module, identity = _import_name(module_part), module_part
-    fn: Any = module
-    for attribute in func_part.split("."):
-        try:
-            fn = getattr(fn, attribute)
-        except AttributeError:
-            names = sorted(n for n, v in vars(module).items()
-                           if callable(v) and not n.startswith("_"))
-            raise UsageError(
-                f"{module_part} has no function {func_part!r}"
-                + (f"; it has: {', '.join(names[:20])}" if names else "")
-            ) from None
-    if not callable(fn):
-        raise UsageError(f"{spec} is a {type(fn).__name__}, not a function")
-    return fn, f"{identity}:{func_part}"
-
-
-def _import_name(name: str) -> Any:
-    try:
-        return importlib.import_module(name)
-    except ModuleNotFoundError as exc:
-        if exc.name is not None and name.startswith(exc.name):
-            raise UsageError(
-                f"cannot import module {name!r} ({exc}): run from the directory that holds "
-                "it, add that directory to PYTHONPATH, or give the path to its .py file"
-            ) from None
-        raise UsageError(_import_failed(name)) from None
-    except Exception:
-        raise UsageError(_import_failed(name)) from None
-
-
-def _import_failed(name: str) -> str:
-    return f"importing {name} failed:\n{traceback.format_exc().rstrip()}"
-
-
-def _import_path(path: str) -> Any:
-    full = os.path.abspath(path)
-    if not os.path.isfile(full):
-        raise UsageError(f"no such Python file: {path}")
-    directory, filename = os.path.split(full)
-    name = filename[:-3] if filename.endswith(".py") else filename
-    if not name.isidentifier():
-        raise UsageError(
-            f"{path}: {name!r} is not a valid module name; rename the file "
-            "(letters, digits and underscores) so worker processes can import it"
-        )
-    existing = sys.modules.get(name)
-    if existing is not None and _same_file(getattr(existing, "__file__", None), full):
-        return existing
-    if existing is not None:
-        raise UsageError(
-            f"{path}: a module named {name!r} is already loaded from "
-            f"{getattr(existing, '__file__', 'built-in')}; rename your file"
-        )
-    if directory not in sys.path:
-        sys.path.insert(0, directory)
-    module = _import_name(name)
-    if not _same_file(getattr(module, "__file__", None), full):
-        raise UsageError(
-            f"{path}: importing {name!r} finds {getattr(module, '__file__', 'a built-in')} "
-            "instead (the name is taken); rename your file"
-        )
-    return module
-
-
-def _same_file(a: str | None, b: str) -> bool:
-    try:
-        return a is not None and os.path.samefile(a, b)
-    except OSError:
-        return False
 
 
 # Errors as JSON -------------------------------------------------------------------------
@@ -210,151 +140,164 @@ def parse_max_failures(text: str | None) -> tuple[int | None, float | None]:
         ) from None
 
 
-@dataclass(slots=True)
-class _Slot:
-    """One input line on its way to the output."""
-
-    index: int
-    line: int
-    action: int
-    digest: bytes
-    occurrence: int
-    value: Any
-    error: str | None
-
-
-@dataclass
-class _Counts:
-    ok: int = 0
-    failed: dict[str, int] = field(default_factory=dict)
-    executed: int = 0
-    executed_failed: int = 0
-    reused: int = 0
-
-    def add(self, kind: str | None) -> None:
-        if kind is None:
-            self.ok += 1
-        else:
-            self.failed[kind] = self.failed.get(kind, 0) + 1
-
-    @property
-    def rows(self) -> int:
-        return self.ok + sum(self.failed.values())
-
-
-class _Sink:
-    """Output rows in order; rows of fresh tasks wait for the journal commit."""
-
-    def __init__(self, journal: Journal, out: IO[str], bar: Any) -> None:
-        self.journal, self.out, self.bar = journal, out, bar
-        self.rows: deque[str] = deque()
-        self.since = 0.0
-
-    def add(self, row: str) -> None:
-        if not self.rows:
-            self.since = time.monotonic()
-        self.rows.append(row)
-        if self.bar is not None:
-            self.bar.update(1)
-        if len(self.rows) >= FLUSH_ROWS:
-            self.flush()
-
-    def tick(self) -> None:
-        if self.rows and time.monotonic() - self.since >= FLUSH_SECONDS:
-            self.flush()
-
-    def flush(self) -> None:
-        self.journal.commit()  # first durable, then reported
-        while self.rows:
-            self.out.write(self.rows.popleft() + "\n")
-        self.out.flush()
-
-
 class _Batch:
     """One ``corepool run``: reads, runs, records and writes."""
 
-    def __init__(self, args: argparse.Namespace, fn: Callable[..., Any], journal: Journal,
-                 finder: KeyFinder, stream: IO[bytes], sink: _Sink, run_id: int) -> None:
-        self.args, self.fn, self.journal, self.finder = args, fn, journal, finder
-        self.stream, self.sink, self.run_id = stream, sink, run_id
+    def __init__(self, args: argparse.Namespace, finder: KeyFinder, stream: IO[bytes],
+                 committer: Committer, progress: Progress, run_id: int) -> None:
+        self.args, self.finder, self.stream = args, finder, stream
+        self.committer, self.progress, self.run_id = committer, progress, run_id
         self.mode: str = args.mode
-        self.backlog: deque[_Slot] = deque()
-        self.counts = _Counts()
+        self.backlog: deque[_Entry] = deque()
+        self.counts = Counts()
         self.limit, self.share = parse_max_failures(args.max_failures)
         self.read_all = False
+        # Rows needing no run put in the backlog (by the reader) and taken out (by the
+        # main thread): each counter has one writer, so no lock is needed.
+        self.known_added = self.known_taken = 0
+        self.records: list[TaskRecord] = []
+        self.rows: list[str] = []
+        self.chars = 0
+        self.since = time.monotonic()
 
     # Feeder thread --------------------------------------------------------------------
-    def _slots(self) -> Iterator[_Slot]:
-        for index, (line, raw) in enumerate(read_lines(self.stream)):
-            parsed = parse_line(raw, line, self.mode)
-            if parsed.error is not None:
-                yield _Slot(index, line, INPUT, b"", 0, None, json.dumps(parsed.error))
-                continue
-            digest = canonical_digest(parsed.value)
-            occurrence = self.finder.occurrence(digest)
-            state = self.finder.done(digest, occurrence)
-            fresh = state is None or (state is False and self.args.retry_failed)
-            yield _Slot(index, line, RUN if fresh else CACHED, digest, occurrence,
-                        parsed.value if fresh else None, None)
-
     def feed(self) -> Iterator[Any]:
-        """The pool's input: every slot goes to the backlog, fresh tasks to the pool."""
-        for slot in self._slots():
-            value, slot.value = slot.value, None
-            self.backlog.append(slot)
-            if slot.action == RUN:
-                yield tuple(value) if self.mode == "star" else value
+        """The pool's input: the lines that need a run; every line goes to the backlog.
+
+        Lines that need no run (finished before, or not JSON) are not limited by the
+        pool's window, so while BACKLOG_LIMIT of them wait in memory, the next ones go
+        to disk in blocks instead (see :class:`_Spilled`): skipping a long run of
+        finished lines costs no memory.
+        """
+        retry_failed, mode = self.args.retry_failed, self.mode
+        backlog, find, digest_of = self.backlog, self.finder.find, canonical_digest
+        needs = {"star": list, "kwargs": dict}.get(mode)
+        spill: list[tuple[bool, str | None, bool, str]] = []
+        index = 0
+        for line, raw in enumerate(self.stream, start=1):
+            if not raw.strip():
+                continue  # blank lines are not tasks (see jsonl)
+            try:
+                value = decode_value(raw)
+                bad = needs is not None and value.__class__ is not needs
+            except ValueError:  # not UTF-8, not JSON
+                bad = True
+            digest, occurrence = b"", 0
+            if bad:
+                error = parse_line(raw, line, mode).error
+                known: _Known = (False, json.dumps(error), "input", False)
+            else:
+                digest = digest_of(value)
+                occurrence, done = find(digest)
+                if done is None or (retry_failed and not done[0]):
+                    if spill:
+                        self._spill(spill)
+                    backlog.append((index, line, digest, occurrence, None))
+                    index += 1
+                    yield value
+                    continue
+                ok, payload = done
+                kind = None if ok else str(json.loads(payload).get("kind", "exception"))
+                known = (ok, payload, kind, True)
+            if spill or self.known_added - self.known_taken >= BACKLOG_LIMIT:
+                ok, payload, kind, reused = known
+                spill.append((ok, kind, reused,
+                               ok_row(index, payload) if ok else error_row(index, payload)))
+                if len(spill) >= SPILL_BLOCK:
+                    self._spill(spill)
+            else:
+                backlog.append((index, line, digest, occurrence, known))
+                self.known_added += 1
+            index += 1
+        if spill:
+            self._spill(spill)
         self.read_all = True
 
-    # Main thread ----------------------------------------------------------------------
-    def _emit_known(self, slot: _Slot) -> None:
-        if slot.action == INPUT:
-            assert slot.error is not None
-            self.counts.add("input")
-            self.sink.add(error_row(slot.index, slot.error))
-            return
-        found = self.journal.get(slot.digest, slot.occurrence)
-        if found is None:  # cannot happen: journal rows are never deleted
-            raise RuntimeError(f"journal lost the task of line {slot.line}")
-        ok, payload = found
-        self.counts.add(None if ok else json.loads(payload)["kind"])
-        self.counts.reused += 1
-        self.sink.add(ok_row(slot.index, payload) if ok else error_row(slot.index, payload))
+    def _spill(self, rows: list[tuple[bool, str | None, bool, str]]) -> None:
+        first, last = self.finder.spill(rows)
+        self.backlog.append(_Spilled(first, last))
+        rows.clear()
 
+    # Main thread ----------------------------------------------------------------------
     def drain_known(self) -> None:
         """Emit the rows at the head of the backlog that need no result."""
-        while self.backlog and self.backlog[0].action != RUN:
-            self._emit_known(self.backlog.popleft())
+        backlog, rows = self.backlog, self.rows
+        while backlog:
+            head = backlog[0]
+            if isinstance(head, _Spilled):
+                backlog.popleft()
+                for ok, kind, reused, row in self.finder.unspill(head.first, head.last):
+                    self._count_known(ok, kind, reused)
+                    rows.append(row)
+                    self.chars += len(row)
+                continue
+            known = head[4]
+            if known is None:
+                return
+            backlog.popleft()
+            self.known_taken += 1
+            ok, payload, kind, reused = known
+            self._count_known(ok, kind, reused)
+            row = ok_row(head[0], payload) if ok else error_row(head[0], payload)
+            rows.append(row)
+            self.chars += len(row)
 
-    def finish(self, value: Any, failure: BaseException | None) -> None:
-        """The next fresh task in input order ended with ``value`` or ``failure``."""
-        self.drain_known()
-        slot = self.backlog.popleft()
-        error: dict[str, Any] | None = None
-        if failure is not None:
-            error = error_object(failure)
+    def _count_known(self, ok: bool, kind: str | None, reused: bool) -> None:
+        self.counts.reused += reused
+        if ok:
+            self.counts.ok += 1
         else:
-            try:
-                text = result_json(value)
-            except TypeError as exc:  # not the task's fault: no worker traceback to show
-                error = {"kind": "exception", "type": "TypeError", "message": str(exc),
-                         "traceback": None}
-        if error is None:
-            kind = None
-            self.journal.record(slot.digest, slot.occurrence, ok=True, kind=None, payload=text,
-                                line=slot.line, run=self.run_id)
-            self.sink.add(ok_row(slot.index, text))
-        else:
-            kind = error["kind"]
-            payload = json.dumps(error, ensure_ascii=False)
-            self.journal.record(slot.digest, slot.occurrence, ok=False, kind=kind,
-                                payload=payload, line=slot.line, run=self.run_id)
-            self.sink.add(error_row(slot.index, payload))
-            self.counts.executed_failed += 1
-        self.counts.add(kind)
-        self.counts.executed += 1
-        if kind is not None:
+            self.counts.add_failure(kind or "exception")
+
+    def take(self, values: list[Any], failures: dict[int, BaseException]) -> None:
+        """The next ``values`` of tasks that ran, in input order (with their failures)."""
+        backlog, records, rows, counts = self.backlog, self.records, self.rows, self.counts
+        run_id, result, chars = self.run_id, result_json, 0
+        for position, value in enumerate(values):
+            head = backlog[0]
+            if isinstance(head, _Spilled) or head[4] is not None:
+                self.drain_known()
+            entry = backlog.popleft()
+            assert not isinstance(entry, _Spilled)
+            index, line, digest, occurrence, _ = entry
+            counts.executed += 1
+            failure = failures.get(position) if failures else None
+            if failure is None:  # the common case: it ran and returned
+                try:
+                    payload = result(value)
+                except TypeError:
+                    pass
+                else:
+                    counts.ok += 1
+                    records.append((digest, occurrence, True, None, payload, line, run_id))
+                    row = ok_row(index, payload)
+                    chars += len(row)
+                    rows.append(row)
+                    continue
+            ok, payload, kind = self._outcome(value, failure)
+            records.append((digest, occurrence, ok, kind, payload, line, run_id))
+            assert kind is not None
+            counts.add_failure(kind)
+            row = error_row(index, payload)
+            chars += len(row)
+            rows.append(row)
+            counts.executed_failed += 1
             self._check_limit()
+        self.chars += chars
+        if len(rows) >= FLUSH_ROWS or self.chars >= FLUSH_CHARS:
+            self.flush()
+
+    @staticmethod
+    def _outcome(value: Any, failure: BaseException | None) -> tuple[bool, str, str | None]:
+        if failure is None:
+            try:
+                return True, result_json(value), None
+            except TypeError as exc:  # not the task's fault: no worker traceback to show
+                error: dict[str, Any] = {"kind": "exception", "type": "TypeError",
+                                         "message": str(exc), "traceback": None}
+        else:
+            error = error_object(failure)
+        return False, json.dumps(error, ensure_ascii=False), error["kind"]
 
     def _check_limit(self) -> None:
         failed, done = self.counts.executed_failed, self.counts.executed
@@ -365,15 +308,41 @@ class _Batch:
             raise _Stop(f"{failed} of {done} tasks failed (--max-failures "
                         f"{self.args.max_failures})")
 
+    def tick(self) -> None:
+        """Emit what needs no result; flush rows that have waited long enough."""
+        self.drain_known()
+        if len(self.rows) >= FLUSH_ROWS or self.chars >= FLUSH_CHARS \
+                or time.monotonic() - self.since >= FLUSH_SECONDS:
+            self.flush()
+
+    def run_progress(self, rate: float | None = None) -> RunProgress:
+        """This run's counts so far, for the journal."""
+        c = self.counts
+        return RunProgress(c.rows, c.executed, c.executed_failed, rate)
+
+    def flush(self) -> None:
+        """Hand the rows so far to the committer (journal first, then the output)."""
+        self.since = time.monotonic()
+        if not self.rows:
+            return
+        rate = self.progress.update(self.counts.rows, self.counts.failures)
+        records, self.records = self.records, []
+        text = "\n".join(self.rows) + "\n"
+        self.rows, self.chars = [], 0
+        self.committer.put(records, text, self.run_progress(rate))
+
 
 # The command ----------------------------------------------------------------------------
-def _open_input(path: str | None) -> IO[bytes]:
+def _open_input(path: str | None) -> tuple[IO[bytes], int | None]:
+    """The input stream and its row count (known for a file, not for stdin)."""
     if path is None or path == "-":
-        return sys.stdin.buffer
+        return sys.stdin.buffer, None
     try:
-        return open(path, "rb")
+        stream = open(path, "rb")  # noqa: SIM115 - closed by _run
+        total = count_lines(path) if os.path.isfile(path) else None
     except OSError as exc:
         raise UsageError(f"cannot read the input file {path}: {exc.strerror}") from None
+    return stream, total
 
 
 def _journal_path(args: argparse.Namespace) -> str:
@@ -394,7 +363,7 @@ def resume_command(args: argparse.Namespace, journal: str) -> str:
     parts += ["--journal", journal]
     for flag, value in (("--workers", args.workers), ("--timeout", args.timeout),
                         ("--retries", args.retries or None), ("--backend", args.backend),
-                        ("--max-failures", args.max_failures)):
+                        ("--address", args.address), ("--max-failures", args.max_failures)):
         if value is not None:
             parts += [flag, str(value)]
     if args.mode != "single":
@@ -409,29 +378,6 @@ def resume_command(args: argparse.Namespace, journal: str) -> str:
     return command
 
 
-def _progress_bar(args: argparse.Namespace) -> Any:
-    if args.no_progress or not sys.stderr.isatty():
-        return None
-    from tqdm import tqdm
-
-    total = None
-    if args.input not in (None, "-") and os.path.isfile(args.input):
-        total = count_lines(args.input)
-    return tqdm(total=total, file=sys.stderr, unit="task", dynamic_ncols=True)
-
-
-def _summary(counts: _Counts, elapsed: float, journal: str, stopped: str | None) -> str:
-    failed = sum(counts.failed.values())
-    parts = [f"{counts.rows} rows: {counts.ok} ok, {failed} failed"]
-    if failed:
-        parts[0] += " (" + ", ".join(f"{n} {k}" for k, n in sorted(counts.failed.items())) + ")"
-    rate = counts.executed / elapsed if elapsed > 0 else 0.0
-    parts.append(f"ran {counts.executed} in {elapsed:.2f} s ({rate:.1f} tasks/s), "
-                 f"{counts.reused} from the journal {journal}")
-    text = "corepool run: " + "; ".join(parts)
-    return f"{text}\ncorepool run: stopped early: {stopped}" if stopped else text
-
-
 def run(args: argparse.Namespace) -> int:
     """``corepool run``: returns the exit status (0, 1, 2 or 130)."""
     try:
@@ -441,6 +387,24 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
 
+def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The backend name and its options; ``--address`` only with a cluster backend."""
+    from ..backends import resolve_backend_name
+
+    try:
+        name = resolve_backend_name(args.backend)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    if args.address is None:
+        return name, {}
+    if name not in CLUSTER_BACKENDS:
+        raise UsageError(
+            f"--address {args.address} is where a cluster's scheduler listens: it needs "
+            f"--backend dask or ray (the {name} backend runs on this machine)"
+        )
+    return name, {"address": args.address}
+
+
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     parse_max_failures(args.max_failures)
@@ -448,99 +412,105 @@ def _run(args: argparse.Namespace) -> int:
         raise UsageError(f"--timeout must be positive, got {args.timeout}")
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers must be 1 or more, got {args.workers}")
+    backend, options = _backend(args)
     fn, identity = load_function(args.target)
-    stream = _open_input(args.input)
+    stream, total = _open_input(args.input)
     path = _journal_path(args)
     try:
         journal = Journal(path)
         journal.claim(identity, args.mode, force=args.force)
     except JournalError as exc:
         raise UsageError(str(exc)) from None
-    from ..backends import resolve_backend_name
-    from ..pool import Pool
+    from ..core import PoolCore
+    from ..cpus import cpu_count
 
+    out: Output | None = None
     try:
-        pool = Pool(args.workers, backend=resolve_backend_name(args.backend))
-    except (ValueError, ImportError, errors.CorepoolError) as exc:
-        journal.close()
-        raise UsageError(f"cannot start the workers: {exc}") from None
-    out: IO[str] | None = None
-    try:
-        out = _open_output(args.output)
-        return _execute(args, fn, pool, journal, stream, out, path, started)
+        try:
+            core = PoolCore(args.workers or cpu_count(), backend, **options)
+        except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
+            raise UsageError(f"cannot start the workers: {exc}") from None
+        try:
+            out = Output(args.output)
+            return _execute(args, fn, core, journal, stream, out, path, total, started)
+        finally:
+            core.terminate()
     finally:
-        pool.terminate()
         journal.close()
-        for stream_used in (out, stream):
-            if stream_used is not None and stream_used not in (sys.stdout, sys.stdin.buffer):
-                stream_used.close()
+        if out is not None:
+            out.close()
+        if stream is not sys.stdin.buffer:
+            stream.close()
 
 
-def _open_output(path: str | None) -> IO[str]:
-    if not path or path == "-":
-        return sys.stdout
-    try:
-        return open(path, "w", encoding="utf-8")
-    except OSError as exc:
-        raise UsageError(f"cannot write {path}: {exc.strerror}") from None
-
-
-def _execute(args: argparse.Namespace, fn: Callable[..., Any], pool: Any, journal: Journal,
-             stream: IO[bytes], out: IO[str], path: str, started: float) -> int:
-    bar = _progress_bar(args)
-    finder = KeyFinder(path)
-    run_id = journal.start_run(resume_command(args, path))
-    batch = _Batch(args, fn, journal, finder, stream, _Sink(journal, out, bar), run_id)
-    task: Callable[..., Any] = fn
-    style = protocol.STAR if args.mode == "star" else protocol.SINGLE
-    if args.mode == "kwargs":
-        task = functools.partial(call_with_kwargs, fn)
+def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journal: Journal,
+             stream: IO[bytes], out: Output, path: str, total: int | None,
+             started: float) -> int:
+    progress = Progress(total, enabled=not args.no_progress)
+    finder = KeyFinder(path, lookups=not journal.is_empty())
+    run_id = journal.start_run(resume_command(args, path), total)
+    committer = Committer(journal, run_id, out)
+    batch = _Batch(args, finder, stream, committer, progress, run_id)
+    caller = _CALLERS.get(args.mode)
+    task = fn if caller is None else functools.partial(caller, fn)
     state, stopped, status = "finished", None, 0
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
-        core = pool._core
         try:
-            job = core.stream_job(task, batch.feed(), style, chunksize=None,
-                                  timeout=args.timeout, retries=args.retries)
-        except errors.SerializationError as exc:
-            raise UsageError(str(exc)) from None
-        job.wait = FLUSH_SECONDS  # wake up to flush rows while slow tasks run
-        pieces = core.pieces(job, ordered=True)
-        try:
-            for piece in pieces:
-                for position, value in enumerate(piece.values):
-                    batch.finish(value, piece.failures.get(position))
-                batch.drain_known()
-                batch.sink.tick()
+            try:
+                job = core.stream_job(task, batch.feed(), protocol.SINGLE, chunksize=None,
+                                      timeout=args.timeout, retries=args.retries)
+            except errors.SerializationError as exc:
+                raise UsageError(str(exc)) from None
+            job.wait = FLUSH_SECONDS  # wake up to flush rows while slow tasks run
+            pieces = core.pieces(job, ordered=True)
+            try:
+                for piece in pieces:
+                    if piece.values:
+                        batch.take(piece.values, piece.failures)
+                    batch.tick()
+            finally:
+                pieces.close()
+            batch.drain_known()
+        except KeyboardInterrupt:
+            # A second Ctrl-C must not break the cleanup below.
+            signal.signal(signal.SIGINT, signal.SIG_IGN)
+            state, status = "interrupted", 130
         finally:
-            pieces.close()
-        batch.drain_known()
+            core.terminate()
+            finder.close()
+            try:
+                batch.flush()
+            finally:
+                progress.close()
+                committer.close()  # every batch handed over is committed and written
     except _Stop as exc:
         state, stopped, status = "stopped", str(exc), 1
     except UsageError:
         state = "failed"
         raise
-    except (errors.CorepoolError, OSError) as exc:  # the pool or the input broke down
+    except (errors.CorepoolError, OSError, sqlite3.Error) as exc:  # pool, input or disk
         state, stopped, status = "failed", f"{type(exc).__name__}: {exc}", 2
-    except KeyboardInterrupt:
-        signal.signal(signal.SIGINT, signal.SIG_IGN)  # a second Ctrl-C must not break cleanup
-        state, status = "interrupted", 130
     finally:
-        pool.terminate()
-        batch.sink.flush()
-        if bar is not None:
-            bar.close()
-        pending = None if not batch.read_all else len(
-            [s for s in batch.backlog if s.action == RUN])
-        journal.end_run(run_id, state, executed=batch.counts.executed,
-                        failed=batch.counts.executed_failed, pending=pending)
-        finder.close()
-        if state == "interrupted":
-            signal.signal(signal.SIGINT, previous_sigint)
-    elapsed = time.monotonic() - started
-    print(_summary(batch.counts, elapsed, path, stopped), file=sys.stderr)
+        pending = None
+        if batch.read_all:
+            pending = sum(1 for e in batch.backlog if not isinstance(e, _Spilled) and e[4] is None)
+        try:
+            journal.end_run(run_id, state, batch.run_progress(), pending)
+            if state == "finished":
+                out.complete()
+        except (OSError, sqlite3.Error) as exc:  # the disk broke down: say so
+            state, stopped = "failed", f"{type(exc).__name__}: {exc}"
+            status = status if status == 130 else 2
+        finally:
+            if status == 130:
+                signal.signal(signal.SIGINT, previous_sigint)
+    print(summary(batch.counts, time.monotonic() - started, path, stopped), file=sys.stderr)
     if state != "finished":
-        print(f"corepool run: {state}; the journal is consistent. To resume:\n  "
+        kept = f" The rows so far are in {out.partial}." if out.partial else ""
+        print(f"corepool run: {state}; the journal is consistent.{kept} To resume:\n  "
               f"{resume_command(args, path)}", file=sys.stderr)
         return status
-    return 1 if batch.counts.failed else 0
+    return 1 if batch.counts.failures else 0

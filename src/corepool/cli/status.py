@@ -1,4 +1,9 @@
-"""``corepool status FILE.db``: what a ``corepool run`` journal holds, read-only."""
+"""``corepool status FILE.db``: what a ``corepool run`` journal holds, read-only.
+
+Counts by state and kind, the first failures, and the last run: how it ended, or while
+it runs, rows done of the total (known when the input was a file), the recent rate
+and the ETA it gives.
+"""
 
 from __future__ import annotations
 
@@ -10,21 +15,41 @@ from typing import Any
 import psutil
 
 from .journal import JournalError, RunInfo, Summary, read_summary
+from .report import eta_seconds, format_eta
 
 __all__ = ["render", "run", "to_json"]
 
 
 def _run_state(run: RunInfo) -> str:
     if run.state == "running" and not psutil.pid_exists(run.pid):
-        return "killed (ended without a clean stop; run the same command to resume)"
+        return "killed"
     return run.state
 
 
-def _throughput(run: RunInfo, done: int) -> float | None:
-    end = run.ended if run.ended is not None else time.time()
+def _throughput(run: RunInfo) -> float | None:
+    """Tasks run per second over the whole run (so far)."""
+    end = run.ended if run.ended is not None else (run.updated or time.time())
     seconds = end - run.started
-    executed = run.executed if run.ended is not None else done
-    return executed / seconds if seconds > 0 else None
+    return run.executed / seconds if seconds > 0 and run.executed else None
+
+
+def _last_run(run: RunInfo) -> dict[str, Any]:
+    state = _run_state(run)
+    running = state == "running"
+    eta = eta_seconds(run.total, run.rows, run.rate) if running else None
+    return {
+        "state": state,
+        "command": run.command,
+        "rows": run.rows,
+        "total": run.total,
+        "executed": run.executed,
+        "failed": run.failed,
+        "pending": run.pending,
+        "tasks_per_second": _throughput(run),
+        "recent_rows_per_second": run.rate if running else None,
+        "eta_seconds": eta,
+        "updated": run.updated,
+    }
 
 
 def to_json(summary: Summary) -> dict[str, Any]:
@@ -39,15 +64,18 @@ def to_json(summary: Summary) -> dict[str, Any]:
         "failed_by_kind": summary.failed_by_kind,
         "first_failures": [{"line": line, **error} for line, error in summary.first_failures],
         "runs": len(summary.runs),
-        "last_run": None if last is None else {
-            "state": _run_state(last),
-            "command": last.command,
-            "executed": last.executed if last.ended is not None else summary.last_run_done,
-            "failed": last.failed,
-            "pending": last.pending,
-            "tasks_per_second": _throughput(last, summary.last_run_done),
-        },
+        "last_run": None if last is None else _last_run(last),
     }
+
+
+def _progress_line(last: dict[str, Any]) -> str:
+    total = last["total"]
+    done = f"{last['rows']}/{total} rows ({100 * last['rows'] / total:.0f}%)" if total \
+        else f"{last['rows']} rows of an input of unknown length (stdin)"
+    rate = last["recent_rows_per_second"]
+    speed = f"{rate:.1f} rows/s recently" if rate else "no rate yet"
+    eta = f", ETA {format_eta(last['eta_seconds'])}" if last["eta_seconds"] is not None else ""
+    return f"progress: {done}, {speed}{eta}"
 
 
 def render(summary: Summary) -> str:
@@ -62,19 +90,24 @@ def render(summary: Summary) -> str:
     last = data["last_run"]
     if last is not None:
         rate = last["tasks_per_second"]
+        state = last["state"]
+        if state == "killed":
+            state += " (ended without a clean stop; run the same command to resume)"
         pending = "unknown" if last["pending"] is None else str(last["pending"])
-        lines += [
-            f"runs:     {data['runs']}; last run {last['state']}: ran {last['executed']} "
-            f"tasks" + (f" at {rate:.1f} tasks/s" if rate else "") + f", pending {pending}",
-            f"resume:   {last['command']}",
-        ]
+        lines.append(
+            f"runs:     {data['runs']}; last run {state}: ran {last['executed']} tasks"
+            + (f" at {rate:.1f} tasks/s" if rate else "")
+            + ("" if last["state"] == "running" else f", pending {pending}")
+        )
+        if last["state"] == "running":
+            lines.append(_progress_line(last))
+        lines.append(f"resume:   {last['command']}")
     if summary.first_failures:
         lines.append("first failures:")
         for line, error in summary.first_failures:
-            lines.append(f"  line {line}: [{error.get('kind')}] {error.get('type')}: "
-                         f"{str(error.get('message', '')).splitlines()[0][:200]}"
-                         if error.get("message") else
-                         f"  line {line}: [{error.get('kind')}] {error.get('type')}")
+            message = str(error.get("message") or "").splitlines()
+            lines.append(f"  line {line}: [{error.get('kind')}] {error.get('type')}"
+                         + (f": {message[0][:200]}" if message else ""))
     return "\n".join(lines)
 
 
