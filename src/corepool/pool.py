@@ -12,7 +12,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ._engine import protocol as p
-from ._engine.job import TIMED_OUT, StreamJob
+from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
 from .core import PoolCore, parse_memory
 from .cpus import blas_thread_limit, cpu_count
 from .progress import PoolStats
@@ -32,7 +32,7 @@ class AsyncResult:
         self._future = future
         self._callback = callback
         self._error_callback = error_callback
-        self._event = threading.Event()
+        self._event = LazyEvent()
         future.add_done_callback(self._done)
 
     def _done(self, future: Future[Any]) -> None:

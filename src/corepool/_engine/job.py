@@ -64,6 +64,41 @@ class Piece:
         return f"Piece(start={self.start}, values={len(self.values)}, failures={self.failures})"
 
 
+class LazyEvent:
+    """A ``threading.Event`` that costs nothing until someone waits before it is set.
+
+    Every call (``apply_async``, ``submit``) has one or two of these, most of which are
+    set before anybody waits; a real Event (a Condition and a lock) per call was a good
+    part of the per-call cost.
+    """
+
+    __slots__ = ("_event", "_flag")
+    _creating = threading.Lock()
+
+    def __init__(self) -> None:
+        self._flag = False
+        self._event: threading.Event | None = None
+
+    def set(self) -> None:
+        self._flag = True
+        event = self._event
+        if event is not None:
+            event.set()
+
+    def is_set(self) -> bool:
+        return self._flag
+
+    def wait(self, timeout: float | None = None) -> bool:
+        if self._flag:
+            return True
+        with LazyEvent._creating:
+            if self._event is None:
+                self._event = threading.Event()
+            if self._flag:  # set() ran before the Event existed
+                self._event.set()
+        return self._event.wait(timeout)
+
+
 class Job:
     """What every backend needs to know about a job, and where its results go."""
 
@@ -91,7 +126,7 @@ class Job:
         self.cancelled = False
         # Set once every task has a result (or the job was given up): what join() waits
         # for; reading the results is not needed.
-        self.computed = threading.Event()
+        self.computed = LazyEvent()
         self.cache_function = style != p.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
 
