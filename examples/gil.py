@@ -1,0 +1,63 @@
+"""The GIL: one CPU-bound function timed serially, with threads and with processes.
+
+Threads share one interpreter, and only the thread holding the Global Interpreter Lock
+runs Python bytecode, so threads do not make pure-Python number crunching faster.
+Processes each have their own interpreter and their own GIL.
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+
+import corepool
+
+TASKS = [2_500_000] * 4  # four equal pieces of pure-Python work
+
+
+def burn(n: int) -> int:
+    """Pure-Python arithmetic: holds the GIL the whole time."""
+    total = 0
+    for i in range(n):
+        total += i * i % 7
+    return total
+
+
+def timed(label: str, run: Callable[[], list[int]], serial: float | None = None) -> float:
+    start = time.perf_counter()
+    results = run()
+    elapsed = time.perf_counter() - start
+    assert len(set(results)) == 1 and len(results) == len(TASKS)
+    speedup = f"  ({serial / elapsed:.1f}x serial)" if serial else ""
+    print(f"{label:<34} {elapsed:5.2f} s{speedup}")
+    return elapsed
+
+
+def main() -> None:
+    print(f"{len(TASKS)} tasks of pure-Python arithmetic, {corepool.cpu_count()} usable CPUs")
+    serial = timed("serial (a for loop)", lambda: [burn(n) for n in TASKS])
+
+    # --8<-- [start:stdlib]
+    def with_threads() -> list[int]:
+        with ThreadPoolExecutor(max_workers=4) as ex:
+            return list(ex.map(burn, TASKS))
+
+    def with_processes() -> list[int]:
+        with multiprocessing.Pool(2) as pool:  # includes starting the 2 processes
+            return pool.map(burn, TASKS)
+
+    timed("threads (ThreadPoolExecutor, 4)", with_threads, serial)
+    timed("processes (multiprocessing, 2)", with_processes, serial)
+    # --8<-- [end:stdlib]
+
+    # --8<-- [start:corepool]
+    timed("corepool backend='thread'", lambda: corepool.map(burn, TASKS, backend="thread"), serial)
+    corepool.map(abs, [0], workers=2)  # start the default pool once; later calls reuse it
+    timed("corepool (processes, warm pool)", lambda: corepool.map(burn, TASKS, workers=2), serial)
+    # --8<-- [end:corepool]
+
+
+if __name__ == "__main__":
+    main()
