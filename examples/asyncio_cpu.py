@@ -25,6 +25,7 @@ def burn(n: int) -> int:
     return total
 
 
+# --8<-- [start:setup]
 async def heartbeat(stop: asyncio.Event, gaps: list[float]) -> None:
     """Ticks every 10 ms and records how late each tick was."""
     last = time.perf_counter()
@@ -33,6 +34,9 @@ async def heartbeat(stop: asyncio.Event, gaps: list[float]) -> None:
         now = time.perf_counter()
         gaps.append(now - last)
         last = now
+
+
+# --8<-- [end:setup]
 
 
 async def measure(label: str, work: Callable[[], Awaitable[list[int]]]) -> None:

@@ -16,6 +16,7 @@ import traceback
 import corepool
 
 
+# --8<-- [start:setup]
 class OutOfRange(Exception):
     def __init__(self, value: int, limit: int) -> None:
         super().__init__(f"{value} is above {limit}")  # args are not (value, limit)
@@ -32,6 +33,9 @@ def check(x: int) -> int:
     if x == 3:
         raise OutOfRange(x, 2)
     return x
+
+
+# --8<-- [end:setup]
 
 
 def quiet_thread_death(args: threading.ExceptHookArgs) -> None:
@@ -67,6 +71,7 @@ def main() -> None:
     except ValueError as error:  # the task's own exception type
         print("corepool:")
         print("".join(traceback.format_exception(error)).rstrip())  # what Python prints
+        print("the note, as data:", getattr(error, "__notes__", None))
 
     try:
         corepool.map(check, range(6), workers=2)

@@ -17,12 +17,16 @@ import corepool
 TASKS = [2_500_000] * 4  # four equal pieces of pure-Python work
 
 
+# --8<-- [start:setup]
 def burn(n: int) -> int:
     """Pure-Python arithmetic: holds the GIL the whole time."""
     total = 0
     for i in range(n):
         total += i * i % 7
     return total
+
+
+# --8<-- [end:setup]
 
 
 def timed(label: str, run: Callable[[], list[int]], serial: float | None = None) -> float:

@@ -21,6 +21,7 @@ import corepool
 DELAY = 0.05
 
 
+# --8<-- [start:setup]
 class SlowHandler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:
         time.sleep(DELAY)  # the remote service thinking
@@ -54,6 +55,9 @@ def local_server() -> Iterator[str]:
 def fetch(url: str) -> int:
     with urllib.request.urlopen(url, timeout=10) as response:
         return len(response.read())
+
+
+# --8<-- [end:setup]
 
 
 def timed(label: str, run: Callable[[], list[int]], expected: int) -> None:

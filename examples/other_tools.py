@@ -29,12 +29,16 @@ def timed(label: str, run: Callable[[], Any]) -> Any:
     return result
 
 
+# --8<-- [start:setup]
 def digest(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()[:16]
 
 
 def column_mean(array: np.ndarray, column: int) -> float:
     return float(array[:, column].mean())
+
+
+# --8<-- [end:setup]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from collections.abc import Callable
 import corepool
 
 
+# --8<-- [start:setup]
 def make_scaler(factor: int) -> Callable[[int], int]:
     def scale(x: int) -> int:
         return x * factor  # a closure: `factor` lives in the enclosing call
@@ -24,6 +25,9 @@ def make_scaler(factor: int) -> Callable[[int], int]:
 
 def describe(x: object) -> str:
     return type(x).__name__
+
+
+# --8<-- [end:setup]
 
 
 def first_line(error: BaseException) -> str:

@@ -16,6 +16,7 @@ from concurrent.futures import ProcessPoolExecutor
 import corepool
 
 
+# --8<-- [start:setup]
 class Source:
     """A generator of inputs that counts how far it has been read."""
 
@@ -36,6 +37,9 @@ def square(x: int) -> int:
 def slow_square(x: int) -> int:
     time.sleep(0.3)
     return x * x
+
+
+# --8<-- [end:setup]
 
 
 N = 10_000

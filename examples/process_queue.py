@@ -15,6 +15,7 @@ from multiprocessing.connection import Connection
 import corepool
 
 
+# --8<-- [start:setup]
 def produce(queue: multiprocessing.Queue[list[int]], n: int) -> None:
     queue.put(list(range(n)))  # returns at once; a feeder thread writes it to the pipe
 
@@ -28,6 +29,9 @@ def square_server(conn: Connection) -> None:
 
 def make_list(n: int) -> list[int]:
     return list(range(n))
+
+
+# --8<-- [end:setup]
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ import corepool
 N = 50_000  # increments per process
 
 
+# --8<-- [start:setup]
 def increment(counter: Any, n: int, use_lock: bool) -> None:
     for _ in range(n):
         if use_lock:
@@ -34,6 +35,9 @@ def run_processes(use_lock: bool) -> int:
     for p in workers:
         p.join(timeout=60)
     return int(counter.value)
+
+
+# --8<-- [end:setup]
 
 
 proxy: Any = None

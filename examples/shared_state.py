@@ -15,6 +15,7 @@ from typing import Any
 
 import corepool
 
+# --8<-- [start:setup]
 shared: Any = None  # set in each worker by the initializer
 
 
@@ -47,6 +48,9 @@ def count_words(text: str) -> dict[str, int]:
     for word in text.split():
         counts[word] = counts.get(word, 0) + 1
     return counts
+
+
+# --8<-- [end:setup]
 
 
 def first_line(error: BaseException) -> str:

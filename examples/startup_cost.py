@@ -34,6 +34,7 @@ def loop() -> None:
         [square(x) for x in range(100)]
 
 
+# --8<-- [start:setup]
 def new_pool_each_time(method: str) -> None:
     for _ in range(5):
         with multiprocessing.get_context(method).Pool(2) as pool:
@@ -54,6 +55,9 @@ def one_by_one() -> None:
 def default_chunks() -> None:
     with multiprocessing.Pool(2) as pool:
         pool.map(square, TINY)
+
+
+# --8<-- [end:setup]
 
 
 def main() -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 import corepool
 
 
+# --8<-- [start:setup]
 def task(x: int) -> int:
     if x == 3:
         os._exit(1)  # the worker dies, as in a segfault or an OOM kill
@@ -37,6 +38,9 @@ def flaky(marker: str) -> str:
         path.touch()
         os._exit(1)
     return "ok on the second try"
+
+
+# --8<-- [end:setup]
 
 
 def main() -> None:

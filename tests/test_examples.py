@@ -45,7 +45,7 @@ EXPECTED: dict[str, list[str]] = {
         r"^Executor's with block waits for submitted work: 64$",
     ],
     "pickling.py": [
-        r"^multiprocessing, lambda: (AttributeError|PicklingError): .*pickle",
+        r"^multiprocessing, lambda: (AttributeError|PicklingError): .*local object",
         r"^multiprocessing, closure: (AttributeError|PicklingError): .*make_scaler",
         r"^multiprocessing, a Lock as input: TypeError: cannot pickle '_thread.lock' object$",
         r"^corepool, lambda: \[2, 3, 4\]$",
@@ -107,7 +107,7 @@ EXPECTED: dict[str, list[str]] = {
         r"^multiprocessing: OutOfRange\(value, limit\): no result after 2 s \(forever\)$",
         r"^Traceback in the worker process:$",
         r"^    raise ValueError\(f\"bad input \{x\}\"\)$",
-        r"^corepool: task 3, input 3$",
+        r"^the note, as data: \['corepool: task 3, input 3'\]$",
         r"^corepool, OutOfRange\(value, limit\): TaskError: .*OutOfRange: 3 is above 2$",
         r"^corepool, backend='serial': a plain local traceback, \d+ frames, the last in parse",
     ],

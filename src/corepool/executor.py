@@ -26,10 +26,11 @@ class Executor(concurrent.futures.Executor):
     worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
     ``retries``, lambdas as functions, and ``map`` that reads its input lazily.
 
-    >>> import corepool
-    >>> with corepool.Executor(max_workers=2) as ex:
-    ...     ex.submit(pow, 2, 10).result()
-    1024
+    Examples:
+        >>> import corepool
+        >>> with corepool.Executor(max_workers=2) as ex:
+        ...     ex.submit(pow, 2, 10).result()
+        1024
     """
 
     def __init__(

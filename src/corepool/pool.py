@@ -21,7 +21,15 @@ __all__ = ["AsyncResult", "IMapIterator", "Pool"]
 
 
 class AsyncResult:
-    """The result of ``apply_async`` / ``map_async``, as in ``multiprocessing.pool``."""
+    """The result of ``apply_async`` / ``map_async``, as in ``multiprocessing.pool``.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     result = pool.apply_async(pow, (2, 8))
+        ...     result.get(timeout=30)
+        256
+    """
 
     def __init__(
         self,
@@ -130,10 +138,11 @@ class Pool:
     closures as functions, ``submit`` returning a ``concurrent.futures.Future``,
     ``stats()``, and the thread / serial / dask / ray backends.
 
-    >>> import corepool
-    >>> with corepool.Pool(2) as pool:
-    ...     pool.map(abs, [-1, -2, 3])
-    [1, 2, 3]
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
     """
 
     def __init__(

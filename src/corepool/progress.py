@@ -11,7 +11,15 @@ __all__ = ["PoolStats", "Progress", "WorkerStats", "make_progress"]
 
 @dataclass(frozen=True)
 class WorkerStats:
-    """One worker's record: ``busy`` seconds spent running tasks since it started."""
+    """One worker's record: ``busy`` seconds spent running tasks since it started.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     stats = pool.stats()
+        >>> [(w.worker, w.alive, w.tasks) for w in stats.workers]
+        [(0, True, 0), (1, True, 0)]
+    """
 
     worker: int
     pid: int | None
@@ -29,7 +37,16 @@ class WorkerStats:
 
 @dataclass(frozen=True)
 class PoolStats:
-    """A snapshot of a pool: per-worker counters, restarts, and totals."""
+    """A snapshot of a pool: per-worker counters, restarts, and totals.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     _ = pool.map(abs, range(100))
+        ...     stats = pool.stats()
+        >>> stats.tasks, stats.failed, stats.restarts
+        (100, 0, 0)
+    """
 
     backend: str
     workers: list[WorkerStats] = field(default_factory=list)
