@@ -50,10 +50,14 @@ def main() -> None:
     with multiprocessing.Pool(2) as pool:
         print("Pool.map:", pool.map(square, range(6)))
         source = Source(N)
-        first = next(pool.imap(square, source))
+        results = pool.imap(square, source)
+        first = next(results)
         time.sleep(0.2)  # let the pool's task-handler thread run on
         print(f"Pool.imap: first result {first}; inputs read so far: {source.read:,} of {N:,}")
+        for _ in results:  # read the rest: terminating a pool while its task-handler
+            pass  # thread still feeds it can hang (yet another trap)
 
+    with multiprocessing.Pool(2) as pool:
         late = pool.apply_async(slow_square, (7,))
     try:  # leaving the block called terminate(): the task was killed
         late.get(timeout=1)
@@ -79,6 +83,11 @@ def main() -> None:
         print(f"corepool.Pool.imap: first result {first}; inputs read so far: {source.read:,}")
         late = pool.apply_async(slow_square, (7,))
         print("apply_async, get() inside the block:", late.get(timeout=5))
+        lost = pool.apply_async(slow_square, (9,))
+    try:  # leaving the block terminated this pool too, but the result says so at once
+        lost.get(timeout=5)
+    except corepool.CorepoolError as error:
+        print(f"apply_async, get() after the block: CorepoolError: {error}")
 
     with corepool.Executor(2) as ex:  # a concurrent.futures.Executor
         source = Source(N)

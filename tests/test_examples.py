@@ -41,6 +41,7 @@ EXPECTED: dict[str, list[str]] = {
         r"^ProcessPoolExecutor.map: first result 0; inputs read so far: 10,000 of 10,000$",
         r"^corepool.Pool.imap: first result 0; inputs read so far: \d{1,3}$",
         r"^apply_async, get\(\) inside the block: 49$",
+        r"^apply_async, get\(\) after the block: CorepoolError: the pool was terminated",
         r"^corepool.Executor.map: first result 0; inputs read so far: \d{1,3}$",
         r"^Executor's with block waits for submitted work: 64$",
     ],
