@@ -31,6 +31,10 @@ def add_to_value(n: int) -> int:
     return n
 
 
+def fill_slot(i: int) -> None:
+    shared[i] = i * i  # an Array: one shared slot per index, no lock needed
+
+
 def add_to_proxy(n: int) -> int:
     counter, lock = shared
     with lock:  # a Manager Lock, usable from any process
@@ -63,6 +67,10 @@ def main() -> None:
     with multiprocessing.Pool(2, initializer=remember, initargs=(value,)) as pool:
         pool.map(add_to_value, range(1, 101))  # Value reaches the workers at start-up
     print(f"multiprocessing: Value through initargs: {value.value} (expected 5050)")
+    squares = multiprocessing.Array("i", 8)  # 8 C ints in shared memory
+    with multiprocessing.Pool(2, initializer=remember, initargs=(squares,)) as pool:
+        pool.map(fill_slot, range(8))
+    print(f"multiprocessing: Array through initargs: {list(squares)}")
     with multiprocessing.Pool(2) as pool:
         try:
             pool.map(add_to_value, [value])  # as a task argument: refused
@@ -81,6 +89,10 @@ def main() -> None:
         table = manager.dict()
         corepool.map(store, [(table, k) for k in range(5)], workers=2)  # proxies as arguments
         print("corepool: Manager dict filled by tasks:", dict(sorted(table.items())))
+        slots = manager.list([0] * 8)  # a Manager list in place of an Array
+        with corepool.Pool(2, initializer=remember, initargs=(slots,)) as pool:
+            pool.map(fill_slot, range(8))
+        print(f"corepool: Manager list through initargs: {list(slots)}")
 
     try:
         corepool.Pool(2, initializer=remember, initargs=(ctx.Value("i", 0),))

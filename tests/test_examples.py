@@ -64,6 +64,8 @@ EXPECTED: dict[str, list[str]] = {
     "shared_state.py": [
         r"^multiprocessing: Value through initargs: 5050 \(expected 5050\)$",
         r"^multiprocessing: Value as a task argument: RuntimeError: Synchronized objects",
+        r"^multiprocessing: Array through initargs: \[0, 1, 4, 9, 16, 25, 36, 49\]$",
+        r"^corepool: Manager list through initargs: \[0, 1, 4, 9, 16, 25, 36, 49\]$",
         r"^corepool.get_context\(\): \w+$",
         r"^corepool: Manager Value \+ Lock through initargs: 5050 \(expected 5050\)$",
         r"^corepool: Manager dict filled by tasks: \{0: 0, 1: 1, 2: 4, 3: 9, 4: 16\}$",
