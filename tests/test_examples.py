@@ -24,8 +24,8 @@ EXPECTED: dict[str, list[str]] = {
         r"^serial \(a for loop\) +\d",
         r"^threads \(ThreadPoolExecutor, 4\) +\d.* serial\)$",
         r"^processes \(multiprocessing, 2\) +\d",
-        r"^corepool backend='thread' +\d",
-        r"^corepool \(processes, warm pool\) +\d",
+        r"^corepool Pool\(4, backend='thread'\) +\d.* serial\)$",
+        r"^corepool Pool\(2\), processes +\d.* serial\)$",
     ],
     "process_queue.py": [
         r"^deadlock: join\(\) waited 1 s and the child is still alive,$",
