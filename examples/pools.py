@@ -80,7 +80,7 @@ def main() -> None:
         source = Source(N)
         first = next(pool.imap(square, source))
         time.sleep(0.2)
-        print(f"corepool.Pool.imap: first result {first}; inputs read so far: {source.read:,}")
+        print(f"corepool.Pool.imap: first result {first}; read so far: {source.read:,} of {N:,}")
         late = pool.apply_async(slow_square, (7,))
         print("apply_async, get() inside the block:", late.get(timeout=5))
         lost = pool.apply_async(slow_square, (9,))
@@ -94,7 +94,7 @@ def main() -> None:
         results = ex.map(square, source)
         print(
             f"corepool.Executor.map: first result {next(results)}; "
-            f"inputs read so far: {source.read:,}"
+            f"inputs read so far: {source.read:,} of {N:,}"
         )
         late_future = ex.submit(slow_square, 8)
     print("Executor's with block waits for submitted work:", late_future.result())
