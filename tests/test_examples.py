@@ -21,11 +21,12 @@ RECORDED = ROOT / "docs" / "lessons" / "output"
 # For each script, regular expressions that must each match a line of its output.
 EXPECTED: dict[str, list[str]] = {
     "gil.py": [
-        r"^serial \(a for loop\) +\d",
-        r"^threads \(ThreadPoolExecutor, 4\) +\d.* serial\)$",
-        r"^processes \(multiprocessing, 2\) +\d",
-        r"^corepool Pool\(4, backend='thread'\) +\d.* serial\)$",
-        r"^corepool Pool\(2\), processes +\d.* serial\)$",
+        r"^how +wall +speed +cores$",
+        r"^serial \(a for loop\) +[\d.]+ s +- +[\d.]+$",
+        r"^threads \(ThreadPoolExecutor, 4\) +[\d.]+ s +[\d.]+x +[\d.]+$",
+        r"^processes \(multiprocessing.Pool, 2\) +[\d.]+ s +[\d.]+x +[\d.]+$",
+        r"^corepool Pool\(4, backend='thread'\) +[\d.]+ s +[\d.]+x +[\d.]+$",
+        r"^corepool Pool\(2\), processes +[\d.]+ s +[\d.]+x +[\d.]+$",
     ],
     "process_queue.py": [
         r"^deadlock: join\(\) waited 1 s and the child is still alive,$",
