@@ -9,6 +9,7 @@ parent. This script reproduces it with a timeout instead of hanging.
 from __future__ import annotations
 
 import multiprocessing
+import threading
 import time
 from multiprocessing.connection import Connection
 
@@ -24,6 +25,14 @@ def square_server(conn: Connection) -> None:
     """Answer requests on one end of a Pipe until told to stop."""
     while (x := conn.recv()) is not None:
         conn.send(x * x)
+    conn.close()
+
+
+def swap(conn: Connection, n: int) -> None:
+    """Send a large list, then receive one: fine alone, a deadlock if the other end
+    also sends first."""
+    conn.send(list(range(n)))
+    conn.recv()
     conn.close()
 
 
@@ -66,6 +75,21 @@ def main() -> None:
     parent_end.send(None)
     server.join(timeout=30)
     print(f"Pipe request/response: {answers}, server exit code {server.exitcode}")
+
+    # Both ends send a large object before either receives: each send() waits for a
+    # reader. The parent's send runs in a thread here, so the script can look and recover.
+    parent_end, child_end = multiprocessing.Pipe()
+    peer = multiprocessing.Process(target=swap, args=(child_end, 200_000))
+    peer.start()
+    sender = threading.Thread(target=parent_end.send, args=(list(range(200_000)),))
+    sender.start()
+    sender.join(timeout=1)
+    if sender.is_alive():
+        print("Pipe deadlock: after 1 s both ends are still blocked in send()")
+    received = parent_end.recv()  # reading one side lets the other side finish
+    sender.join(timeout=30)
+    peer.join(timeout=30)
+    print(f"recv() on one end: {len(received):,} items; peer exit code {peer.exitcode}")
     # --8<-- [end:stdlib]
 
     # --8<-- [start:corepool]

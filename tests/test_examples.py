@@ -33,6 +33,8 @@ EXPECTED: dict[str, list[str]] = {
         r"^get\(\) then join\(\): 200,000 items, child exit code 0$",
         r"^fixed order: 200,000 items, child exit code 0$",
         r"^Pipe request/response: \[4, 9, 16\], server exit code 0$",
+        r"^Pipe deadlock: after 1 s both ends are still blocked in send\(\)$",
+        r"^recv\(\) on one end: 200,000 items; peer exit code 0$",
         r"^corepool.map: 200,000 items returned in [\d.]+ s; no queue, no join$",
         r"^corepool.map squares: \[4, 9, 16\]$",
     ],
