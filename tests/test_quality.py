@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_ruff_is_clean() -> None:
     ruff = shutil.which("ruff")
     assert ruff, "ruff is a test dependency: pip install -e '.[test]'"
-    done = subprocess.run([ruff, "check", "src", "tests", "benchmarks"], cwd=ROOT,
+    done = subprocess.run([ruff, "check", "src", "tests", "benchmarks", "examples"], cwd=ROOT,
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stdout + done.stderr
 

@@ -45,7 +45,15 @@ def _default_pool(workers: int | None, backend: str | None) -> Pool:
 
 
 def shutdown_default_pool() -> None:
-    """Stop the default pool behind ``corepool.map`` (it restarts on the next call)."""
+    """Stop the default pool behind ``corepool.map`` (it restarts on the next call).
+
+    Examples:
+        >>> import corepool
+        >>> from corepool.api import shutdown_default_pool
+        >>> shutdown_default_pool()
+        >>> corepool.map(abs, [-1], workers=2)  # starts a new default pool
+        [1]
+    """
     global _default
     with _lock:
         if _default is not None:
@@ -114,9 +122,12 @@ def map(
     objects in place of results, or ``"skip"`` them. ``timeout`` stops a task (and its
     worker) after that many seconds; ``retries`` re-runs failed tasks.
 
-    >>> import corepool
-    >>> corepool.map(abs, [-1, 2, -3], workers=2)
-    [1, 2, 3]
+    Examples:
+        >>> import corepool
+        >>> corepool.map(abs, [-1, 2, -3], workers=2)
+        [1, 2, 3]
+        >>> corepool.map(lambda x: 10 // x, [5, 0, 2], workers=2, on_error="return")
+        [2, ZeroDivisionError('integer division or modulo by zero'), 5]
     """
     core, pieces = _run(p.SINGLE, **locals())
     return core.collect(pieces, on_error)
@@ -138,9 +149,10 @@ def starmap(
 ) -> list[Any]:
     """``[fn(*args) for args in iterable]`` on every core.
 
-    >>> import corepool
-    >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
-    [8, 9]
+    Examples:
+        >>> import corepool
+        >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
+        [8, 9]
     """
     core, pieces = _run(p.STAR, **locals())
     return core.collect(pieces, on_error)
@@ -164,10 +176,11 @@ def imap(
 
     Works on endless generators; the first result arrives after the first task.
 
-    >>> import corepool, itertools
-    >>> squares = corepool.imap(abs, itertools.count(-3), workers=2)
-    >>> [next(squares) for _ in range(4)]
-    [3, 2, 1, 0]
+    Examples:
+        >>> import corepool, itertools
+        >>> results = corepool.imap(abs, itertools.count(-3), workers=2)
+        >>> [next(results) for _ in range(4)]
+        [3, 2, 1, 0]
     """
     # Lazy: results wait for the consumer, and the window bounds how many.
     core, pieces = _run(p.SINGLE, keeps_all=False, **locals())

@@ -10,14 +10,23 @@ __all__ = ["get_context"]
 
 
 def get_context(start_method: str | None = None) -> BaseContext:
-    """The multiprocessing context for Queue, Pipe, Lock, Value, Array and Manager objects
-    handed to corepool's workers (through ``initargs`` or task arguments).
+    """The multiprocessing context corepool starts its workers with (``forkserver`` on
+    Linux unless ``start_method`` says otherwise).
 
-    Objects made from another context may not cross into the workers (a ``fork``
-    Lock cannot be sent to a ``forkserver`` worker); objects from this one can.
+    ``Value``, ``Array``, ``Lock``, ``Queue`` and ``Event`` made from it can be handed
+    to corepool's workers through a pool's ``initargs``, as with
+    ``multiprocessing.Pool``: they are shared-memory objects that a process can only
+    inherit when it starts, so, as there, not as task arguments. A ``Manager`` made
+    from it gives proxies (``manager.Value``, ``manager.Lock``, ``manager.dict``,
+    ``manager.Queue``...) that can go anywhere, initargs and task arguments alike.
 
-    >>> import corepool
-    >>> ctx = corepool.get_context()
-    >>> counter = ctx.Value("i", 0)
+    Examples:
+        >>> import corepool
+        >>> ctx = corepool.get_context()
+        >>> with ctx.Manager() as manager:
+        ...     table = manager.dict()
+        ...     _ = corepool.starmap(table.__setitem__, [("a", 1), ("b", 2)], workers=2)
+        ...     sorted(table.items())
+        [('a', 1), ('b', 2)]
     """
     return resolve_context(None, start_method)

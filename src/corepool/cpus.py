@@ -128,9 +128,13 @@ def cpu_report() -> CpuReport:
 def cpu_count() -> int:
     """CPUs this process may really use: affinity mask and cgroup v1/v2 quota applied.
 
-    >>> import corepool
-    >>> corepool.cpu_count() >= 1
-    True
+    The default number of workers of every pool. ``os.cpu_count()`` counts the
+    machine's CPUs instead; :func:`cpu_report` says which limit applied.
+
+    Examples:
+        >>> import corepool, os
+        >>> 1 <= corepool.cpu_count() <= os.cpu_count()
+        True
     """
     return cpu_report().usable
 

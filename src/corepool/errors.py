@@ -36,13 +36,35 @@ __all__ = [
 
 
 class CorepoolError(Exception):
-    """Base class of every error corepool raises itself."""
+    """Base class of every error corepool raises itself.
+
+    A task's own exception is not one: it comes back as its own type.
+
+    Examples:
+        >>> import corepool
+        >>> kinds = (corepool.TaskTimeout, corepool.WorkerCrashed, corepool.BrokenPool)
+        >>> all(issubclass(kind, corepool.CorepoolError) for kind in kinds)
+        True
+    """
 
 
 class TaskError(CorepoolError):
     """A task failed and its own exception cannot be re-created in the caller.
 
-    Carries the remote exception's type name, message and traceback text.
+    Carries the remote exception's type name, message and traceback text. That happens
+    when an exception class's ``__init__`` takes other arguments than it passes to
+    ``Exception``, so it cannot be rebuilt from its ``args``.
+
+    Examples:
+        >>> import corepool
+        >>> class Odd(Exception):
+        ...     def __init__(self, value, limit):
+        ...         super().__init__(f"{value} is above {limit}")
+        >>> def check(x):
+        ...     raise Odd(x, 2)
+        >>> [error] = corepool.map(check, [3], workers=2, on_error="return")
+        >>> type(error).__name__, error.message
+        ('TaskError', '3 is above 2')
     """
 
     def __init__(self, message: str, type_name: str = "", traceback_text: str = "") -> None:
@@ -66,7 +88,16 @@ class TaskError(CorepoolError):
 
 
 class TaskTimeout(TaskError, TimeoutError):
-    """A task ran past its timeout; the worker running it was stopped and replaced."""
+    """A task ran past its timeout; the worker running it was stopped and replaced.
+
+    Also a ``TimeoutError``, so existing ``except TimeoutError`` clauses catch it.
+
+    Examples:
+        >>> import corepool, time
+        >>> [error] = corepool.map(time.sleep, [60], workers=2, timeout=0.2, on_error="return")
+        >>> type(error).__name__, isinstance(error, TimeoutError), error.timeout
+        ('TaskTimeout', True, 0.2)
+    """
 
     def __init__(self, message: str, timeout: float | None = None) -> None:
         TaskError.__init__(self, message, "TaskTimeout", "")
@@ -84,6 +115,14 @@ class WorkerCrashed(TaskError):
 
     ``exitcode`` is the process's exit status (negative: killed by signal ``-exitcode``);
     ``reason`` says in words what is known (signal name, "likely out of memory", ...).
+
+    Examples:
+        >>> import corepool, os
+        >>> [error] = corepool.map(os._exit, [3], workers=2, on_error="return")
+        >>> type(error).__name__, error.exitcode
+        ('WorkerCrashed', 3)
+        >>> corepool.map(abs, [-1], workers=2)  # the pool replaced the worker
+        [1]
     """
 
     def __init__(self, message: str, exitcode: int | None = None, reason: str = "") -> None:
@@ -102,7 +141,15 @@ class SerializationError(CorepoolError, TypeError):
     """A function, argument or result could not be pickled or unpickled.
 
     The message names which one (function, argument of task *i*, result of task *i*),
-    its type, and why.
+    its type, and why. Also a ``TypeError``, as ``pickle`` raises.
+
+    Examples:
+        >>> import corepool, threading
+        >>> [error] = corepool.map(str, [threading.Lock()], workers=2, on_error="return")
+        >>> type(error).__name__, isinstance(error, TypeError)
+        ('SerializationError', True)
+        >>> str(error).split(":")[0]
+        'the input of task 0 (type lock) cannot be pickled'
     """
 
 
@@ -111,11 +158,34 @@ class BrokenPool(CorepoolError, BrokenProcessPool):
 
     Raised when the worker initializer fails, or when workers die while starting up
     (for example a script without an ``if __name__ == "__main__":`` guard).
+
+    Examples:
+        >>> import corepool
+        >>> def connect():
+        ...     raise RuntimeError("no database")
+        >>> with corepool.Pool(1, initializer=connect) as pool:
+        ...     try:
+        ...         pool.map(abs, [1])
+        ...     except corepool.BrokenPool as error:
+        ...         print(error)
+        the worker initializer raised RuntimeError: no database; no task can run in this pool
     """
 
 
 class RemoteTraceback(Exception):
-    """The traceback of an exception raised in a worker, attached as ``__cause__``."""
+    """The traceback of an exception raised in a worker, attached as ``__cause__``.
+
+    Examples:
+        >>> import corepool
+        >>> def parse(text):
+        ...     return int(text)
+        >>> try:
+        ...     corepool.map(parse, ["1", "x"], workers=2)
+        ... except ValueError as error:
+        ...     cause = error.__cause__
+        >>> type(cause).__name__, "in parse" in cause.traceback_text
+        ('RemoteTraceback', True)
+    """
 
     def __init__(self, traceback_text: str) -> None:
         super().__init__(traceback_text)

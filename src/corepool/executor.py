@@ -27,10 +27,11 @@ class Executor(concurrent.futures.Executor):
     ``retries``, lambdas as functions, ``map`` that reads its input lazily, and
     ``blas_threads`` as on :class:`corepool.Pool`.
 
-    >>> import corepool
-    >>> with corepool.Executor(max_workers=2) as ex:
-    ...     ex.submit(pow, 2, 10).result()
-    1024
+    Examples:
+        >>> import corepool
+        >>> with corepool.Executor(max_workers=2) as ex:
+        ...     ex.submit(pow, 2, 10).result()
+        1024
     """
 
     def __init__(

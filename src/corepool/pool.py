@@ -21,7 +21,15 @@ __all__ = ["AsyncResult", "IMapIterator", "Pool"]
 
 
 class AsyncResult:
-    """The result of ``apply_async`` / ``map_async``, as in ``multiprocessing.pool``."""
+    """The result of ``apply_async`` / ``map_async``, as in ``multiprocessing.pool``.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     result = pool.apply_async(pow, (2, 8))
+        ...     result.get(timeout=30)
+        256
+    """
 
     def __init__(
         self,
@@ -135,10 +143,11 @@ class Pool:
     workers x threads does not oversubscribe the machine; ``blas_threads=None`` leaves
     the libraries alone. An ``OMP_NUM_THREADS`` (or similar) already set wins.
 
-    >>> import corepool
-    >>> with corepool.Pool(2) as pool:
-    ...     pool.map(abs, [-1, -2, 3])
-    [1, 2, 3]
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     pool.map(abs, [-1, -2, 3])
+        [1, 2, 3]
     """
 
     def __init__(

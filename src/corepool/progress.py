@@ -10,7 +10,15 @@ __all__ = ["PoolStats", "Progress", "WorkerStats", "make_progress"]
 
 class WorkerStats(NamedTuple):
     """One worker's record: tasks run, attempts that failed there and how many of those
-    were retried, ``busy`` seconds spent running tasks since it started."""
+    were retried, ``busy`` seconds spent running tasks since it started.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     stats = pool.stats()
+        >>> [(w.worker, w.alive, w.tasks) for w in stats.workers]
+        [(0, True, 0), (1, True, 0)]
+    """
 
     worker: int
     pid: int | None
@@ -28,7 +36,16 @@ class WorkerStats(NamedTuple):
 
 
 class PoolStats(NamedTuple):
-    """A snapshot of a pool: per-worker counters, restarts, and totals."""
+    """A snapshot of a pool: per-worker counters, restarts, and totals.
+
+    Examples:
+        >>> import corepool
+        >>> with corepool.Pool(2) as pool:
+        ...     _ = pool.map(abs, range(100))
+        ...     stats = pool.stats()
+        >>> stats.tasks, stats.failed, stats.restarts
+        (100, 0, 0)
+    """
 
     backend: str
     workers: Sequence[WorkerStats] = ()
