@@ -25,6 +25,8 @@ class Executor(concurrent.futures.Executor):
     waits for submitted work, as ``concurrent.futures`` does. Beyond it: a crashed
     worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
     ``retries``, lambdas as functions, and ``map`` that reads its input lazily.
+    ``address`` / ``client`` (keyword only) name the cluster of ``backend="dask"`` or
+    ``backend="ray"``, as for :class:`~corepool.Pool`.
 
     >>> import corepool
     >>> with corepool.Executor(max_workers=2) as ex:
@@ -43,6 +45,8 @@ class Executor(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         backend: str | None = "process",
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         if max_workers is None:
             max_workers = cpu_count()
@@ -66,6 +70,8 @@ class Executor(concurrent.futures.Executor):
             initargs=tuple(initargs),
             max_tasks_per_child=max_tasks_per_child,
             context=mp_context,
+            address=address,
+            client=client,
         )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

@@ -130,6 +130,11 @@ class Pool:
     closures as functions, ``submit`` returning a ``concurrent.futures.Future``,
     ``stats()``, and the thread / serial / dask / ray backends.
 
+    ``address`` / ``client`` (keyword only) name the cluster of ``backend="dask"``
+    (a scheduler address or a ``distributed.Client``) or ``backend="ray"`` (an
+    address); ``processes`` then sizes only a cluster that corepool starts itself.
+    Given to another backend they are a ValueError.
+
     >>> import corepool
     >>> with corepool.Pool(2) as pool:
     ...     pool.map(abs, [-1, -2, 3])
@@ -149,6 +154,8 @@ class Pool:
         backend: str | None = "process",
         start_method: str | None = None,
         worker_memory_limit: int | str | None = None,
+        address: str | None = None,
+        client: Any = None,
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -173,6 +180,8 @@ class Pool:
             context=context,
             start_method=start_method,
             memory_limit=self._memory_limit,
+            address=address,
+            client=client,
         )
         self._finalizer = weakref.finalize(self, _finalize_pool, self._core)
 

@@ -1,0 +1,136 @@
+"""Real clusters for the tests: a ``dask scheduler`` and two ``dask worker`` processes
+started with Dask's command line on 127.0.0.1, and a local Ray.
+
+Each is started once per test session (see ``conftest.py``) and torn down at its end;
+their processes are registered in :data:`SESSION_ROOTS` so that the no-process-left
+check does not count them (or the worker processes Dask's nannies restart).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+TESTS = os.path.dirname(os.path.abspath(__file__))
+START_TIMEOUT = 60.0
+
+#: Processes (and their descendants) that live for the whole session.
+SESSION_ROOTS: set[int] = set()
+
+
+def _environment() -> dict[str, str]:
+    env = dict(os.environ)
+    # The workers import corepool and tests/tasks.py, as the caller does.
+    paths = [TESTS, *[p for p in sys.path if p and os.path.isdir(p)]]
+    env["PYTHONPATH"] = os.pathsep.join(dict.fromkeys(paths))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+def _wait_for(condition: object, what: str, timeout: float = START_TIMEOUT) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():  # type: ignore[operator]
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def _stop(processes: list[subprocess.Popen[bytes]]) -> None:
+    for proc in processes:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + 3.0
+    for proc in processes:
+        try:
+            proc.wait(max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            for child in psutil.Process(proc.pid).children(recursive=True):
+                child.kill()
+            proc.kill()
+            proc.wait()
+
+
+@dataclass
+class DaskCluster:
+    """A scheduler and two single-threaded workers, each a ``dask`` command."""
+
+    workdir: Path
+    address: str = ""
+    processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+
+    def start(self) -> DaskCluster:
+        scheduler_file = self.workdir / "scheduler.json"
+        log = open(self.workdir / "dask.log", "ab")  # noqa: SIM115 - closed with the processes
+        common = {"env": _environment(), "stdout": log, "stderr": log, "cwd": str(self.workdir)}
+        self.processes.append(
+            subprocess.Popen(
+                ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
+                 "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
+                **common,  # type: ignore[call-overload]
+            )
+        )
+        SESSION_ROOTS.add(self.processes[0].pid)
+        _wait_for(scheduler_file.exists, "the dask scheduler's address file")
+        _wait_for(lambda: scheduler_file.stat().st_size > 0, "the dask scheduler's address")
+        self.address = json.loads(scheduler_file.read_text())["address"]
+        for name in ("w1", "w2"):
+            worker = subprocess.Popen(
+                ["dask", "worker", "--scheduler-file", str(scheduler_file), "--name", name,
+                 "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
+                 "--no-dashboard", "--death-timeout", "60"],
+                **common,  # type: ignore[call-overload]
+            )
+            self.processes.append(worker)
+            SESSION_ROOTS.add(worker.pid)
+        from distributed import Client
+
+        with Client(self.address, set_as_default=False, timeout=START_TIMEOUT) as client:
+            client.wait_for_workers(2, timeout=START_TIMEOUT)
+        return self
+
+    def worker_pids(self) -> dict[str, int]:
+        """The worker processes (children of the ``dask worker`` nannies), by address."""
+        import os as _os
+
+        from distributed import Client
+
+        with Client(self.address, set_as_default=False) as client:
+            return {address: int(pid) for address, pid in client.run(_os.getpid).items()}
+
+    def stop(self) -> None:
+        _stop(list(reversed(self.processes)))
+
+
+def start_local_ray() -> set[int]:
+    """``ray.init`` on this machine; the processes it started (to exclude and to stop)."""
+    import ray
+
+    before = {p.pid for p in psutil.Process().children()}
+    ray.init(
+        num_cpus=2,
+        include_dashboard=False,
+        log_to_driver=False,
+        configure_logging=False,
+        runtime_env={"env_vars": {"PYTHONPATH": _environment()["PYTHONPATH"]}},
+    )
+    started = {p.pid for p in psutil.Process().children()} - before
+    SESSION_ROOTS.update(started)
+    return started
+
+
+def in_session_tree(pid: int) -> bool:
+    """Whether ``pid`` is a session cluster process or a descendant of one."""
+    try:
+        process = psutil.Process(pid)
+        chain = [process, *process.parents()]
+    except psutil.NoSuchProcess:
+        return True
+    return any(p.pid in SESSION_ROOTS for p in chain)
