@@ -25,7 +25,8 @@ START_TIMEOUT = 60.0
 SESSION_ROOTS: set[int] = set()
 
 
-def _environment() -> dict[str, str]:
+def environment() -> dict[str, str]:
+    """This environment, with PYTHONPATH set so cluster processes import what we do."""
     env = dict(os.environ)
     # The workers import corepool and tests/tasks.py, as the caller does.
     paths = [TESTS, *[p for p in sys.path if p and os.path.isdir(p)]]
@@ -69,7 +70,7 @@ class DaskCluster:
     def start(self) -> DaskCluster:
         scheduler_file = self.workdir / "scheduler.json"
         log = open(self.workdir / "dask.log", "ab")  # noqa: SIM115 - closed with the processes
-        common = {"env": _environment(), "stdout": log, "stderr": log, "cwd": str(self.workdir)}
+        common = {"env": environment(), "stdout": log, "stderr": log, "cwd": str(self.workdir)}
         self.processes.append(
             subprocess.Popen(
                 ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
@@ -119,7 +120,7 @@ def start_local_ray() -> set[int]:
         include_dashboard=False,
         log_to_driver=False,
         configure_logging=False,
-        runtime_env={"env_vars": {"PYTHONPATH": _environment()["PYTHONPATH"]}},
+        runtime_env={"env_vars": {"PYTHONPATH": environment()["PYTHONPATH"]}},
     )
     started = {p.pid for p in psutil.Process().children()} - before
     SESSION_ROOTS.update(started)

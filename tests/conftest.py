@@ -17,7 +17,7 @@ import corepool
 from corepool.api import shutdown_default_pool
 
 LOCAL_BACKENDS = ["process", "thread", "serial"]
-CLUSTER_BACKENDS = ["dask"]
+CLUSTER_BACKENDS = ["dask", "ray"]
 
 
 @pytest.fixture(scope="session")

@@ -70,6 +70,8 @@ class ClusterBackend(Backend):
     remote = True
     #: Appended to a TaskTimeout's message: what became of the overrunning task.
     overrun_note = ""
+    #: The worker times each task itself (else the backend enforces deadlines).
+    times_tasks_on_worker = True
 
     def __init__(self, workers: int) -> None:
         self.workers = workers
@@ -107,8 +109,9 @@ class ClusterBackend(Backend):
     def _spec(self, job: Job) -> bytes:
         blob = self._specs.get(job.id)
         if blob is None:
+            timeout = job.timeout if self.times_tasks_on_worker else None
             spec = _remote.Spec(
-                job.fn, job.style, job.retries, job.retry_on, job.timeout, self.overrun_note
+                job.fn, job.style, job.retries, job.retry_on, timeout, self.overrun_note
             )
             name = getattr(job.fn, "__qualname__", type(job.fn).__name__)
             blob = self._specs[job.id] = dumps_code(spec, f"the function {name}")
