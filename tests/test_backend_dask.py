@@ -130,7 +130,8 @@ def test_endless_input_is_read_only_as_far_as_the_window(dask_cluster: DaskClust
             next(pulled)
             yield x
 
-    with corepool.Pool(2, backend="dask", address=dask_cluster.address) as pool:
+    # 8 asked for, but the cluster has 2 worker threads: its size sets the window.
+    with corepool.Pool(8, backend="dask", address=dask_cluster.address) as pool:
         results = pool.imap(tasks.square, endless())
         assert [next(results) for _ in range(50)] == [x * x for x in range(50)]
         first = next(pulled)
@@ -164,6 +165,7 @@ def test_executor_and_pool_take_address_and_client(
     with corepool.Executor(2, backend="dask", address=dask_cluster.address) as ex:
         assert ex.submit(tasks.add, 1, b=2).result(timeout=30) == 3
     with corepool.Pool(backend="dask", client=client) as pool:
+        assert pool.pids() == []  # the workers belong to the cluster, not to this pool
         assert pool.apply(tasks.square, (4,)) == 16
         assert sorted(pool.imap_unordered(tasks.square, range(10))) == [
             x * x for x in range(10)

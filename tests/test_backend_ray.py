@@ -56,6 +56,17 @@ def test_options_the_ray_backend_cannot_take() -> None:
         corepool.Pool(2, backend="ray", client=object())
     with pytest.raises(ValueError, match="initializer"):
         corepool.Pool(2, tasks.set_global, (1,), backend="ray")
+    with pytest.raises(ValueError, match="worker_memory_limit"):
+        corepool.Pool(2, backend="ray", worker_memory_limit="1GB")
+
+
+def test_a_deadline_counts_from_the_start_of_the_task() -> None:
+    """Twelve 0.5 s tasks on 2 CPUs with a 2 s timeout: the last ones wait in Ray's
+    queue for 2.5 s, longer than the timeout, and still succeed."""
+    began = time.monotonic()
+    got = corepool.map(tasks.sleep_for, [0.5] * 12, workers=2, backend="ray", timeout=2.0)
+    assert got == [0.5] * 12
+    assert time.monotonic() - began >= 3.0  # six waves of two
 
 
 LIFETIME = """

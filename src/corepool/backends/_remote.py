@@ -28,7 +28,7 @@ import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -37,7 +37,15 @@ from .._engine.worker import caller
 from ..errors import SerializationError, TaskTimeout
 from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
 
-__all__ = ["OK", "OVERRUN_PREFIX", "UNREADABLE", "Spec", "overrun_threads", "run_chunk"]
+__all__ = [
+    "OK",
+    "OVERRUN_PREFIX",
+    "UNREADABLE",
+    "Spec",
+    "overrun_threads",
+    "run_chunk",
+    "run_chunk_announced",
+]
 
 OK = "ok"
 UNREADABLE = "unreadable"
@@ -96,6 +104,18 @@ def run_chunk(token: str, start: int, spec_blob: bytes, items_blob: bytes) -> by
         values, failures = _run_careful(spec, start, items)
     busy = time.perf_counter() - began
     return _pack(start, values, failures, busy)
+
+
+def run_chunk_announced(
+    token: str, start: int, spec_blob: bytes, items_blob: bytes
+) -> Iterator[bytes]:
+    """:func:`run_chunk` as a generator that first yields ``b""``: the chunk started.
+
+    For an engine that streams a generator's items (Ray), this tells the caller when
+    to start a task's deadline: when it runs, not when it was queued.
+    """
+    yield b""
+    yield run_chunk(token, start, spec_blob, items_blob)
 
 
 def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:

@@ -10,13 +10,12 @@ chunks are submitted and not yet consumed, which Ray does not do for an iterator
 chunk's ``ObjectRef`` future hands it to one collector thread when it is done, so
 nothing polls.
 
-Timeouts are real: a task past its deadline is cancelled with
-``ray.cancel(force=True)``, which kills the worker process running it (Ray starts
-another). The deadline counts from when the task is handed to Ray; a job with a
-timeout keeps at most one task per CPU in flight so that it starts at once (queued time
-can still count when other work fills the CPUs). A worker that dies under a chunk
-(``WorkerCrashedError``; Ray's own ``max_retries`` is 0 here) gets the chunk split and
-each task retried alone, so only the task that kills its worker fails, with
+Timeouts are real: a task with a timeout runs as a streaming task that first
+announces that it started, so its deadline counts from its start, not from its time in
+Ray's queue; past the deadline it is cancelled with ``ray.cancel(force=True)``, which
+kills the worker process running it (Ray starts another). A worker that dies under a
+chunk (``WorkerCrashedError``; Ray's own ``max_retries`` is 0 here) gets the chunk
+split and each task retried alone, so only the task that kills its worker fails, with
 :class:`~corepool.errors.WorkerCrashed`, after its ``retries``.
 """
 
@@ -25,6 +24,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from concurrent.futures import Future
 from typing import Any, ClassVar
 
 import ray
@@ -61,9 +61,12 @@ class RayBackend(ClusterBackend):
             if address is not None:
                 ray.init(address=address, log_to_driver=False)
             else:
-                ray.init(num_cpus=workers, include_dashboard=False, log_to_driver=False)
+                ray.init(num_cpus=workers, include_dashboard=False)
         # No retries by Ray itself: a lost chunk is split and retried task by task here.
         self._run = ray.remote(num_cpus=1, max_retries=0)(_remote.run_chunk)
+        self._run_announced = ray.remote(num_cpus=1, max_retries=0, num_returns="streaming")(
+            _remote.run_chunk_announced
+        )
         self._done: queue.SimpleQueue[tuple[str, Any] | None] = queue.SimpleQueue()
         self._watchdog: _Watchdog | None = None
         self._collector = threading.Thread(
@@ -80,31 +83,38 @@ class RayBackend(ClusterBackend):
 
     def run_stream(self, job: StreamJob) -> None:
         if job.timeout is not None:
-            # One task per chunk, and at most one per CPU in flight: the deadline of a
-            # task counts from its submission, so it should start right away.
-            job.sizer.fixed = 1
-            spare = max(0, _window_permits(job) - self.capacity())
-            for _ in range(spare):
-                job.window.acquire(blocking=False)
+            job.sizer.fixed = 1  # a deadline per chunk is a deadline per task
         super().run_stream(job)
 
     def submit(self, key: str, args: tuple[Any, ...]) -> Any:
-        ref = self._run.remote(*args)
-        ref.future().add_done_callback(lambda future: self._done.put((key, future)))
-        chunk_job = self._inflight_job(key)
-        if chunk_job is not None and chunk_job.timeout is not None:
+        with self._lock:
+            chunk = self._inflight.get(int(key.rsplit("-", 1)[1]))
+        timeout = None if chunk is None else chunk.job.timeout
+        if timeout is None:
+            ref = self._run.remote(*args)
+            ref.future().add_done_callback(lambda future: self._done.put((key, future)))
+            return ref
+        stream = self._run_announced.remote(*args)
+        threading.Thread(
+            target=self._follow, args=(key, stream, timeout), name="corepool-ray-timed",
+            daemon=True,
+        ).start()
+        return stream
+
+    def _follow(self, key: str, stream: Any, timeout: float) -> None:
+        """Wait for a timed chunk to start, arm its deadline, then wait for its answer."""
+        outcome: Future[Any] = Future()
+        try:
+            next(stream)  # it started
             if self._watchdog is None:
                 with self._lock:
                     if self._watchdog is None:
                         self._watchdog = _Watchdog()
-            timeout = chunk_job.timeout
             self._watchdog.watch(time.monotonic() + timeout, lambda: self._expire(key, timeout))
-        return ref
-
-    def _inflight_job(self, key: str) -> Any:
-        with self._lock:
-            chunk = self._inflight.get(int(key.rsplit("-", 1)[1]))
-        return None if chunk is None else chunk.job
+            outcome.set_result(ray.get(next(stream)))
+        except BaseException as exc:
+            outcome.set_exception(exc)
+        self._done.put((key, outcome))
 
     def _expire(self, key: str, timeout: float) -> None:
         """A task's deadline passed: kill its worker and fail it (or retry it)."""
@@ -163,10 +173,6 @@ class RayBackend(ClusterBackend):
         done = super().join(timeout)
         self._collector.join(timeout)
         return done and not self._collector.is_alive()
-
-
-def _window_permits(job: StreamJob) -> int:
-    return int(job.window._value)
 
 
 BACKEND = RayBackend
