@@ -14,12 +14,10 @@ CONTRACT = {
     "map", "imap", "starmap", "Pool", "Executor", "shared", "cpu_count", "get_context",
     "CorepoolError", "TaskError", "TaskTimeout", "WorkerCrashed", "SerializationError",
 }
-# "shared" lands with the data-plane work; every other contract name is here today.
-NOT_YET = {"shared"}
 
 
 def test_contract_names_are_exported() -> None:
-    missing = (CONTRACT - NOT_YET) - set(corepool.__all__)
+    missing = CONTRACT - set(corepool.__all__)
     assert not missing
     for name in corepool.__all__:
         assert getattr(corepool, name) is not None

@@ -33,6 +33,8 @@ _WHERE = {
     "TaskError": "errors",
     "TaskTimeout": "errors",
     "WorkerCrashed": "errors",
+    "Shared": "sharedmem",
+    "shared": "sharedmem",
 }
 
 __all__ = [
@@ -44,6 +46,7 @@ __all__ = [
     "PoolStats",
     "RemoteTraceback",
     "SerializationError",
+    "Shared",
     "TaskError",
     "TaskTimeout",
     "WorkerCrashed",
@@ -53,6 +56,7 @@ __all__ = [
     "get_context",
     "imap",
     "map",
+    "shared",
     "starmap",
 ]
 
@@ -72,6 +76,7 @@ if TYPE_CHECKING:
     from .executor import Executor
     from .pool import AsyncResult, Pool
     from .progress import PoolStats, WorkerStats
+    from .sharedmem import Shared, shared
 
 
 def __getattr__(name: str) -> Any:

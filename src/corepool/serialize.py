@@ -75,7 +75,7 @@ def dumps_code(obj: Any, what: str) -> bytes:
         ) from exc
 
 
-def _main_is_importable() -> bool:
+def main_is_importable() -> bool:
     """Whether worker processes can import this program's ``__main__`` (it has a file)."""
     main = sys.modules.get("__main__")
     return bool(getattr(main, "__file__", None))
@@ -91,24 +91,30 @@ def dumps_data(obj: Any) -> bytes:
     try:
         data = pickle.dumps(obj, protocol=PROTOCOL)
     except Exception:
-        return _cloudpickle_dumps(obj)
-    if b"__main__" in data and not _main_is_importable():
-        return _cloudpickle_dumps(obj)
+        return cloudpickle_dumps(obj)
+    if b"__main__" in data and not main_is_importable():
+        return cloudpickle_dumps(obj)
     return data
 
 
-def _cloudpickle_dumps(obj: Any) -> bytes:
+def cloudpickle_dumps(obj: Any, buffer_callback: Callable[[Any], Any] | None = None) -> bytes:
+    """``obj`` pickled by cloudpickle (code by value), at protocol 5."""
     import cloudpickle
 
-    return cloudpickle.dumps(obj, protocol=PROTOCOL)  # type: ignore[no-any-return]
+    return cloudpickle.dumps(  # type: ignore[no-any-return]
+        obj, protocol=PROTOCOL, buffer_callback=buffer_callback
+    )
 
 
-def find_unpicklable(items: Sequence[Any]) -> dict[int, Exception]:
-    """Pickle ``items`` one by one; map each position that fails to its error."""
+def find_unpicklable(
+    items: Sequence[Any], dumps: Callable[[Any], Any] | None = None
+) -> dict[int, Exception]:
+    """Pickle ``items`` one by one (with ``dumps``); map each position that fails to its error."""
+    dumps = dumps or dumps_data
     bad: dict[int, Exception] = {}
     for pos, item in enumerate(items):
         try:
-            dumps_data(item)
+            dumps(item)
         except Exception as exc:
             bad[pos] = exc
     return bad

@@ -10,7 +10,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
-from ..serialize import dumps_code, dumps_data, find_unpicklable
+from ..serialize import dumps_code, find_unpicklable
+from ..sharedmem import pack
 from .exits import ExitExplainer
 from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from .state import Action, Chunk, PoolState
@@ -86,7 +87,7 @@ class ProcessEngine:
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            pickle_one=lambda item: dumps_data([item]),
+            pickle_one=lambda item: pack([item]),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(
@@ -109,7 +110,7 @@ class ProcessEngine:
 
         def run_chunk(origin: int, start: int, items: list[Any]) -> None:
             try:
-                payload = dumps_data(items)
+                payload = pack(items)
             except Exception:
                 self._add(self._split_unpicklable(job, origin, start, items))
                 return
@@ -121,14 +122,14 @@ class ProcessEngine:
     def _split_unpicklable(
         self, job: Job, origin: int, start: int, items: list[Any]
     ) -> list[Chunk]:
-        bad = find_unpicklable(items)
+        bad = find_unpicklable(items, pack)
         chunks: list[Chunk] = []
         run_start = 0
         for pos in [*sorted(bad), len(items)]:
             if pos > run_start:
                 part = items[run_start:pos]
                 chunks.append(
-                    Chunk(job, origin, start + run_start, len(part), dumps_data(part), items=part)
+                    Chunk(job, origin, start + run_start, len(part), pack(part), items=part)
                 )
             if pos < len(items):
                 job.deliver(input_failure_piece(job, origin, start, pos, items[pos], bad[pos]))
@@ -139,7 +140,7 @@ class ProcessEngine:
         """Queue one call; an unpicklable argument fails only this call."""
         job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
         try:
-            payload = dumps_data([(args, kwargs)])
+            payload = pack([(args, kwargs)])
         except Exception as exc:
             from ..serialize import argument_error
 

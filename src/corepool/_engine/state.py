@@ -44,7 +44,7 @@ PREFETCH_BELOW_SECONDS = 0.005
 RETIRED_KEPT = 64
 
 SlotReader = Callable[[int], tuple[int, int, float]]
-PickleOne = Callable[[Any], bytes]  # one input -> the payload of a one-task chunk
+PickleOne = Callable[[Any], Any]  # one input -> the payload of a one-task chunk
 
 
 @dataclass
@@ -60,7 +60,7 @@ class Chunk:
     origin: int
     start: int
     count: int
-    payload: bytes
+    payload: Any  # bytes, or a sharedmem.Packed (bytes with shared-memory segments)
     attempt: int = 0  # failures already pinned on this (single) task
     seq: int = -1  # unique in the pool, set when it enters the queue
     items: list[Any] | None = None

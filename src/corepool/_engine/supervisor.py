@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
-from ..serialize import loads
+from ..sharedmem import Packed, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
 from .state import (
@@ -54,6 +54,7 @@ class _Proc:
         self.writer = p.FrameWriter(sock)
         self.writing = False
         self.channel_open = True
+        self.shared_cursor = released_since(0)[1]  # released handles it never saw
 
 
 class Supervisor:
@@ -173,19 +174,24 @@ class Supervisor:
             self._read_frames(wid, proc)
 
     def _read_frames(self, wid: int, proc: _Proc) -> None:
-        for meta, body in proc.reader.read():
-            self._apply(self._on_frame(wid, meta, body))
+        for meta, body, fds in proc.reader.read():
+            self._apply(self._on_frame(wid, meta, body, fds))
         if proc.reader.eof and proc.channel_open:
             proc.channel_open = False
             self._selector.unregister(proc.sock)
 
-    def _on_frame(self, wid: int, meta: tuple[Any, ...], body: bytearray) -> list[Action]:
+    def _on_frame(
+        self, wid: int, meta: tuple[Any, ...], body: bytearray, fds: list[int]
+    ) -> list[Action]:
         now = time.monotonic()
         kind = meta[0]
+        if kind != p.DONE:
+            for fd in fds:
+                p.close_quietly(fd)
         if kind == p.DONE:
             _, seq, busy, retiring = meta
             try:
-                values, failures = loads(body)
+                values, failures = unpack(body, fds)
             except Exception as exc:
                 return self.state.on_result_unreadable(wid, seq, exc, now)
             return self.state.on_done(wid, seq, busy, values, failures, now, retiring)
@@ -224,6 +230,7 @@ class Supervisor:
             except (KeyError, ValueError):
                 pass
         proc.writer.clear()
+        proc.reader.close()
         p.close_quietly(proc.sock)
         try:
             proc.process.close()
@@ -269,9 +276,19 @@ class Supervisor:
             job.style,
             job.timeout is not None,
             action.forget,
+            self._released_shared(proc),
         )
-        proc.writer.push(meta, chunk.payload)
+        payload = chunk.payload
+        if isinstance(payload, Packed):
+            proc.writer.push(meta, payload.body, payload.fds)
+        else:
+            proc.writer.push(meta, payload)
         self._flush(action.wid, proc)
+
+    @staticmethod
+    def _released_shared(proc: _Proc) -> list[tuple[int, int]]:
+        released, proc.shared_cursor = released_since(proc.shared_cursor)
+        return released
 
     def _flush(self, wid: int, proc: _Proc) -> None:
         try:

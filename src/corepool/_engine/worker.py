@@ -24,7 +24,8 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
+from ..serialize import FailureInfo, loads
+from ..sharedmem import Packed, forget_shared, pack, unpack
 from . import protocol as p
 
 # Slot layout (a shared array of doubles): the chunk being run, the position in it
@@ -128,22 +129,36 @@ def _run_tracked(
     return results, failures
 
 
-def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes:
+def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
     try:
-        return dumps_data((results, failures))
+        return pack((results, failures))
     except Exception:
         pass
-    for pos, exc in find_unpicklable(results).items():
-        results[pos] = None
-        failures[pos] = (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc))
+    for pos, value in enumerate(results):
+        try:
+            pack(value)
+        except Exception as exc:
+            results[pos] = None
+            failures[pos] = (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc))
     try:
-        return dumps_data((results, failures))
+        return pack((results, failures))
     except Exception:
         # A failure record itself would not pickle: keep only the text.
         for pos, info in list(failures.items()):
             if isinstance(info, FailureInfo):
                 failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
-        return dumps_data((results, failures))
+        return pack((results, failures))
+
+
+def _send_results(sock: socket.socket, meta: tuple[Any, ...], packed: bytes | Packed) -> None:
+    if isinstance(packed, bytes):
+        p.send_blocking(sock, meta, packed)
+        return
+    try:
+        p.send_blocking(sock, meta, packed.body, packed.fds)
+    finally:
+        for segment in packed.segments:
+            segment.close()  # the parent has its own descriptors now
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -242,12 +257,14 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
     while True:
-        meta, body = p.recv_blocking(sock)
+        meta, body, fds = p.recv_blocking(sock)
         if meta[0] != p.RUN:
             return
-        _, seq, fn_key, fn_bytes, style, track, forget = meta
+        _, seq, fn_key, fn_bytes, style, track, forget, drop_shared = meta
         for key in forget:
             functions.pop(key, None)
+        if drop_shared:
+            forget_shared(drop_shared)
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = -1
         slot[SLOT_SEQ] = seq
@@ -256,12 +273,16 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             try:
                 fn = loads(fn_bytes)
             except BaseException as exc:
+                for fd in fds:
+                    p.close_quietly(fd)
                 p.send_blocking(sock, (p.UNREADABLE, seq, "function", FailureInfo.capture(exc)))
                 continue
             if fn_key >= 0:
                 functions[fn_key] = fn
         try:
-            items = loads(body)
+            # Private mappings: the task may write to its arrays; the parent's copy
+            # must stay intact for a retry.
+            items = unpack(body, fds, private=True)
         except BaseException as exc:
             p.send_blocking(sock, (p.UNREADABLE, seq, "inputs", FailureInfo.capture(exc)))
             continue
@@ -277,6 +298,8 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
         if memory_limit is not None:
             retiring = _mark_memory_errors(failures, memory_limit)
             retiring = retiring or _memory()[1] > memory_limit
-        p.send_blocking(sock, (p.DONE, seq, busy, retiring), _pack_results(results, failures))
+        packed = _pack_results(results, failures)
+        del results
+        _send_results(sock, (p.DONE, seq, busy, retiring), packed)
         if retiring:
             return

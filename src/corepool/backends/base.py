@@ -18,6 +18,7 @@ from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
 from ..errors import TaskTimeout
 from ..progress import PoolStats
+from ..sharedmem import live_handles, resolve
 
 
 class Backend(ABC):
@@ -88,6 +89,9 @@ def run_inline(
     reported as :class:`TaskTimeout` once it returns, and its result is dropped.
     """
     call: Callable[[Any], Any] = caller(job.fn, job.style)
+    if live_handles():
+        plain = call
+        call = lambda item: plain(resolve(item))  # noqa: E731 (corepool.shared handles)
     values: list[Any] = []
     failures: dict[int, BaseException] = {}
     began = time.perf_counter()

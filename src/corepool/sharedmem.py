@@ -1,0 +1,496 @@
+"""Large buffers through shared memory: zero-copy numpy, and ``corepool.shared(obj)``.
+
+Pickle protocol 5 lets an object hand its large buffers to the pickler *out of band*
+instead of copying them into the pickle stream: numpy arrays, ``bytearray`` and
+``pickle.PickleBuffer`` do. :func:`pack` pickles a payload that way; every buffer of
+:data:`THRESHOLD` bytes or more is copied once into an anonymous shared-memory file
+(``memfd_create``), whose file descriptor travels beside the message over the worker's
+Unix socket (``SCM_RIGHTS``). :func:`unpack` maps that file and unpickles the payload
+with the mapped buffers, so a numpy array arrives without a further copy. Smaller
+buffers stay inline: below the threshold, a pipe is faster than a mapping.
+
+Nothing here has a name in ``/dev/shm``. The memory lives as long as a descriptor or a
+mapping of it does, and the kernel frees it when the last one goes, so a worker killed
+mid-task, a timeout or a ``kill -9`` of the whole program cannot leak a segment.
+
+``shared(obj)`` pickles an object once into such a file and returns a :class:`Shared`
+handle. A task that receives the handle (as an argument, or anywhere inside one) gets
+the object itself: each worker maps the file the first time it meets the handle and
+keeps the object until the handle is released; a numpy array inside it is a read-only
+view of the shared pages, never copied. The thread and serial backends pass the object
+itself (:func:`resolve`).
+
+Other backends (Dask, Ray) choose how a handle travels on their engine by pickling
+their payloads inside :func:`reducing_shared_with`; outside any of these, a handle
+pickles as its object, by value.
+
+Shared memory needs ``os.memfd_create`` (Linux). Elsewhere everything still works,
+with buffers inline and handles sent by value.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import mmap
+import os
+import pickle
+import threading
+import weakref
+from collections import OrderedDict
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+from .serialize import PROTOCOL, cloudpickle_dumps, main_is_importable
+
+__all__ = [
+    "AVAILABLE",
+    "THRESHOLD",
+    "Packed",
+    "Segment",
+    "Shared",
+    "pack",
+    "reducing_shared_with",
+    "resolve",
+    "shared",
+    "unpack",
+]
+
+#: Buffers of this many bytes or more travel through shared memory.
+THRESHOLD = 256 * 1024
+#: Whether this platform has anonymous shared-memory files.
+AVAILABLE = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_POPULATE")
+
+_ALIGN = 64  # numpy's preferred alignment for each buffer inside a segment
+_PAGE = mmap.PAGESIZE
+
+T = TypeVar("T")
+
+
+class Segment:
+    """An anonymous shared-memory file of ``size`` bytes; this object owns its descriptor."""
+
+    __slots__ = ("__weakref__", "fd", "size")
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.fd = os.memfd_create("corepool", os.MFD_CLOEXEC)
+        try:
+            os.ftruncate(self.fd, size)
+        except BaseException:
+            os.close(self.fd)
+            raise
+
+    @classmethod
+    def write(cls, parts: list[memoryview]) -> tuple[Segment, list[tuple[int, int]]]:
+        """A new segment holding ``parts`` one after another; and each one's (offset, size).
+
+        ``pwrite`` fills the file without mapping it here: mapping it first would cost
+        a page fault per 4 KiB on top of the copy.
+        """
+        layout: list[tuple[int, int]] = []
+        offset = 0
+        for part in parts:
+            layout.append((offset, part.nbytes))
+            offset += -(-part.nbytes // _ALIGN) * _ALIGN
+        segment = cls(offset)
+        try:
+            for part, (start, size) in zip(parts, layout, strict=True):
+                view = part.cast("B") if part.ndim != 1 or part.format != "B" else part
+                done = 0
+                while done < size:
+                    done += os.pwrite(segment.fd, view[done:], start + done)
+        except BaseException:
+            segment.close()
+            raise
+        return segment, layout
+
+    def close(self) -> None:
+        """Close the descriptor (mappings made from it stay valid)."""
+        fd, self.fd = self.fd, -1
+        if fd >= 0:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+    def __del__(self) -> None:
+        self.close()
+
+
+def map_views(
+    fd: int, layout: list[tuple[int, int]], *, writable: bool, private: bool = False
+) -> list[memoryview]:
+    """Map the segment behind ``fd`` and return a view of each (offset, size) in it.
+
+    The views keep the mapping alive; the descriptor may be closed afterwards.
+    ``private`` makes writes copy-on-write, invisible to the segment's other users.
+    """
+    if not layout:
+        return []
+    end = max(start + size for start, size in layout)
+    # Populating a private writable mapping would copy every page up front (the kernel
+    # pre-faults it for writing); private pages are faulted in as they are read instead.
+    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED | mmap.MAP_POPULATE
+    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+    mm = mmap.mmap(fd, max(end, 1), flags=flags, prot=prot)
+    whole = memoryview(mm)
+    return [whole[start : start + size] for start, size in layout]
+
+
+# Packing payloads -------------------------------------------------------------------
+
+
+class Packed:
+    """A pickled payload whose large buffers and shared objects travel as descriptors.
+
+    ``body`` goes through the channel; ``segments`` are sent beside it (their
+    descriptors, in order). The object keeps the segments open for as long as it
+    lives, so a payload can be sent again (a retry) without packing it again.
+    """
+
+    __slots__ = ("body", "nbytes", "segments")
+
+    def __init__(self, body: bytes, segments: list[Segment]) -> None:
+        self.body = body
+        self.segments = segments
+        self.nbytes = len(body) + sum(s.size for s in segments)
+
+    @property
+    def fds(self) -> list[int]:
+        """The descriptors to send with ``body``."""
+        return [s.fd for s in self.segments]
+
+    def __len__(self) -> int:
+        return self.nbytes
+
+
+class _Packing(threading.local):
+    """The shared handles met while pickling one payload in this thread."""
+
+    segments: list[Segment] | None = None
+    override: Callable[[Shared[Any]], Any] | None = None
+
+
+_packing = _Packing()
+
+
+class _OutOfBand:
+    """Stands for a large ``bytes`` or ``bytearray`` (which pickle always copies inline),
+    or for a memoryview (which pickle refuses)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: bytes | bytearray | memoryview) -> None:
+        self.value = value
+
+    def __reduce_ex__(self, protocol: Any) -> tuple[Any, ...]:
+        value = self.value
+        if isinstance(value, (bytes, bytearray)):
+            return type(value), (pickle.PickleBuffer(value),)
+        data = value if value.c_contiguous else memoryview(value.tobytes())
+        return _rebuild_memoryview, (
+            pickle.PickleBuffer(data),
+            value.format,
+            value.shape,
+            value.readonly,
+        )
+
+
+def _rebuild_memoryview(
+    buffer: Any, fmt: str, shape: tuple[int, ...], readonly: bool
+) -> memoryview:
+    view = memoryview(buffer)
+    if view.readonly and not readonly:
+        view = memoryview(bytearray(view))
+    flat = view.cast("B")
+    if fmt == "B" and len(shape) == 1:
+        return flat
+    return flat.cast(fmt, shape)  # type: ignore[call-overload,no-any-return]
+
+
+def _replace_inside(obj: Any, leaf: Callable[[Any], Any], depth: int = 4) -> Any:
+    """``obj`` with ``leaf(x)`` for every ``x`` in it, looking inside lists, tuples and
+    dict values ``depth`` levels deep; containers are rebuilt only where something changed."""
+    replaced = leaf(obj)
+    if replaced is not obj or depth == 0:
+        return replaced
+    if type(obj) in (list, tuple):
+        new = [_replace_inside(x, leaf, depth - 1) for x in obj]
+        if all(a is b for a, b in zip(new, obj, strict=True)):
+            return obj
+        return new if type(obj) is list else tuple(new)
+    if type(obj) is dict:
+        changed = {k: _replace_inside(v, leaf, depth - 1) for k, v in obj.items()}
+        return obj if all(changed[k] is v for k, v in obj.items()) else changed
+    return obj
+
+
+def _out_of_band(obj: Any) -> Any:
+    if isinstance(obj, memoryview) or (type(obj) in (bytes, bytearray) and len(obj) >= THRESHOLD):
+        return _OutOfBand(obj)
+    return obj
+
+
+def _substitute(obj: Any) -> Any:
+    """``obj`` with large bytes and every memoryview inside containers made picklable."""
+    return _replace_inside(obj, _out_of_band)
+
+
+def _pickle(obj: Any, buffers: list[pickle.PickleBuffer], *, cloud: bool = True) -> bytes:
+    """Pickle at protocol 5, large buffers out of band into ``buffers``; with ``cloud``,
+    cloudpickle gets a second try (code inside data, classes of a bare ``__main__``)."""
+
+    def keep_inline(buffer: pickle.PickleBuffer) -> bool:
+        with buffer.raw() as raw:
+            if raw.nbytes < THRESHOLD:
+                return True
+        buffers.append(buffer)
+        return False
+
+    callback = keep_inline if AVAILABLE else None
+    try:
+        data = pickle.dumps(obj, protocol=PROTOCOL, buffer_callback=callback)
+    except Exception:
+        if not cloud:
+            raise
+        buffers.clear()
+        return cloudpickle_dumps(obj, buffer_callback=callback)
+    if b"__main__" in data and not main_is_importable():
+        buffers.clear()
+        return cloudpickle_dumps(obj, buffer_callback=callback)
+    return data
+
+
+def pack(obj: Any) -> bytes | Packed:
+    """Pickle ``obj`` for another process: plain bytes, or a :class:`Packed` with segments.
+
+    Raises whatever pickling raises when ``obj`` cannot be pickled at all.
+    """
+    outer = _packing.segments
+    segments: list[Segment] = []
+    _packing.segments = segments
+    buffers: list[pickle.PickleBuffer] = []
+    try:
+        try:
+            data = _pickle(obj, buffers, cloud=False)
+            redo = AVAILABLE and len(data) >= THRESHOLD  # large bytes went inline?
+        except Exception:
+            redo = True  # a memoryview, say, or code for cloudpickle
+        if redo:
+            buffers.clear()
+            segments.clear()
+            data = _pickle(_substitute(obj), buffers)
+    finally:
+        _packing.segments = outer
+    if not buffers and not segments:
+        return data
+    layout: list[tuple[int, int]] = []
+    if buffers:
+        raws = [b.raw() for b in buffers]
+        try:
+            segment, layout = Segment.write(raws)
+        finally:
+            for raw in raws:
+                raw.release()
+        segments.append(segment)
+    return Packed(pickle.dumps((data, layout), protocol=PROTOCOL), segments)
+
+
+def unpack(body: bytes | bytearray, fds: list[int], *, private: bool = False) -> Any:
+    """The object :func:`pack` made; closes ``fds`` (the mappings outlive them).
+
+    ``private``: the receiver's writes to its buffers stay its own (copy-on-write),
+    for payloads the sender may send again.
+    """
+    if not fds:
+        return pickle.loads(body)
+    try:
+        data, layout = pickle.loads(body)
+        views = map_views(fds[-1], layout, writable=True, private=private) if layout else []
+        outer = _received.fds
+        _received.fds = fds
+        try:
+            return pickle.loads(data, buffers=views)
+        finally:
+            _received.fds = outer
+    finally:
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
+
+
+class _Received(threading.local):
+    fds: list[int] | None = None
+
+
+_received = _Received()
+
+
+# Shared objects ---------------------------------------------------------------------
+
+_tokens = itertools.count()
+_released_lock = threading.Lock()
+_released: list[tuple[int, int]] = []  # tokens of released handles, oldest first
+_live = 0  # handles alive in this process; the thread and serial backends look
+
+
+class Shared(Generic[T]):
+    """A handle to an object placed once in shared memory; see :func:`shared`.
+
+    In the program that made it, :attr:`value` is the object. Sent to a worker
+    process, it arrives as the object itself.
+    """
+
+    def __init__(self, value: T) -> None:
+        global _live
+        self.value = value
+        self.token = (os.getpid(), next(_tokens))
+        self.nbytes = 0
+        self._segment: Segment | None = None
+        self._layout: list[tuple[int, int]] = []
+        if AVAILABLE:
+            buffers: list[pickle.PickleBuffer] = []
+
+            def out_of_band(buffer: pickle.PickleBuffer) -> bool:
+                buffers.append(buffer)
+                return False
+
+            try:
+                data = pickle.dumps(value, protocol=PROTOCOL, buffer_callback=out_of_band)
+            except Exception:
+                buffers.clear()
+                data = cloudpickle_dumps(value, buffer_callback=out_of_band)
+            raws = [memoryview(data)] + [b.raw() for b in buffers]
+            try:
+                self._segment, self._layout = Segment.write(raws)
+            finally:
+                for raw in raws[1:]:
+                    raw.release()
+            self.nbytes = self._segment.size
+        else:
+            pickle.dumps(value, protocol=PROTOCOL)  # fail now, not in every task
+        _live += 1
+        self._finalizer = weakref.finalize(self, _release, self.token, self._segment)
+
+    def release(self) -> None:
+        """Free the shared copy now (it is also freed when the handle is collected)."""
+        self._finalizer()
+
+    @property
+    def released(self) -> bool:
+        """True once :meth:`release` ran or the handle was collected."""
+        return not self._finalizer.alive
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        override = _packing.override
+        if override is not None:
+            reduced: tuple[Any, ...] = override(self)
+            return reduced
+        segments = _packing.segments
+        if segments is None or self._segment is None or self.released:
+            return _identity, (self.value,)
+        index = next((i for i, s in enumerate(segments) if s is self._segment), len(segments))
+        if index == len(segments):
+            segments.append(self._segment)
+        return _shared_from_message, (self.token, index, self._layout)
+
+    def __repr__(self) -> str:
+        state = "released" if self.released else f"{self.nbytes} bytes shared"
+        return f"<corepool.Shared {type(self.value).__name__} ({state})>"
+
+
+def shared(obj: T) -> Shared[T]:
+    """Place a large read-only object once where every worker can read it.
+
+    Pass the handle to any number of tasks, instead of the object: each worker process
+    maps it once, and a task gets the object itself (a numpy array as a read-only view
+    of the shared memory, with no copy). The memory is freed when the handle is
+    garbage-collected or :meth:`Shared.release` is called; workers drop their view
+    before their next task after that.
+
+    >>> import corepool
+    >>> table = corepool.shared(list(range(1000)))
+    >>> corepool.map(len, [table, table], workers=1)
+    [1000, 1000]
+    """
+    return Shared(obj)
+
+
+def _identity(value: T) -> T:
+    return value
+
+
+def _release(token: tuple[int, int], segment: Segment | None) -> None:
+    global _live
+    _live -= 1
+    if segment is not None:
+        segment.close()
+    with _released_lock:
+        _released.append(token)
+
+
+def released_since(cursor: int) -> tuple[list[tuple[int, int]], int]:
+    """Tokens of handles released after position ``cursor``, and the new cursor."""
+    with _released_lock:
+        return _released[cursor:], len(_released)
+
+
+# The worker's side: objects of the handles it has met, by token.
+_cache: OrderedDict[tuple[int, int], Any] = OrderedDict()
+_CACHE_LIMIT = 64
+
+
+def _shared_from_message(token: tuple[int, int], index: int, layout: list[tuple[int, int]]) -> Any:
+    if token in _cache:
+        _cache.move_to_end(token)
+        return _cache[token]
+    fds = _received.fds
+    if fds is None:
+        raise RuntimeError("a corepool.shared handle can only be unpickled by a corepool worker")
+    views = map_views(fds[index], layout, writable=False)
+    value = pickle.loads(views[0], buffers=views[1:])
+    _cache[token] = value
+    if len(_cache) > _CACHE_LIMIT:
+        _cache.popitem(last=False)
+    return value
+
+
+def forget_shared(tokens: list[tuple[int, int]]) -> None:
+    """Drop this process's view of released handles (the worker, before a task)."""
+    for token in tokens:
+        _cache.pop(token, None)
+
+
+def resolve(value: Any) -> Any:
+    """``value`` with :class:`Shared` handles replaced by their objects, also inside
+    lists, tuples and dict values: what a worker process would receive. For the
+    backends that do not pickle (threads, serial)."""
+    return _replace_inside(value, _object_of_handle)
+
+
+def _object_of_handle(obj: Any) -> Any:
+    return obj.value if isinstance(obj, Shared) else obj
+
+
+def live_handles() -> int:
+    """How many :class:`Shared` handles are alive in this process."""
+    return _live
+
+
+@contextlib.contextmanager
+def reducing_shared_with(reduce: Callable[[Shared[Any]], Any]) -> Iterator[None]:
+    """While active in this thread, pickling a :class:`Shared` handle returns ``reduce(handle)``.
+
+    A backend that ships payloads itself uses it to send handles its own way, e.g. a
+    Dask backend as a key of data scattered to every worker. ``reduce`` returns a
+    ``__reduce__`` tuple.
+    """
+    outer = _packing.override
+    _packing.override = reduce
+    try:
+        yield
+    finally:
+        _packing.override = outer
