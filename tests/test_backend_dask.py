@@ -198,3 +198,24 @@ def test_missing_extra_names_it(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delitem(sys.modules, "corepool.backends.dask", raising=False)
     with pytest.raises(ImportError, match=r"pip install 'corepool\[dask\]'"):
         corepool.Pool(2, backend="dask")
+
+
+def test_shared_objects_are_scattered_once_to_every_worker(client: distributed.Client) -> None:
+    """``corepool.shared(obj)`` maps to ``scatter(broadcast=True)``: every worker holds
+    the object once, and its tasks get that same object (not a copy per chunk)."""
+    np = pytest.importorskip("numpy")
+    import shm_tasks
+
+    big = np.arange(200_000.0)
+    handle = corepool.shared(big)
+    got = corepool.map(
+        shm_tasks.object_id_and_sum, [(handle, i) for i in range(12)], backend="dask",
+        client=client, chunksize=1,
+    )
+    assert [total for _, _, total in got] == [float(big.sum())] * 12
+    per_worker: dict[int, set[int]] = {}
+    for pid, obj_id, _ in got:
+        per_worker.setdefault(pid, set()).add(obj_id)
+    assert all(len(ids) == 1 for ids in per_worker.values()), per_worker
+    # broadcast: one key held by both workers (the pool still holds the handle's data)
+    assert any(len(workers) == 2 for workers in client.who_has().values())

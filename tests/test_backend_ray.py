@@ -90,3 +90,19 @@ def test_a_ray_started_by_the_pool_is_shut_down_with_it() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "left []" in done.stdout
+
+
+def test_shared_objects_go_through_the_object_store() -> None:
+    """``corepool.shared(obj)`` maps to ``ray.put``: tasks read the array from Ray's
+    object store, a read-only zero-copy view, not a copy pickled into each chunk."""
+    np = pytest.importorskip("numpy")
+    import shm_tasks
+
+    big = np.arange(200_000.0)
+    handle = corepool.shared(big)
+    got = corepool.map(
+        shm_tasks.sum_shared, [(handle, i) for i in range(6)], workers=2, backend="ray",
+        chunksize=1,
+    )
+    assert [total for total, _, _ in got] == [float(big.sum())] * 6
+    assert not any(writable for _, _, writable in got)

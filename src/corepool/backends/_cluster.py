@@ -25,7 +25,9 @@ import itertools
 import threading
 import time
 import uuid
+import weakref
 from abc import abstractmethod
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +35,7 @@ from .._engine.job import CallJob, Job, Piece, StreamJob, input_failure_piece, s
 from ..errors import CorepoolError, SerializationError, WorkerCrashed
 from ..progress import PoolStats, WorkerStats
 from ..serialize import FailureInfo, dumps_code, dumps_data, find_unpicklable, loads
+from ..sharedmem import Shared, reducing_shared_with
 from . import _remote
 from .base import Backend
 
@@ -81,6 +84,8 @@ class ClusterBackend(Backend):
         self._idle = threading.Condition(self._lock)
         self._inflight: dict[int, Chunk] = {}  # by key number
         self._specs: dict[int, bytes] = {}  # job id -> pickled Spec
+        self._spec_shared: dict[int, dict[str, Any]] = {}  # job id -> shared objects it uses
+        self._shared: dict[str, Any] = {}  # key -> engine reference of a shared object
         self._closed = False
         self._terminated = False
         self._started = time.monotonic()
@@ -94,6 +99,11 @@ class ClusterBackend(Backend):
         """Hand ``_remote.run_chunk(*args)`` to the engine under ``key``; its handle."""
 
     @abstractmethod
+    def place_shared(self, value: Any) -> Any:
+        """Put a ``corepool.shared`` object on the cluster once; the engine's reference,
+        which the engine resolves to the object when it is an argument of a task."""
+
+    @abstractmethod
     def cancel_all(self, handles: list[Any]) -> None:
         """Ask the engine to drop these chunks (terminate)."""
 
@@ -105,6 +115,26 @@ class ClusterBackend(Backend):
         """Tasks the cluster runs at once (chunk sizes and windows are sized on it)."""
         return self.workers
 
+    # corepool.shared handles --------------------------------------------------------
+    def _pickling(self, used: dict[str, Any]) -> AbstractContextManager[None]:
+        """Pickle ``corepool.shared`` handles as keys of objects placed on the cluster
+        once (``place_shared``); ``used`` collects the keys and engine references."""
+
+        def reduce(handle: Shared[Any]) -> tuple[Any, ...]:
+            key = f"corepool-shared-{self._token}-{handle.token[0]}-{handle.token[1]}"
+            with self._lock:
+                ref = self._shared.get(key)
+            if ref is None:
+                ref = self.place_shared(handle.value)
+                with self._lock:
+                    self._shared[key] = ref
+                # The cluster's copy goes when the caller's handle does.
+                weakref.finalize(handle, self._shared.pop, key, None)
+            used[key] = ref
+            return _remote.shared_value, (key,)
+
+        return reducing_shared_with(reduce)
+
     # Jobs ---------------------------------------------------------------------------
     def _spec(self, job: Job) -> bytes:
         blob = self._specs.get(job.id)
@@ -114,7 +144,10 @@ class ClusterBackend(Backend):
                 job.fn, job.style, job.retries, job.retry_on, timeout, self.overrun_note
             )
             name = getattr(job.fn, "__qualname__", type(job.fn).__name__)
-            blob = self._specs[job.id] = dumps_code(spec, f"the function {name}")
+            used: dict[str, Any] = {}
+            with self._pickling(used):
+                blob = self._specs[job.id] = dumps_code(spec, f"the function {name}")
+            self._spec_shared[job.id] = used
         return blob
 
     def run_stream(self, job: StreamJob) -> None:
@@ -131,6 +164,7 @@ class ClusterBackend(Backend):
     def release(self, job: Job) -> None:
         with self._lock:
             self._specs.pop(job.id, None)
+            self._spec_shared.pop(job.id, None)
 
     def _check_open(self) -> None:
         if self._closed:
@@ -140,8 +174,11 @@ class ClusterBackend(Backend):
         """Pickle a chunk's inputs and submit it; inputs that do not pickle fail alone."""
         if job.cancelled or self._terminated:
             return
+        spec = self._spec(job)
+        used = dict(self._spec_shared.get(job.id, {}))
         try:
-            blob = dumps_data(items)
+            with self._pickling(used):
+                blob = dumps_data(items)
         except Exception:
             self._send_picklable(job, origin, start, items)
             return
@@ -152,7 +189,8 @@ class ClusterBackend(Backend):
         key = f"corepool-{self._token}-{job.id}-{start}-{key_number}"
         try:
             token = f"{self._token}-{job.id}"
-            chunk.handle = self.submit(key, (token, start, self._spec(job), blob))
+            args = (token, start, spec, blob, tuple(used), *used.values())
+            chunk.handle = self.submit(key, args)
         except BaseException:
             with self._lock:
                 self._inflight.pop(key_number, None)
@@ -272,6 +310,7 @@ class ClusterBackend(Backend):
             self._idle.notify_all()
         for chunk in chunks:
             chunk.job.fail(CorepoolError("the pool was terminated before this task finished"))
+        self._shared.clear()
         handles = [c.handle for c in chunks if c.handle is not None]
         if handles:
             try:

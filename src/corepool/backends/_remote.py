@@ -45,6 +45,7 @@ __all__ = [
     "overrun_threads",
     "run_chunk",
     "run_chunk_announced",
+    "shared_value",
 ]
 
 OK = "ok"
@@ -87,16 +88,43 @@ def _spec(token: str, blob: bytes) -> Spec:
     return spec
 
 
-def run_chunk(token: str, start: int, spec_blob: bytes, items_blob: bytes) -> bytes:
-    """Run one chunk of a job on this worker; the pickled answer (see the module doc)."""
+_local = threading.local()
+
+
+def shared_value(key: str) -> Any:
+    """What a :func:`corepool.shared` handle unpickles to on a cluster worker: the object
+    the engine placed there (Dask scatter, Ray object store), passed with the chunk."""
+    values: dict[str, Any] | None = getattr(_local, "shared", None)
+    if values is None or key not in values:
+        raise RuntimeError(f"the shared object {key} did not come with this task")
+    return values[key]
+
+
+def run_chunk(
+    token: str,
+    start: int,
+    spec_blob: bytes,
+    items_blob: bytes,
+    shared_keys: tuple[str, ...] = (),
+    *shared_values: Any,
+) -> bytes:
+    """Run one chunk of a job on this worker; the pickled answer (see the module doc).
+
+    ``shared_values`` are the objects of the ``corepool.shared`` handles the spec and the
+    inputs refer to (by ``shared_keys``), already resolved by the engine.
+    """
+    _local.shared = dict(zip(shared_keys, shared_values, strict=True))
     try:
-        spec = _spec(token, spec_blob)
-    except BaseException as exc:
-        return dumps_data((UNREADABLE, "function", FailureInfo.capture(exc)))
-    try:
-        items: list[Any] = loads(items_blob)
-    except BaseException as exc:
-        return dumps_data((UNREADABLE, "inputs", FailureInfo.capture(exc)))
+        try:
+            spec = _spec(token, spec_blob)
+        except BaseException as exc:
+            return dumps_data((UNREADABLE, "function", FailureInfo.capture(exc)))
+        try:
+            items: list[Any] = loads(items_blob)
+        except BaseException as exc:
+            return dumps_data((UNREADABLE, "inputs", FailureInfo.capture(exc)))
+    finally:
+        _local.shared = None
     began = time.perf_counter()
     if spec.retries == 0 and spec.timeout is None:
         values, failures = _run_plain(spec, items)
@@ -106,16 +134,14 @@ def run_chunk(token: str, start: int, spec_blob: bytes, items_blob: bytes) -> by
     return _pack(start, values, failures, busy)
 
 
-def run_chunk_announced(
-    token: str, start: int, spec_blob: bytes, items_blob: bytes
-) -> Iterator[bytes]:
+def run_chunk_announced(*args: Any) -> Iterator[bytes]:
     """:func:`run_chunk` as a generator that first yields ``b""``: the chunk started.
 
     For an engine that streams a generator's items (Ray), this tells the caller when
     to start a task's deadline: when it runs, not when it was queued.
     """
     yield b""
-    yield run_chunk(token, start, spec_blob, items_blob)
+    yield run_chunk(*args)
 
 
 def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:

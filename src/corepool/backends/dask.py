@@ -134,6 +134,10 @@ class DaskBackend(ClusterBackend):
         self._has_work.set()
         return future
 
+    def place_shared(self, value: Any) -> Any:
+        # On every worker at once: each of them will read it.
+        return self.client.scatter(value, broadcast=True, hash=False)
+
     def cancel_all(self, handles: list[Any]) -> None:
         self.client.cancel(handles, force=True)
 

@@ -138,6 +138,9 @@ class RayBackend(ClusterBackend):
             return
         job.deliver(Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.items))
 
+    def place_shared(self, value: Any) -> Any:
+        return ray.put(value)
+
     def cancel_all(self, handles: list[Any]) -> None:
         for ref in handles:
             try:
