@@ -167,6 +167,7 @@ class DaskBackend(ClusterBackend):
 
     def shutdown(self) -> None:
         self._stopping = True
+        self._results.clear()  # the collector stops waiting for cancelled chunks
         self._has_work.set()
         if self._plugin is not None and not self._owns_client:
             try:
