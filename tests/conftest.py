@@ -31,6 +31,18 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clusters.
         cluster.stop()
 
 
+def _uses_ray(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    in_ray_file = item.nodeid.startswith("tests/test_backend_ray.py")
+    return in_ray_file or (callspec is not None and callspec.params.get("backend") == "ray")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Ray tests last: ``ray.init`` leaves signal handlers in this process that
+    forked worker processes inherit, which would slow every later ``fork`` pool test."""
+    items.sort(key=_uses_ray)  # stable: the order within each group is kept
+
+
 @pytest.fixture(scope="session")
 def ray_session() -> Iterator[None]:
     """A local Ray (2 CPUs), initialised once per session and shut down at its end."""

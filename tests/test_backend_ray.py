@@ -70,12 +70,13 @@ def test_a_deadline_counts_from_the_start_of_the_task() -> None:
 
 
 LIFETIME = """
-import psutil, ray, corepool, tasks
+import signal, psutil, ray, corepool, tasks
 assert not ray.is_initialized()
 with corepool.Pool(2, backend="ray") as pool:
     assert ray.is_initialized() and pool.map(tasks.square, range(5)) == [0, 1, 4, 9, 16]
     assert psutil.Process().children(recursive=True)
 assert not ray.is_initialized()
+assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL  # Ray's handler is gone
 left = [p for p in psutil.Process().children(recursive=True) if p.status() != "zombie"]
 print("left", left)
 assert not left, left

@@ -22,6 +22,7 @@ split and each task retried alone, so only the task that kills its worker fails,
 from __future__ import annotations
 
 import queue
+import signal
 import threading
 import time
 from concurrent.futures import Future
@@ -57,6 +58,9 @@ class RayBackend(ClusterBackend):
     def __init__(self, workers: int, *, address: str | None = None) -> None:
         super().__init__(workers)
         self._owns_ray = not ray.is_initialized()
+        # ray.init installs its own SIGTERM handler in this process, and it outlives
+        # ray.shutdown; a Ray started here gives the program its handler back.
+        self._sigterm = signal.getsignal(signal.SIGTERM)
         if self._owns_ray:
             if address is not None:
                 ray.init(address=address, log_to_driver=False)
@@ -171,6 +175,8 @@ class RayBackend(ClusterBackend):
             self._watchdog.close()
         if self._owns_ray and ray.is_initialized():
             ray.shutdown()
+            if self._sigterm is not None and threading.current_thread() is threading.main_thread():
+                signal.signal(signal.SIGTERM, self._sigterm)
 
     def join(self, timeout: float | None = None) -> bool:
         done = super().join(timeout)
