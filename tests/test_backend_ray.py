@@ -30,7 +30,7 @@ def _wait(condition: object, what: str, timeout: float = 20.0) -> None:
 
 def test_sigkill_of_a_worker_mid_task_is_retried(tmp_path: Path) -> None:
     log = tmp_path / "starts"
-    args = [(str(log), 1.0)] * 4
+    args = [(str(log), 0.5)] * 4
     with corepool.Pool(2, backend="ray", retries=1) as pool:
         result = pool.starmap_async(tasks.note_start_then_sleep, args, chunksize=1)
         _wait(lambda: log.exists() and log.read_text().strip(), "a task to start")
@@ -61,12 +61,12 @@ def test_options_the_ray_backend_cannot_take() -> None:
 
 
 def test_a_deadline_counts_from_the_start_of_the_task() -> None:
-    """Twelve 0.5 s tasks on 2 CPUs with a 2 s timeout: the last ones wait in Ray's
-    queue for 2.5 s, longer than the timeout, and still succeed."""
+    """Ten 0.3 s tasks on 2 CPUs with a 1 s timeout: the last ones wait in Ray's queue
+    for 1.2 s, longer than the timeout, and still succeed."""
     began = time.monotonic()
-    got = corepool.map(tasks.sleep_for, [0.5] * 12, workers=2, backend="ray", timeout=2.0)
-    assert got == [0.5] * 12
-    assert time.monotonic() - began >= 3.0  # six waves of two
+    got = corepool.map(tasks.sleep_for, [0.3] * 10, workers=2, backend="ray", timeout=1.0)
+    assert got == [0.3] * 10
+    assert time.monotonic() - began >= 1.5  # five waves of two
 
 
 LIFETIME = """
