@@ -136,8 +136,10 @@ def main() -> None:
             f"{median / many * 1e6:.1f} | {plain / median:.1f}x |"
         )
     print("\n### Per-task overhead, tasks of `x*x`\n")
-    print("| backend | alone (chunksize=1), µs/task | ratio vs process | "
-          f"chunked ({many:,} tasks), µs/task | ratio vs process |")
+    print(
+        "| backend | alone (chunksize=1), µs/task | ratio vs process | "
+        f"chunked ({many:,} tasks), µs/task | ratio vs process |"
+    )
     print("|---|---:|---:|---:|---:|")
     base_alone = _median(times[f"process: {alone} tasks, chunksize=1"]) / alone
     base_many = _median(times[f"process: {many:,} tasks, chunked"]) / many

@@ -15,6 +15,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import IO
 
 import psutil
 
@@ -66,48 +67,47 @@ class DaskCluster:
     workdir: Path
     address: str = ""
     processes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    log: IO[bytes] | None = None
+
+    def _run(self, arguments: str) -> subprocess.Popen[bytes]:
+        command = [sys.executable, "-m", "dask", *arguments.split()]
+        assert self.log is not None
+        proc = subprocess.Popen(
+            command, env=environment(), stdout=self.log, stderr=self.log, cwd=self.workdir
+        )
+        self.processes.append(proc)
+        SESSION_ROOTS.add(proc.pid)
+        return proc
 
     def start(self) -> DaskCluster:
-        scheduler_file = self.workdir / "scheduler.json"
-        log = open(self.workdir / "dask.log", "ab")  # noqa: SIM115 - closed with the processes
-        common = {"env": environment(), "stdout": log, "stderr": log, "cwd": str(self.workdir)}
-        self.processes.append(
-            subprocess.Popen(
-                ["dask", "scheduler", "--host", "127.0.0.1", "--port", "0",
-                 "--dashboard-address", ":0", "--scheduler-file", str(scheduler_file)],
-                **common,  # type: ignore[call-overload]
-            )
-        )
-        SESSION_ROOTS.add(self.processes[0].pid)
-        _wait_for(scheduler_file.exists, "the dask scheduler's address file")
-        _wait_for(lambda: scheduler_file.stat().st_size > 0, "the dask scheduler's address")
-        self.address = json.loads(scheduler_file.read_text())["address"]
-        for name in ("w1", "w2"):
-            worker = subprocess.Popen(
-                ["dask", "worker", "--scheduler-file", str(scheduler_file), "--name", name,
-                 "--host", "127.0.0.1", "--nthreads", "1", "--nworkers", "1",
-                 "--no-dashboard", "--death-timeout", "60"],
-                **common,  # type: ignore[call-overload]
-            )
-            self.processes.append(worker)
-            SESSION_ROOTS.add(worker.pid)
+        """Start the scheduler, then the workers; return once both workers joined."""
         from distributed import Client
 
+        scheduler_file = self.workdir / "scheduler.json"
+        self.log = open(self.workdir / "dask.log", "ab")  # noqa: SIM115 - closed in stop()
+        self._run(
+            "scheduler --host 127.0.0.1 --port 0 --dashboard-address :0 "
+            f"--scheduler-file {scheduler_file}"
+        )
+        _wait_for(
+            lambda: scheduler_file.exists() and scheduler_file.stat().st_size > 0,
+            "the dask scheduler's address file",
+        )
+        self.address = json.loads(scheduler_file.read_text())["address"]
+        for name in ("w1", "w2"):
+            self._run(
+                f"worker --scheduler-file {scheduler_file} --name {name} --host 127.0.0.1 "
+                "--nthreads 1 --nworkers 1 --no-dashboard --death-timeout 60"
+            )
         with Client(self.address, set_as_default=False, timeout=START_TIMEOUT) as client:
             client.wait_for_workers(2, timeout=START_TIMEOUT)
         return self
 
-    def worker_pids(self) -> dict[str, int]:
-        """The worker processes (children of the ``dask worker`` nannies), by address."""
-        import os as _os
-
-        from distributed import Client
-
-        with Client(self.address, set_as_default=False) as client:
-            return {address: int(pid) for address, pid in client.run(_os.getpid).items()}
-
     def stop(self) -> None:
+        """Kill every process of the cluster."""
         _stop(list(reversed(self.processes)))
+        if self.log is not None:
+            self.log.close()
 
 
 def start_local_ray() -> set[int]:

@@ -86,8 +86,9 @@ def test_local_cluster_lifetime_crash_and_initializer(monkeypatch: pytest.Monkey
         raise
     pool.close()
     pool.join()
-    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie"
-                   for pid in pids)
+    assert not any(
+        psutil.pid_exists(pid) and psutil.Process(pid).status() != "zombie" for pid in pids
+    )
 
 
 def test_timeout_fails_the_task_and_its_thread_runs_on(client: distributed.Client) -> None:
@@ -148,7 +149,10 @@ def test_endless_input_is_read_only_as_far_as_the_window(dask_cluster: DaskClust
 
 def test_inputs_and_results_that_do_not_pickle_fail_alone(client: distributed.Client) -> None:
     got = corepool.map(
-        tasks.identity, [1, threading.Lock(), 3], backend="dask", client=client,
+        tasks.identity,
+        [1, threading.Lock(), 3],
+        backend="dask",
+        client=client,
         on_error="return",
     )
     assert got[0] == 1 and got[2] == 3 and isinstance(got[1], corepool.SerializationError)
@@ -167,9 +171,7 @@ def test_executor_and_pool_take_address_and_client(
     with corepool.Pool(backend="dask", client=client) as pool:
         assert pool.pids() == []  # the workers belong to the cluster, not to this pool
         assert pool.apply(tasks.square, (4,)) == 16
-        assert sorted(pool.imap_unordered(tasks.square, range(10))) == [
-            x * x for x in range(10)
-        ]
+        assert sorted(pool.imap_unordered(tasks.square, range(10))) == [x * x for x in range(10)]
 
 
 @pytest.mark.parametrize(
@@ -209,8 +211,11 @@ def test_shared_objects_are_scattered_once_to_every_worker(client: distributed.C
     big = np.arange(200_000.0)
     handle = corepool.shared(big)
     got = corepool.map(
-        shm_tasks.object_id_and_sum, [(handle, i) for i in range(12)], backend="dask",
-        client=client, chunksize=1,
+        shm_tasks.object_id_and_sum,
+        [(handle, i) for i in range(12)],
+        backend="dask",
+        client=client,
+        chunksize=1,
     )
     assert [total for _, _, total in got] == [float(big.sum())] * 12
     per_worker: dict[int, set[int]] = {}

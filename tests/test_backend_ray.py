@@ -86,7 +86,10 @@ assert not left, left
 def test_a_ray_started_by_the_pool_is_shut_down_with_it() -> None:
     """Run where no Ray is initialised: the pool starts a local Ray, and stops it."""
     done = subprocess.run(
-        [sys.executable, "-c", LIFETIME], env=environment(), capture_output=True, text=True,
+        [sys.executable, "-c", LIFETIME],
+        env=environment(),
+        capture_output=True,
+        text=True,
         timeout=80,
     )
     assert done.returncode == 0, done.stdout + done.stderr
@@ -102,7 +105,10 @@ def test_shared_objects_go_through_the_object_store() -> None:
     big = np.arange(200_000.0)
     handle = corepool.shared(big)
     got = corepool.map(
-        shm_tasks.sum_shared, [(handle, i) for i in range(6)], workers=2, backend="ray",
+        shm_tasks.sum_shared,
+        [(handle, i) for i in range(6)],
+        workers=2,
+        backend="ray",
         chunksize=1,
     )
     assert [total for total, _, _ in got] == [float(big.sum())] * 6

@@ -354,4 +354,3 @@ class ClusterBackend(Backend):
             for name, (number, pid, tasks, failed, busy) in rows
         ]
         return PoolStats(self.name, workers, self._restarts)
-

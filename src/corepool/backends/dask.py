@@ -79,8 +79,15 @@ class DaskBackend(ClusterBackend):
             address = address or dask.config.get("scheduler-address", None)
             if address is None:
                 # One crash is enough to blame a chunk: it is then split, as on the
-                # process backend, instead of killing three more workers first.
-                with dask.config.set({"distributed.scheduler.allowed-failures": 0}):
+                # process backend, instead of killing three more workers first. For
+                # that, a worker holds only the task it runs (saturation 1.0), so that
+                # no task merely queued behind it is blamed too.
+                with dask.config.set(
+                    {
+                        "distributed.scheduler.allowed-failures": 0,
+                        "distributed.scheduler.worker-saturation": 1.0,
+                    }
+                ):
                     self._cluster = LocalCluster(
                         n_workers=workers,
                         threads_per_worker=1,
@@ -226,4 +233,6 @@ def create(
     return DaskBackend(
         workers, address=address, client=client, initializer=initializer, initargs=initargs
     )
+
+
 BACKEND = DaskBackend

@@ -100,7 +100,9 @@ class RayBackend(ClusterBackend):
             return ref
         stream = self._run_announced.remote(*args)
         threading.Thread(
-            target=self._follow, args=(key, stream, timeout), name="corepool-ray-timed",
+            target=self._follow,
+            args=(key, stream, timeout),
+            name="corepool-ray-timed",
             daemon=True,
         ).start()
         return stream
@@ -133,8 +135,7 @@ class RayBackend(ClusterBackend):
             self._restarts += 1
         job = chunk.job
         error = TaskTimeout(
-            f"task {chunk.start} ran longer than its {timeout:g} s timeout; "
-            f"{self.overrun_note}",
+            f"task {chunk.start} ran longer than its {timeout:g} s timeout; {self.overrun_note}",
             timeout,
         )
         if chunk.attempt < job.retries and isinstance(error, job.retry_on) and not job.cancelled:
