@@ -16,8 +16,11 @@ first result    ``imap`` over 10,000 tasks that sleep 1 ms, on a fresh, warmed p
                 cancelled and the pool stopped, so nothing runs into the next measurement.
 gen. memory     ``imap`` over a 3,000,000-item generator, every result consumed, in a
                 fresh process per library: that process's peak RSS (ru_maxrss).
-cold start      wall time of a fresh ``python -c`` that imports the library and maps 16
+cold start      wall time of a fresh ``python -c`` that imports the library and maps 2
                 tiny tasks, timed from outside.
+
+The data-plane workloads (large arrays in and out, a shared array, a second map) are
+described in ``data_plane.py``.
 
 Why interleaved rounds: this machine is shared and noisy, and its speed drifts over
 minutes. Timing library A for a minute and then library B would fold that drift into
@@ -43,101 +46,29 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 
-from libraries import ALL, BY_NAME, WORKERS, Library
+from common import (
+    HERE,
+    PYTHON_ONLY,
+    REPO,
+    SERIAL,
+    Settings,
+    Table,
+    child_env,
+    close_all,
+    log,
+    open_all,
+    shuffled,
+    timed,
+)
+from data_plane import DATA_WORKLOADS
+from libraries import ALL, BY_NAME, WORKERS
 from workloads import calibrate_spin, nap, spin, square
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-SERIAL = "serial (no pool)"
-PYTHON_ONLY = "python (import only)"
 CPU_TASK_SECONDS = 0.15
-
-
-@dataclass(frozen=True)
-class Settings:
-    """Sizes of one run; ``--quick`` shrinks them all."""
-
-    rounds: int = 5
-    memory_rounds: int = 1
-    tiny_n: int = 200_000
-    tiny_small_n: int = 20_000  # for libraries that would need more than tiny_budget
-    tiny_budget: float = 30.0
-    tiny_always_small: tuple[str, ...] = ("ProcessPoolExecutor",)  # chunksize=1: ~10k/s
-    cpu_tasks: int = 16
-    first_n: int = 10_000
-    memory_n: int = 3_000_000
-    memory_ladder: tuple[int, ...] = (3_000_000, 1_000_000, 300_000, 100_000)
-    memory_pilot_n: int = 100_000
-    memory_budget: float = 120.0
-
-    @classmethod
-    def quick(cls, rounds: int, memory_rounds: int) -> Settings:
-        return cls(
-            rounds=rounds, memory_rounds=memory_rounds, tiny_n=20_000, tiny_small_n=5_000,
-            cpu_tasks=4, first_n=2_000, memory_n=30_000, memory_ladder=(30_000, 10_000),
-            memory_pilot_n=30_000, memory_budget=10.0,
-        )
-
-
-@dataclass
-class Table:
-    """One workload's results: samples per library, plus how to print them."""
-
-    title: str
-    what: str
-    unit: str  # "tasks/s", "s", "ms" or "MB"
-    higher_is_better: bool
-    samples: dict[str, list[float]] = field(default_factory=dict)
-    sizes: dict[str, str] = field(default_factory=dict)  # library -> "N" cell, if any
-    notes: list[str] = field(default_factory=list)
-    speedup_over: str | None = None  # for "cpu": speedup = that row's median / this one's
-
-    def median(self, name: str) -> float:
-        return statistics.median(self.samples[name])
-
-
-# Helpers ------------------------------------------------------------------------------
-
-def log(message: str) -> None:
-    print(message, file=sys.stderr, flush=True)
-
-
-def timed(action: Callable[[], object]) -> tuple[float, object]:
-    start = time.perf_counter()
-    result = action()
-    return time.perf_counter() - start, result
-
-
-def shuffled(rng: random.Random, items: Sequence[str]) -> list[str]:
-    order = list(items)
-    rng.shuffle(order)
-    return order
-
-
-def child_env() -> dict[str, str]:
-    """The environment for every child: this folder importable, so ``workloads`` is."""
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(HERE), env.get("PYTHONPATH")) if p)
-    return env
-
-
-def open_all() -> dict[str, Library]:
-    libraries: dict[str, Library] = {}
-    for cls in ALL:
-        library = cls()
-        library.open()
-        libraries[library.name] = library
-    return libraries
-
-
-def close_all(libraries: dict[str, Library]) -> None:
-    for library in libraries.values():
-        library.close()
 
 
 # Workloads ----------------------------------------------------------------------------
@@ -332,8 +263,9 @@ def bench_memory(settings: Settings, rng: random.Random) -> Table:
 
 def bench_cold(settings: Settings, rng: random.Random) -> Table:
     table = Table(
-        "Cold start", "Wall time of `python -c '<import the library; map 16 tiny tasks "
-        "with 2 workers>'`, timed from outside (includes interpreter start and shutdown).",
+        "Cold start", "Wall time of `python -c '<import the library; map 2 tiny tasks "
+        "with 2 workers>'`, timed from outside (includes interpreter start and shutdown); "
+        "multiprocessing with the `fork` start method.",
         "s", higher_is_better=False,
     )
     programs = {cls.name: cls.cold_start_code for cls in ALL}
@@ -367,12 +299,13 @@ def bench_cold(settings: Settings, rng: random.Random) -> Table:
     return table
 
 
-WORKLOADS: dict[str, Callable[[Settings, random.Random], Table]] = {
+WORKLOADS: dict[str, Callable[[Settings, random.Random], Table | list[Table]]] = {
     "tiny": bench_tiny,
     "cpu": bench_cpu,
     "first": bench_first,
     "memory": bench_memory,
     "cold": bench_cold,
+    **DATA_WORKLOADS,
 }
 
 
@@ -405,11 +338,11 @@ def render_table(table: Table) -> str:
     if table.speedup_over:
         headers.append("speedup vs serial")
     headers.append("ratio vs corepool")
-    reference = table.median("corepool")
+    reference = table.median(table.reference)
     rows = []
     for name, values in sorted(table.samples.items(), key=lambda kv: order_key(kv[0])):
         median = statistics.median(values)
-        row = [f"**{name}**" if name == "corepool" else name]
+        row = [f"**{name}**" if name == table.reference else name]
         if table.sizes:
             row.append(table.sizes.get(name, ""))
         row += [fmt(median, table.unit),
@@ -432,9 +365,9 @@ def render_table(table: Table) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
-def order_key(name: str) -> int:
+def order_key(name: str) -> tuple[int, str]:
     names = [cls.name for cls in ALL] + [SERIAL, PYTHON_ONLY]
-    return names.index(name)
+    return (names.index(name), "") if name in names else (len(names), name)
 
 
 def corepool_revision() -> str:
@@ -546,7 +479,8 @@ def main(argv: list[str] | None = None) -> None:
     for name in args.only.split(","):
         log(f"{name}:")
         workload_start = time.perf_counter()
-        tables.append(WORKLOADS[name](settings, rng))
+        made = WORKLOADS[name](settings, rng)
+        tables.extend(made if isinstance(made, list) else [made])
         log(f"  ({time.perf_counter() - workload_start:.0f} s)")
     page = render_page(tables, settings, command, seed, time.perf_counter() - started)
     print(page)

@@ -10,7 +10,7 @@ set. The timing itself is done by the caller; an adapter only does the library c
 * ``abandon(results)`` stops an ``imap`` early and drops whatever work is left, so that
   nothing keeps running into the next measurement;
 * ``close()`` shuts the pool down (safe to call twice);
-* ``cold_start_code`` is a complete ``python -c`` program: import, one map of 16 tiny
+* ``cold_start_code`` is a complete ``python -c`` program: import, one map of 2 tiny
   tasks, exit.
 """
 
@@ -57,7 +57,7 @@ class Corepool(Library):
     name = "corepool"
     cold_start_code = (
         "import corepool, workloads\n"
-        "corepool.map(workloads.square, range(16), workers=2)\n"
+        "corepool.map(workloads.square, range(2), workers=2)\n"
     )
 
     def open(self) -> None:
@@ -84,8 +84,8 @@ class Multiprocessing(Library):
     name = "multiprocessing.Pool"
     cold_start_code = (
         "import multiprocessing, workloads\n"
-        "with multiprocessing.Pool(2) as pool:\n"
-        "    pool.map(workloads.square, range(16))\n"
+        "with multiprocessing.get_context('fork').Pool(2) as pool:\n"
+        "    pool.map(workloads.square, range(2))\n"
     )
 
     def open(self) -> None:
@@ -112,7 +112,7 @@ class ProcessPool(Library):
     cold_start_code = (
         "import concurrent.futures, workloads\n"
         "with concurrent.futures.ProcessPoolExecutor(2) as ex:\n"
-        "    list(ex.map(workloads.square, range(16)))\n"
+        "    list(ex.map(workloads.square, range(2)))\n"
     )
 
     def open(self) -> None:
@@ -138,7 +138,7 @@ class Joblib(Library):
     name = "joblib"
     cold_start_code = (
         "import joblib, workloads\n"
-        "joblib.Parallel(n_jobs=2)(joblib.delayed(workloads.square)(x) for x in range(16))\n"
+        "joblib.Parallel(n_jobs=2)(joblib.delayed(workloads.square)(x) for x in range(2))\n"
     )
 
     def open(self) -> None:
@@ -178,7 +178,7 @@ class Mpire(Library):
     cold_start_code = (
         "import mpire, workloads\n"
         "with mpire.WorkerPool(n_jobs=2) as pool:\n"
-        "    pool.map(workloads.square, range(16))\n"
+        "    pool.map(workloads.square, range(2))\n"
     )
 
     def open(self) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
+from typing import Any
 
 
 def square(x: int) -> int:
@@ -52,3 +53,39 @@ def calibrate_spin(target_seconds: float, repeats: int = 3) -> int:
         spin(loops)
         times.append(time.perf_counter() - start)
     return max(1, int(loops * target_seconds / statistics.median(times)))
+
+
+# Data-plane workloads (numpy; imported lazily so the other workloads need no numpy).
+ARRAY_VALUE = 0.5
+BIG: Any = None  # the shared workload's array, for libraries that inherit it under fork
+
+
+def array_sum(a: Any) -> float:
+    """The arrays-in task: the sum of an argument array (reads all of it)."""
+    return float(a.sum())
+
+
+def make_array(code: int) -> Any:
+    """The arrays-out task: a new float64 array, returned. ``code`` is
+    ``value * 2**32 + size`` (one int: mpire spreads a tuple or list over arguments)."""
+    import numpy
+
+    value, size = divmod(code, 2**32)
+    return numpy.full(size, float(value))
+
+
+def shared_sum(args: tuple[Any, int]) -> float:
+    """The shared task: reads the whole shared array (corepool: the handle's object)."""
+    array, _ = args
+    return float(array.sum())
+
+
+def global_sum(_: int) -> float:
+    """The shared task for a pool forked after ``workloads.BIG`` was set."""
+    assert BIG is not None
+    return float(BIG.sum())
+
+
+def mpire_shared_sum(shared: Any, _: int) -> float:
+    """The shared task for mpire's ``shared_objects``."""
+    return float(shared.sum())

@@ -110,3 +110,72 @@ def touch_pages(args: tuple[np.ndarray, int]) -> float:
     """Read every page of a shared array (so its pages count in this worker's memory)."""
     a, _ = args
     return float(a[:: 512].sum())
+
+
+def blas_threads_here(_: Any = None) -> tuple[str | None, int]:
+    """OMP_NUM_THREADS in this worker, and the threads its BLAS would use."""
+    from threadpoolctl import threadpool_info
+
+    blas = [info["num_threads"] for info in threadpool_info() if info["user_api"] == "blas"]
+    return os.environ.get("OMP_NUM_THREADS"), max(blas, default=0)
+
+
+_model: dict[str, Any] | None = None
+
+
+def load_model(log_path: str) -> None:
+    """A pool initializer: build the expensive object once per worker, keep it global."""
+    global _model
+    with open(log_path, "a") as log:
+        log.write(f"{os.getpid()}\n")
+    _model = {"factor": 2}
+
+
+def predict(x: int) -> int:
+    assert _model is not None, "the initializer did not run in this worker"
+    return x * _model["factor"]
+
+
+_kept: list[np.ndarray] = []
+
+
+def keep(a: np.ndarray) -> None:
+    """Keep the argument array past the task (so its memory stays mapped)."""
+    _kept.append(a)
+
+
+def kept_sum(_: Any = None) -> float | None:
+    return float(_kept[0].sum()) if _kept else None
+
+
+def memfd_inodes(_: Any = None) -> set[int]:
+    """Inodes of the corepool shared-memory files this process maps."""
+    found = set()
+    with open("/proc/self/maps") as f:
+        for line in f:
+            if "memfd:corepool" in line:
+                found.add(int(line.split()[4]))
+    return found
+
+
+def inodes_of_argument(a: np.ndarray) -> tuple[set[int], float]:
+    return memfd_inodes(), float(a.sum())
+
+
+def zeros_result(args: tuple[int, float]) -> np.ndarray:
+    """A result made in shared memory; kept here too, to write into it later."""
+    from corepool.sharedmem import zeros
+
+    size, value = args
+    out = zeros(size)
+    out[:] = value
+    _kept.append(out)
+    return out
+
+
+def write_into_kept(value: float) -> None:
+    _kept[-1][:] = value
+
+
+def sum_all(handles: list[np.ndarray], arrays: list[np.ndarray]) -> tuple[float, float]:
+    return float(sum(h.sum() for h in handles)), float(sum(a.sum() for a in arrays))

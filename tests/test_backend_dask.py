@@ -80,7 +80,9 @@ def test_local_cluster_lifetime_crash_and_initializer(monkeypatch: pytest.Monkey
             next(results)
         assert any("input 3" in note for note in info.value.__notes__)
         assert pool.map(tasks.square, range(8)) == [x * x for x in range(8)]
-        assert pool.stats().restarts >= 2
+        stats = pool.stats()
+        assert stats.restarts >= 2
+        assert any(not w.alive for w in stats.workers)  # the worker processes that died
     except BaseException:
         pool.terminate()
         raise
@@ -164,12 +166,15 @@ def test_inputs_and_results_that_do_not_pickle_fail_alone(client: distributed.Cl
 
 
 def test_executor_and_pool_take_address_and_client(
-    dask_cluster: DaskCluster, client: distributed.Client
+    dask_cluster: DaskCluster, client: distributed.Client, tmp_path: Path
 ) -> None:
     with corepool.Executor(2, backend="dask", address=dask_cluster.address) as ex:
         assert ex.submit(tasks.add, 1, b=2).result(timeout=30) == 3
-    with corepool.Pool(backend="dask", client=client) as pool:
+    with corepool.Pool(backend="dask", client=client, retries=2) as pool:
         assert pool.pids() == []  # the workers belong to the cluster, not to this pool
+        marker = str(tmp_path / "attempts")
+        assert pool.starmap(tasks.flaky, [(marker, 2)]) == ["ok after 3"]
+        assert pool.stats().retried == 2  # retried on the worker, counted there
         assert pool.apply(tasks.square, (4,)) == 16
         assert sorted(pool.imap_unordered(tasks.square, range(10))) == [x * x for x in range(10)]
 

@@ -17,6 +17,7 @@ import corepool
 import shm_tasks as st
 from corepool import sharedmem
 from corepool._engine import protocol as p
+from corepool.api import shutdown_default_pool
 
 pytestmark = [
     pytest.mark.timeout(60),
@@ -181,7 +182,22 @@ def test_no_segment_outlives_crashes_timeouts_and_results() -> None:
     seen = corepool.map(st.pid_and_segments, range(8), workers=2, chunksize=1)
     assert {held for _, held in seen} == {(0, 0)}
     del results
+    shutdown_default_pool()  # its pool of reusable segments goes with it
     assert _wait_until(_parent_holds_no_segments)
+
+
+def test_argument_memory_is_reused_but_never_under_a_task_that_kept_a_view() -> None:
+    arrays = [np.full(BIG, float(i)) for i in range(4)]
+    with corepool.Pool(2) as pool:
+        for _ in range(10):
+            assert pool.map(st.describe, arrays)[3][0] == 3.0 * BIG
+        assert st.memfd_fds() <= 8  # reused, not one new segment per array per map
+        # A task that keeps its argument: later maps must not write into that memory.
+        pool.apply(st.keep, (np.full(BIG, 7.0),))
+        for _ in range(5):
+            pool.map(st.describe, arrays)
+        assert set(pool.map(st.kept_sum, range(4), chunksize=1)) <= {7.0 * BIG, None}
+        assert 7.0 * BIG in pool.map(st.kept_sum, range(8), chunksize=1)
 
 
 def test_thread_and_serial_backends_pass_large_buffers_as_they_are(backend: str) -> None:
@@ -225,15 +241,23 @@ def test_shared_handle_on_every_local_backend(backend: str) -> None:
     assert corepool.starmap(np.add, [(handle, 1)], backend=backend)[0][0] == 1.0
 
 
+def _mapped_segments(pid: int) -> int:
+    with open(f"/proc/{pid}/maps") as f:
+        return sum("memfd:corepool" in line for line in f)
+
+
 def test_released_handle_frees_its_memory_in_parent_and_workers() -> None:
     handle = corepool.shared(np.ones(BIG * 4))
     with corepool.Pool(1) as pool:
         pool.apply(st.sum_shared, ((handle, 0),))
         assert pool.apply(st.memfd_mappings) == 1  # the worker keeps its view
         assert st.memfd_fds() == 1
+        (worker,) = pool.pids()
         handle.release()
         assert handle.released and st.memfd_fds() == 0
-        assert pool.apply(st.memfd_mappings) == 0  # dropped before its next task
+        # The idle worker is told at once, not at its next task.
+        assert _wait_until(lambda: _mapped_segments(worker) == 0)
+        assert pool.apply(st.memfd_mappings) == 0
     assert handle.value.sum() == BIG * 4  # the parent's own object is untouched
 
 
@@ -259,3 +283,47 @@ def test_shared_array_memory_is_counted_once_across_workers() -> None:
         grew = total_pss() - before
         del handle
     assert grew < 1.25 * big.nbytes, f"grew by {grew / 2**20:.0f} MiB for a 128 MiB array"
+
+
+# Arrays made in shared memory from the start --------------------------------------
+
+
+def test_an_array_made_by_zeros_is_sent_without_any_copy() -> None:
+    a = sharedmem.zeros((BIG // 4, 4))
+    a[:] = 2.0
+    segment, offset = sharedmem.locate(memoryview(a).cast("B"))  # type: ignore[misc]
+    assert offset == 0
+    inode = os.fstat(segment.fd).st_ino
+    payload = sharedmem.pack([a, np.ones(BIG)])
+    assert isinstance(payload, sharedmem.Packed)
+    assert payload.segments[0] is segment  # its own memory, not a copy
+    with corepool.Pool(1) as pool:
+        inodes, total = pool.apply(st.inodes_of_argument, (a,))
+    assert inode in inodes and total == 2.0 * BIG
+
+
+def test_a_result_made_by_zeros_comes_back_without_any_copy() -> None:
+    with corepool.Pool(1) as pool:
+        out = pool.apply(st.zeros_result, ((BIG, 3.0),))
+        assert (out == 3.0).all() and st.backed_by_mapping(out)
+        pool.apply(st.write_into_kept, (9.0,))  # the worker writes into its own array...
+        assert (out == 9.0).all()  # ...and the parent's result is that same memory
+
+
+def test_zeros_memory_is_freed_with_the_last_view() -> None:
+    a = sharedmem.zeros(BIG)
+    view = a[10:20]
+    del a
+    assert st.memfd_mappings() >= 1
+    del view
+    assert _wait_until(_parent_holds_no_segments)
+
+
+def test_more_shared_objects_in_one_task_than_a_message_can_carry() -> None:
+    handles = [corepool.shared(np.full(10, float(i))) for i in range(300)]
+    arrays = [sharedmem.zeros(BIG // 64) for _ in range(300)]
+    payload = sharedmem.pack([handles, arrays])
+    assert isinstance(payload, sharedmem.Packed) and len(payload.fds) <= p.MAX_FDS
+    with corepool.Pool(1) as pool:
+        totals = pool.apply(st.sum_all, (handles, arrays))
+    assert totals == (float(sum(10 * i for i in range(300))), 0.0)

@@ -10,16 +10,15 @@ from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
-__all__ = ["CpuReport", "cpu_count", "cpu_report"]
+__all__ = ["CpuReport", "blas_thread_limit", "cpu_count", "cpu_report"]
 
 _CGROUP_ROOT = Path("/sys/fs/cgroup")
 
 
-@dataclass(frozen=True)
-class CpuReport:
+class CpuReport(NamedTuple):
     """The figures behind :func:`cpu_count`; ``None`` where a limit does not apply."""
 
     machine: int
@@ -134,3 +133,21 @@ def cpu_count() -> int:
     True
     """
     return cpu_report().usable
+
+
+def blas_thread_limit(setting: int | str | None, workers: int) -> int | None:
+    """Threads each worker's BLAS/OpenMP pools may use, for ``blas_threads=``.
+
+    ``"auto"``: the usable CPUs shared out between the workers (at least 1), so that
+    N workers each running a multi-threaded numpy call do not oversubscribe the
+    machine; an int: that many; ``None``: leave the libraries alone.
+    """
+    if setting is None:
+        return None
+    if setting == "auto":
+        return max(1, cpu_count() // max(1, workers))
+    if isinstance(setting, int) and not isinstance(setting, bool) and setting >= 1:
+        return setting
+    raise ValueError(
+        f'blas_threads must be "auto", a positive int or None (no limit), got {setting!r}'
+    )

@@ -11,7 +11,7 @@ from typing import Any
 
 from ._engine import protocol as p
 from .core import PoolCore
-from .cpus import cpu_count
+from .cpus import blas_thread_limit, cpu_count
 from .pool import IMapIterator
 from .progress import PoolStats
 
@@ -24,9 +24,10 @@ class Executor(concurrent.futures.Executor):
     Same constructor and errors as ``ProcessPoolExecutor``; leaving its ``with`` block
     waits for submitted work, as ``concurrent.futures`` does. Beyond it: a crashed
     worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
-    ``retries``, lambdas as functions, and ``map`` that reads its input lazily.
-    ``address`` / ``client`` (keyword only) name the cluster of ``backend="dask"`` or
-    ``backend="ray"``, as for :class:`~corepool.Pool`.
+    ``retries``, lambdas as functions, ``map`` that reads its input lazily, and
+    ``blas_threads`` as on :class:`corepool.Pool`. ``address`` / ``client`` (keyword
+    only) name the cluster of ``backend="dask"`` or ``backend="ray"``, as for
+    :class:`~corepool.Pool`.
 
     >>> import corepool
     >>> with corepool.Executor(max_workers=2) as ex:
@@ -47,6 +48,7 @@ class Executor(concurrent.futures.Executor):
         backend: str | None = "process",
         address: str | None = None,
         client: Any = None,
+        blas_threads: int | str | None = "auto",
     ) -> None:
         if max_workers is None:
             max_workers = cpu_count()
@@ -72,6 +74,7 @@ class Executor(concurrent.futures.Executor):
             context=mp_context,
             address=address,
             client=client,
+            thread_limit=blas_thread_limit(blas_threads, max_workers),
         )
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:

@@ -14,7 +14,7 @@ from typing import Any
 from ._engine import protocol as p
 from ._engine.job import TIMED_OUT, StreamJob
 from .core import PoolCore, parse_memory
-from .cpus import cpu_count
+from .cpus import blas_thread_limit, cpu_count
 from .progress import PoolStats
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool"]
@@ -135,6 +135,11 @@ class Pool:
     address); ``processes`` then sizes only a cluster that corepool starts itself.
     Given to another backend they are a ValueError.
 
+    Each worker process caps its BLAS/OpenMP thread pools (numpy, scipy, ...) at
+    ``blas_threads``: by default the usable CPUs divided by the number of workers, so
+    workers x threads does not oversubscribe the machine; ``blas_threads=None`` leaves
+    the libraries alone. An ``OMP_NUM_THREADS`` (or similar) already set wins.
+
     >>> import corepool
     >>> with corepool.Pool(2) as pool:
     ...     pool.map(abs, [-1, -2, 3])
@@ -156,6 +161,7 @@ class Pool:
         worker_memory_limit: int | str | None = None,
         address: str | None = None,
         client: Any = None,
+        blas_threads: int | str | None = "auto",
     ) -> None:
         if processes is None:
             processes = cpu_count()
@@ -182,6 +188,7 @@ class Pool:
             memory_limit=self._memory_limit,
             address=address,
             client=client,
+            thread_limit=blas_thread_limit(blas_threads, processes),
         )
         self._finalizer = weakref.finalize(self, _finalize_pool, self._core)
 
@@ -243,37 +250,54 @@ class Pool:
             func, iterable, style, chunksize=chunksize, timeout=timeout, retries=None
         )
 
+    def _all(self, job: StreamJob, progress: Any, iterable: Iterable[Any]) -> list[Any]:
+        core = self._core
+        pieces = core.pieces(
+            job, ordered=True, keeps_all=True, progress=progress, iterable=iterable
+        )
+        return core.collect(pieces, "raise")
+
     def map(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
     ) -> list[Any]:
-        """``[func(x) for x in iterable]`` in parallel, in order; raises the first failure."""
+        """``[func(x) for x in iterable]`` in parallel, in order; raises the first failure.
+
+        ``progress`` (keyword only, as on every method here that runs many tasks): True
+        for a tqdm bar on stderr, or a callable ``callback(done, total)``.
+        """
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return self._core.collect(self._core.pieces(job, ordered=True, keeps_all=True), "raise")
+        return self._all(job, progress, iterable)
 
     def starmap(
         self,
         func: Callable[..., Any],
         iterable: Iterable[Iterable[Any]],
         chunksize: int | None = None,
+        *,
+        progress: Any = False,
     ) -> list[Any]:
         """``[func(*args) for args in iterable]`` in parallel, in order."""
         job = self._start(func, iterable, p.STAR, chunksize)
-        return self._core.collect(self._core.pieces(job, ordered=True, keeps_all=True), "raise")
+        return self._all(job, progress, iterable)
 
     def _async(
         self,
         job: StreamJob,
         callback: Callable[[Any], Any] | None,
         error_callback: Callable[[BaseException], Any] | None,
+        progress: Any,
+        iterable: Iterable[Any],
     ) -> AsyncResult:
         future: Future[Any] = Future()
-        core = self._core
 
         def run() -> None:
             try:
-                future.set_result(
-                    core.collect(core.pieces(job, ordered=True, keeps_all=True), "raise")
-                )
+                future.set_result(self._all(job, progress, iterable))
             except BaseException as exc:
                 future.set_exception(exc)
 
@@ -287,11 +311,12 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        progress: Any = False,
     ) -> AsyncResult:
         """Start :meth:`map`; an :class:`AsyncResult` whose value is the list."""
-        return self._async(
-            self._start(func, iterable, p.SINGLE, chunksize), callback, error_callback
-        )
+        job = self._start(func, iterable, p.SINGLE, chunksize)
+        return self._async(job, callback, error_callback, progress, iterable)
 
     def starmap_async(
         self,
@@ -300,23 +325,36 @@ class Pool:
         chunksize: int | None = None,
         callback: Callable[[Any], Any] | None = None,
         error_callback: Callable[[BaseException], Any] | None = None,
+        *,
+        progress: Any = False,
     ) -> AsyncResult:
         """Start :meth:`starmap`; an :class:`AsyncResult` whose value is the list."""
-        return self._async(self._start(func, iterable, p.STAR, chunksize), callback, error_callback)
+        job = self._start(func, iterable, p.STAR, chunksize)
+        return self._async(job, callback, error_callback, progress, iterable)
 
     def imap(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
     ) -> IMapIterator:
         """Lazy ordered results; reads the input only as far as the window allows."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, True, "raise", None, iterable)
+        return IMapIterator(self._core, job, True, "raise", progress or None, iterable)
 
     def imap_unordered(
-        self, func: Callable[..., Any], iterable: Iterable[Any], chunksize: int | None = None
+        self,
+        func: Callable[..., Any],
+        iterable: Iterable[Any],
+        chunksize: int | None = None,
+        *,
+        progress: Any = False,
     ) -> IMapIterator:
         """Lazy results in completion order."""
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, False, "raise", None, iterable)
+        return IMapIterator(self._core, job, False, "raise", progress or None, iterable)
 
     # Lifetime -----------------------------------------------------------------------
     def close(self) -> None:

@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NamedTuple, Protocol
 
 __all__ = ["PoolStats", "Progress", "WorkerStats", "make_progress"]
 
 
-@dataclass(frozen=True)
-class WorkerStats:
-    """One worker's record: ``busy`` seconds spent running tasks since it started."""
+class WorkerStats(NamedTuple):
+    """One worker's record: tasks run, attempts that failed there and how many of those
+    were retried, ``busy`` seconds spent running tasks since it started."""
 
     worker: int
     pid: int | None
@@ -20,6 +19,7 @@ class WorkerStats:
     failed: int
     busy: float
     uptime: float
+    retried: int = 0
 
     @property
     def idle(self) -> float:
@@ -27,12 +27,11 @@ class WorkerStats:
         return max(0.0, self.uptime - self.busy)
 
 
-@dataclass(frozen=True)
-class PoolStats:
+class PoolStats(NamedTuple):
     """A snapshot of a pool: per-worker counters, restarts, and totals."""
 
     backend: str
-    workers: list[WorkerStats] = field(default_factory=list)
+    workers: Sequence[WorkerStats] = ()
     restarts: int = 0
 
     @property
@@ -42,20 +41,30 @@ class PoolStats:
 
     @property
     def failed(self) -> int:
-        """Tasks that ended with an exception in a worker."""
+        """Task attempts that failed in a worker (exception, crash or timeout)."""
         return sum(w.failed for w in self.workers)
+
+    @property
+    def retried(self) -> int:
+        """Failed attempts that were tried again."""
+        return sum(w.retried for w in self.workers)
+
+    @property
+    def busy(self) -> float:
+        """Seconds the workers spent running tasks, all together."""
+        return sum(w.busy for w in self.workers)
 
     def __repr__(self) -> str:
         lines = [
             f"PoolStats(backend={self.backend!r}, tasks={self.tasks}, failed={self.failed}, "
-            f"restarts={self.restarts})",
+            f"retried={self.retried}, restarts={self.restarts})",
             f"  {'worker':>6} {'pid':>8} {'alive':>5} {'tasks':>8} {'failed':>6} "
-            f"{'busy s':>8} {'idle s':>8}",
+            f"{'retried':>7} {'busy s':>8} {'idle s':>8}",
         ]
         for w in self.workers:
             lines.append(
                 f"  {w.worker:>6} {w.pid or '-':>8} {'yes' if w.alive else 'no':>5} {w.tasks:>8} "
-                f"{w.failed:>6} {w.busy:>8.2f} {w.idle:>8.2f}"
+                f"{w.failed:>6} {w.retried:>7} {w.busy:>8.2f} {w.idle:>8.2f}"
             )
         return "\n".join(lines)
 

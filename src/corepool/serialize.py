@@ -18,8 +18,7 @@ import reprlib
 import sys
 import traceback
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .errors import RemoteTraceback, SerializationError, TaskError
 
@@ -137,8 +136,7 @@ def argument_error(index: int, item: Any, exc: BaseException, star: bool) -> Ser
     return error
 
 
-@dataclass(frozen=True)
-class FailureInfo:
+class FailureInfo(NamedTuple):
     """A task's exception, made safe to send: always the text, the object when it pickles."""
 
     type_name: str

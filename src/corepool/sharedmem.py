@@ -13,6 +13,9 @@ Nothing here has a name in ``/dev/shm``. The memory lives as long as a descripto
 mapping of it does, and the kernel frees it when the last one goes, so a worker killed
 mid-task, a timeout or a ``kill -9`` of the whole program cannot leak a segment.
 
+An array made by :func:`zeros` lives in shared memory from the start, and is not
+copied at all: its own segment travels, and the receiver maps the same pages.
+
 ``shared(obj)`` pickles an object once into such a file and returns a :class:`Shared`
 handle. A task that receives the handle (as an argument, or anywhere inside one) gets
 the object itself: each worker maps the file the first time it meets the handle and
@@ -41,6 +44,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from .segments import AVAILABLE, Segment, SegmentPool, locate, map_views, zeros
 from .serialize import PROTOCOL, cloudpickle_dumps, main_is_importable
 
 __all__ = [
@@ -54,88 +58,16 @@ __all__ = [
     "resolve",
     "shared",
     "unpack",
+    "zeros",
 ]
 
 #: Buffers of this many bytes or more travel through shared memory.
 THRESHOLD = 256 * 1024
-#: Whether this platform has anonymous shared-memory files.
-AVAILABLE = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_POPULATE")
-
-_ALIGN = 64  # numpy's preferred alignment for each buffer inside a segment
-_PAGE = mmap.PAGESIZE
+# Segments one message may carry (the kernel passes at most 253 descriptors at once);
+# past that, shared objects go by value and arrays are copied into the common segment.
+_MAX_SEGMENTS = 200
 
 T = TypeVar("T")
-
-
-class Segment:
-    """An anonymous shared-memory file of ``size`` bytes; this object owns its descriptor."""
-
-    __slots__ = ("__weakref__", "fd", "size")
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self.fd = os.memfd_create("corepool", os.MFD_CLOEXEC)
-        try:
-            os.ftruncate(self.fd, size)
-        except BaseException:
-            os.close(self.fd)
-            raise
-
-    @classmethod
-    def write(cls, parts: list[memoryview]) -> tuple[Segment, list[tuple[int, int]]]:
-        """A new segment holding ``parts`` one after another; and each one's (offset, size).
-
-        ``pwrite`` fills the file without mapping it here: mapping it first would cost
-        a page fault per 4 KiB on top of the copy.
-        """
-        layout: list[tuple[int, int]] = []
-        offset = 0
-        for part in parts:
-            layout.append((offset, part.nbytes))
-            offset += -(-part.nbytes // _ALIGN) * _ALIGN
-        segment = cls(offset)
-        try:
-            for part, (start, size) in zip(parts, layout, strict=True):
-                view = part.cast("B") if part.ndim != 1 or part.format != "B" else part
-                done = 0
-                while done < size:
-                    done += os.pwrite(segment.fd, view[done:], start + done)
-        except BaseException:
-            segment.close()
-            raise
-        return segment, layout
-
-    def close(self) -> None:
-        """Close the descriptor (mappings made from it stay valid)."""
-        fd, self.fd = self.fd, -1
-        if fd >= 0:
-            try:
-                os.close(fd)
-            except OSError:
-                pass
-
-    def __del__(self) -> None:
-        self.close()
-
-
-def map_views(
-    fd: int, layout: list[tuple[int, int]], *, writable: bool, private: bool = False
-) -> list[memoryview]:
-    """Map the segment behind ``fd`` and return a view of each (offset, size) in it.
-
-    The views keep the mapping alive; the descriptor may be closed afterwards.
-    ``private`` makes writes copy-on-write, invisible to the segment's other users.
-    """
-    if not layout:
-        return []
-    end = max(start + size for start, size in layout)
-    # Populating a private writable mapping would copy every page up front (the kernel
-    # pre-faults it for writing); private pages are faulted in as they are read instead.
-    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED | mmap.MAP_POPULATE
-    prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-    mm = mmap.mmap(fd, max(end, 1), flags=flags, prot=prot)
-    whole = memoryview(mm)
-    return [whole[start : start + size] for start, size in layout]
 
 
 # Packing payloads -------------------------------------------------------------------
@@ -147,14 +79,29 @@ class Packed:
     ``body`` goes through the channel; ``segments`` are sent beside it (their
     descriptors, in order). The object keeps the segments open for as long as it
     lives, so a payload can be sent again (a retry) without packing it again.
+
+    A payload packed with a :class:`SegmentPool` gives its buffer segment back to the
+    pool when it is dropped, if every receiver said it let go of its mapping
+    (``sent`` back to 0 and not ``pinned``): a reader still holding an array must not
+    see the next payload's bytes appear in it.
     """
 
-    __slots__ = ("body", "nbytes", "segments")
+    __slots__ = ("body", "copied", "nbytes", "pinned", "pool", "segments", "sent")
 
-    def __init__(self, body: bytes, segments: list[Segment]) -> None:
+    def __init__(
+        self,
+        body: bytes,
+        segments: list[Segment],
+        pool: SegmentPool | None = None,
+        copied: Segment | None = None,
+    ) -> None:
         self.body = body
         self.segments = segments
         self.nbytes = len(body) + sum(s.size for s in segments)
+        self.pool = pool if copied is not None else None
+        self.copied = copied  # the segment pack() filled, which may go back to the pool
+        self.sent = 0  # receivers that may still map it
+        self.pinned = False  # a receiver kept a view: never reuse
 
     @property
     def fds(self) -> list[int]:
@@ -163,6 +110,11 @@ class Packed:
 
     def __len__(self) -> int:
         return self.nbytes
+
+    def __del__(self) -> None:
+        reusable = self.sent == 0 and not self.pinned
+        if self.pool is not None and self.copied is not None and reusable:
+            self.pool.give(self.copied)
 
 
 class _Packing(threading.local):
@@ -262,10 +214,11 @@ def _pickle(obj: Any, buffers: list[pickle.PickleBuffer], *, cloud: bool = True)
     return data
 
 
-def pack(obj: Any) -> bytes | Packed:
+def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
     """Pickle ``obj`` for another process: plain bytes, or a :class:`Packed` with segments.
 
-    Raises whatever pickling raises when ``obj`` cannot be pickled at all.
+    Large buffers go into a segment from ``pool`` when it has one that fits. Raises
+    whatever pickling raises when ``obj`` cannot be pickled at all.
     """
     outer = _packing.segments
     segments: list[Segment] = []
@@ -285,29 +238,78 @@ def pack(obj: Any) -> bytes | Packed:
         _packing.segments = outer
     if not buffers and not segments:
         return data
-    layout: list[tuple[int, int]] = []
-    if buffers:
-        raws = [b.raw() for b in buffers]
-        try:
-            segment, layout = Segment.write(raws)
-        finally:
-            for raw in raws:
-                raw.release()
-        segments.append(segment)
-    return Packed(pickle.dumps((data, layout), protocol=PROTOCOL), segments)
+    raws = [b.raw() for b in buffers]
+    try:
+        layout, copied = _place(raws, segments, pool)
+    finally:
+        for raw in raws:
+            raw.release()
+    body = pickle.dumps((data, layout), protocol=PROTOCOL)
+    return Packed(body, segments, pool, copied)
 
 
-def unpack(body: bytes | bytearray, fds: list[int], *, private: bool = False) -> Any:
+def _place(
+    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None
+) -> tuple[list[tuple[int, int, int]], Segment | None]:
+    """Where each buffer travels: (index of its segment in ``segments``, offset, size).
+
+    A buffer that already lives in a segment (an array from :func:`zeros`) is sent as
+    it is; the others are copied together into one segment, from ``pool`` if it can.
+    """
+    layout: list[tuple[int, int, int]] = []
+    to_copy: list[memoryview] = []
+    for raw in raws:
+        found = locate(raw)
+        if found is not None and len(segments) >= _MAX_SEGMENTS:
+            found = None if all(s is not found[0] for s in segments) else found
+        if found is None:
+            layout.append((-1, len(to_copy), raw.nbytes))  # offset filled in below
+            to_copy.append(raw)
+            continue
+        segment, offset = found
+        index = next((i for i, s in enumerate(segments) if s is segment), len(segments))
+        if index == len(segments):
+            segments.append(segment)
+        layout.append((index, offset, raw.nbytes))
+    if not to_copy:
+        return layout, None
+    copied, places = Segment.write(to_copy, pool)
+    segments.append(copied)
+    copied_index = len(segments) - 1
+    for k, (index, position, size) in enumerate(layout):
+        if index < 0:
+            layout[k] = (copied_index, places[position][0], size)
+    return layout, copied
+
+
+def unpack(
+    body: bytes | bytearray,
+    fds: list[int],
+    *,
+    private: bool = False,
+    mappings: list[mmap.mmap] | None = None,
+) -> Any:
     """The object :func:`pack` made; closes ``fds`` (the mappings outlive them).
 
     ``private``: the receiver's writes to its buffers stay its own (copy-on-write),
-    for payloads the sender may send again.
+    for payloads the sender may send again. ``mappings`` receives the mapping of the
+    payload's buffers, for :func:`let_go`.
     """
     if not fds:
         return pickle.loads(body)
     try:
         data, layout = pickle.loads(body)
-        views = map_views(fds[-1], layout, writable=True, private=private) if layout else []
+        views: list[memoryview] = [memoryview(b"")] * len(layout)
+        for index in sorted({i for i, _, _ in layout}):
+            mine = [(k, offset, size) for k, (i, offset, size) in enumerate(layout) if i == index]
+            mm, some = map_views(
+                fds[index], [(o, n) for _, o, n in mine], writable=True, private=private
+            )
+            for (k, _, _), view in zip(mine, some, strict=True):
+                views[k] = view
+            if mm is not None and mappings is not None:
+                mappings.append(mm)
+            del mm
         outer = _received.fds
         _received.fds = fds
         try:
@@ -394,6 +396,8 @@ class Shared(Generic[T]):
             return _identity, (self.value,)
         index = next((i for i, s in enumerate(segments) if s is self._segment), len(segments))
         if index == len(segments):
+            if len(segments) >= _MAX_SEGMENTS:
+                return _identity, (self.value,)
             segments.append(self._segment)
         return _shared_from_message, (self.token, index, self._layout)
 
@@ -423,6 +427,15 @@ def _identity(value: T) -> T:
     return value
 
 
+# Pools to tell when a handle is released, so that idle workers drop their view too.
+_listeners: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def on_release(listener: Any) -> None:
+    """Call ``listener.shared_released()`` whenever a handle is released (held weakly)."""
+    _listeners.add(listener)
+
+
 def _release(token: tuple[int, int], segment: Segment | None) -> None:
     global _live
     _live -= 1
@@ -430,6 +443,8 @@ def _release(token: tuple[int, int], segment: Segment | None) -> None:
         segment.close()
     with _released_lock:
         _released.append(token)
+    for listener in list(_listeners):
+        listener.shared_released()
 
 
 def released_since(cursor: int) -> tuple[list[tuple[int, int]], int]:
@@ -450,12 +465,28 @@ def _shared_from_message(token: tuple[int, int], index: int, layout: list[tuple[
     fds = _received.fds
     if fds is None:
         raise RuntimeError("a corepool.shared handle can only be unpickled by a corepool worker")
-    views = map_views(fds[index], layout, writable=False)
+    _, views = map_views(fds[index], layout, writable=False)
     value = pickle.loads(views[0], buffers=views[1:])
     _cache[token] = value
     if len(_cache) > _CACHE_LIMIT:
         _cache.popitem(last=False)
     return value
+
+
+def let_go(mappings: list[mmap.mmap]) -> bool:
+    """Unmap ``mappings`` if nothing uses them any more; True if all were unmapped.
+
+    A worker calls it after a chunk: False means a task kept a view of its arguments
+    (in a global, say), and the sender must not reuse that memory.
+    """
+    free = True
+    for mm in mappings:
+        try:
+            mm.close()
+        except BufferError:  # still exported: an array or view of it is alive
+            free = False
+    mappings.clear()
+    return free
 
 
 def forget_shared(tokens: list[tuple[int, int]]) -> None:

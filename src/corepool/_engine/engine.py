@@ -2,58 +2,39 @@
 
 from __future__ import annotations
 
-import multiprocessing
-import os
-import sys
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
+from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .exits import ExitExplainer
 from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .startup import (
+    check_not_bootstrapping,
+    default_start_method,
+    fork_first,
+    resolve_context,
+)
 from .state import Action, Chunk, PoolState
 from .supervisor import Supervisor
 
-GUARD_MESSAGE = (
-    "a corepool pool was started while a worker process was importing the main script. "
-    "Worker processes import the main module; code that starts a pool at import time "
-    'then runs again in every worker. Put it under `if __name__ == "__main__":`.'
-)
+__all__ = ["ProcessEngine", "default_start_method", "function_name", "resolve_context"]
 
+def initializer_blob(initializer: Callable[..., Any], initargs: tuple[Any, ...]) -> Any:
+    """The initializer and its arguments as they travel to each worker.
 
-def default_start_method() -> str:
-    """``forkserver`` where it exists (safe with threads, fast after the first worker)."""
-    methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "forkserver" in methods:
-        return "forkserver"
-    return "spawn"
-
-
-def resolve_context(context: BaseContext | None, start_method: str | None) -> BaseContext:
-    """The multiprocessing context workers are started with."""
-    if context is not None:
-        return context
-    method = start_method or default_start_method()
-    ctx = multiprocessing.get_context(method)
-    if method == "forkserver":
-        # Workers forked from a server that already imported corepool start in ~ms.
-        ctx.set_forkserver_preload(["__main__", "corepool._engine.worker"])
-    return ctx
-
-
-def check_not_bootstrapping() -> None:
-    """Refuse to start workers from a worker that is still importing ``__main__``.
-
-    One line on stderr and a quiet exit, rather than a traceback from every worker:
-    the parent then raises :class:`~corepool.errors.BrokenPool` with the same advice.
+    Pickled together with cloudpickle when possible. Synchronisation objects (a
+    ``Lock``, a ``Value``, a ``Queue`` from :func:`corepool.get_context`) pickle only
+    while a process is being started, so then the arguments are left to
+    multiprocessing, which passes them to each new worker as it starts.
     """
-    if getattr(multiprocessing.current_process(), "_inheriting", False):
-        sys.stderr.write(f"corepool worker {os.getpid()}: {GUARD_MESSAGE}\n")
-        sys.stderr.flush()
-        raise SystemExit(1)
+    try:
+        return dumps_code((initializer, initargs), "the initializer")
+    except Exception:
+        return dumps_code(initializer, "the initializer"), initargs
 
 
 def function_name(fn: Callable[..., Any]) -> str:
@@ -79,15 +60,18 @@ class ProcessEngine:
         memory_limit: int | None = None,
     ) -> None:
         check_not_bootstrapping()
+        first_context = fork_first(context, start_method)
         self.context = resolve_context(context, start_method)
-        init_blob = None
+        init_blob: Any = None
         if initializer is not None:
-            init_blob = dumps_code((initializer, tuple(initargs)), "the initializer")
+            init_blob = initializer_blob(initializer, tuple(initargs))
         self.workers = workers
+        # Shared memory of arguments the workers are done with, reused for the next ones.
+        self.segments = SegmentPool()
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            pickle_one=lambda item: pack([item]),
+            pickle_one=lambda item: pack([item], self.segments),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(
@@ -97,8 +81,8 @@ class ProcessEngine:
             thread_limit=thread_limit,
             memory_limit=memory_limit,
         )
-        self.supervisor.thread.start()
-        self.supervisor.started.wait()  # like multiprocessing.Pool: workers exist on return
+        # Like multiprocessing.Pool: the workers exist when the constructor returns.
+        self.supervisor.launch(first_context)
 
     def _add(self, chunks: list[Chunk]) -> None:
         state = self.state
@@ -110,7 +94,7 @@ class ProcessEngine:
 
         def run_chunk(origin: int, start: int, items: list[Any]) -> None:
             try:
-                payload = pack(items)
+                payload = pack(items, self.segments)
             except Exception:
                 self._add(self._split_unpicklable(job, origin, start, items))
                 return
@@ -122,14 +106,21 @@ class ProcessEngine:
     def _split_unpicklable(
         self, job: Job, origin: int, start: int, items: list[Any]
     ) -> list[Chunk]:
-        bad = find_unpicklable(items, pack)
+        bad = find_unpicklable(items, pack)  # (no pool: these payloads are dropped)
         chunks: list[Chunk] = []
         run_start = 0
         for pos in [*sorted(bad), len(items)]:
             if pos > run_start:
                 part = items[run_start:pos]
                 chunks.append(
-                    Chunk(job, origin, start + run_start, len(part), pack(part), items=part)
+                    Chunk(
+                        job,
+                        origin,
+                        start + run_start,
+                        len(part),
+                        pack(part, self.segments),
+                        items=part,
+                    )
                 )
             if pos < len(items):
                 job.deliver(input_failure_piece(job, origin, start, pos, items[pos], bad[pos]))
@@ -140,7 +131,7 @@ class ProcessEngine:
         """Queue one call; an unpicklable argument fails only this call."""
         job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
         try:
-            payload = pack([(args, kwargs)])
+            payload = pack([(args, kwargs)], self.segments)
         except Exception as exc:
             from ..serialize import argument_error
 
@@ -166,6 +157,7 @@ class ProcessEngine:
         state = self.state
         self.supervisor.call(lambda now: state.close(now))
         self.supervisor.finish()
+        self.segments.close()
 
     def terminate(self) -> None:
         """Stop every worker now; unfinished jobs fail."""
@@ -173,6 +165,7 @@ class ProcessEngine:
         error = CorepoolError("the pool was terminated before this task finished")
         self.supervisor.call(lambda now: state.terminate(now, error))
         self.supervisor.finish()
+        self.segments.close()
 
     def join(self, timeout: float | None = None) -> bool:
         """Wait for the supervisor (and so every worker) to end; True if it did."""

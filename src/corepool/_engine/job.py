@@ -16,7 +16,6 @@ import queue
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
-from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
@@ -27,19 +26,42 @@ from .dispatch import ChunkSizer
 _job_ids = itertools.count()
 
 
-@dataclass
 class Piece:
     """Results for the contiguous task indices ``start .. start + len(values) - 1``.
 
     ``failures`` maps a position in ``values`` to the exception that task ended with;
-    ``inputs`` are the tasks' inputs when there are failures, to describe them in notes.
+    ``inputs`` are the tasks' inputs when there are failures, to describe them in notes;
+    ``retried`` counts attempts that failed and were run again (backends that run inline).
     """
 
-    start: int
-    values: list[Any]
-    failures: dict[int, BaseException] = field(default_factory=dict)
-    origin: int = -1
-    inputs: list[Any] | None = None
+    __slots__ = ("failures", "inputs", "origin", "retried", "start", "values")
+
+    def __init__(
+        self,
+        start: int,
+        values: list[Any],
+        failures: dict[int, BaseException] | None = None,
+        origin: int = -1,
+        inputs: list[Any] | None = None,
+        retried: int = 0,
+    ) -> None:
+        self.start = start
+        self.values = values
+        self.failures: dict[int, BaseException] = {} if failures is None else failures
+        self.origin = origin
+        self.inputs = inputs
+        self.retried = retried
+
+    def _fields(self) -> tuple[Any, ...]:
+        return self.start, self.values, self.failures, self.origin, self.inputs, self.retried
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Piece) and self._fields() == other._fields()
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Piece(start={self.start}, values={len(self.values)}, failures={self.failures})"
 
 
 class Job:

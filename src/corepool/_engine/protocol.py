@@ -15,13 +15,16 @@ Parent → worker::
                                                    body: packed inputs; forget: job keys,
                                                    drop_shared: released shared handles
     (QUIT,)
+    (DROP_SHARED, tokens)                          handles released: unmap their objects
 
 Worker → parent::
 
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
-    (DONE, chunk_seq, busy_seconds, retiring)      body: packed (values, failures);
-                                                   retiring: past its memory limit, it exits
+    (DONE, chunk_seq, busy_seconds, retiring, released)
+                                                   body: packed (values, failures);
+                                                   retiring: past its memory limit, it exits;
+                                                   released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
 
 ``failures`` maps a position in the chunk to a :class:`~corepool.serialize.FailureInfo`,
@@ -45,6 +48,7 @@ from typing import Any
 
 RUN = "run"
 QUIT = "quit"
+DROP_SHARED = "drop_shared"
 READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"

@@ -29,8 +29,7 @@ import enum
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed
 from ..serialize import FailureInfo
@@ -47,7 +46,6 @@ SlotReader = Callable[[int], tuple[int, int, float]]
 PickleOne = Callable[[Any], Any]  # one input -> the payload of a one-task chunk
 
 
-@dataclass
 class Chunk:
     """Inputs ``start .. start + count - 1`` of ``job``, pickled as a list in ``payload``.
 
@@ -56,14 +54,30 @@ class Chunk:
     never unpickles a task's input (which could run arbitrary reconstruction code).
     """
 
-    job: Job
-    origin: int
-    start: int
-    count: int
-    payload: Any  # bytes, or a sharedmem.Packed (bytes with shared-memory segments)
-    attempt: int = 0  # failures already pinned on this (single) task
-    seq: int = -1  # unique in the pool, set when it enters the queue
-    items: list[Any] | None = None
+    __slots__ = ("attempt", "count", "items", "job", "origin", "payload", "seq", "start")
+
+    def __init__(
+        self,
+        job: Job,
+        origin: int,
+        start: int,
+        count: int,
+        payload: Any,  # bytes, or a sharedmem.Packed (bytes with shared-memory segments)
+        attempt: int = 0,  # failures already pinned on this (single) task
+        *,
+        items: list[Any] | None = None,
+    ) -> None:
+        self.job = job
+        self.origin = origin
+        self.start = start
+        self.count = count
+        self.payload = payload
+        self.attempt = attempt
+        self.seq = -1  # unique in the pool, set when it enters the queue
+        self.items = items
+
+    def __repr__(self) -> str:
+        return f"Chunk(seq={self.seq}, start={self.start}, count={self.count})"
 
 
 class WorkerPhase(enum.Enum):
@@ -72,58 +86,58 @@ class WorkerPhase(enum.Enum):
     STOPPING = "stopping"
 
 
-@dataclass
 class Worker:
-    wid: int
-    phase: WorkerPhase = WorkerPhase.STARTING
-    pid: int | None = None
-    queue: deque[Chunk] = field(default_factory=deque)
-    known_jobs: set[int] = field(default_factory=set)
-    to_forget: list[int] = field(default_factory=list)
-    budget: int | None = None  # tasks it may still be sent (maxtasksperchild)
-    quitting: bool = False
-    kill_at: float | None = None
-    free_since: float = 0.0  # when its last chunk finished: a lower bound for the next start
-    tasks: int = 0
-    failed: int = 0
-    busy: float = 0.0
-    started_at: float = 0.0
-    ended_at: float | None = None
+    """What the state knows of one worker process."""
+
+    def __init__(self, wid: int) -> None:
+        self.wid = wid
+        self.phase = WorkerPhase.STARTING
+        self.pid: int | None = None
+        self.queue: deque[Chunk] = deque()
+        self.known_jobs: set[int] = set()
+        self.to_forget: list[int] = []
+        self.budget: int | None = None  # tasks it may still be sent (maxtasksperchild)
+        self.quitting = False
+        self.kill_at: float | None = None
+        # When its last chunk finished: a lower bound for the next one's start.
+        self.free_since = 0.0
+        self.tasks = 0
+        self.failed = 0  # attempts that ended with an error here (retried or not)
+        self.retried = 0  # of those, the ones that were tried again
+        self.busy = 0.0
+        self.started_at = 0.0
+        self.ended_at: float | None = None
 
 
 # Actions ----------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Start:
+# (Named tuples, not dataclasses: they are built per chunk, and dataclasses cost
+# milliseconds of a short program's start-up.)
+class Start(NamedTuple):
     wid: int
 
 
-@dataclass(frozen=True)
-class Send:
+class Send(NamedTuple):
     wid: int
     chunk: Chunk
     with_function: bool
     forget: tuple[int, ...]
 
 
-@dataclass(frozen=True)
-class Quit:
+class Quit(NamedTuple):
     wid: int
 
 
-@dataclass(frozen=True)
-class Kill:
+class Kill(NamedTuple):
     wid: int
     signum: int
 
 
-@dataclass(frozen=True)
-class Deliver:
+class Deliver(NamedTuple):
     job: Job
     piece: Piece
 
 
-@dataclass(frozen=True)
-class FailJob:
+class FailJob(NamedTuple):
     job: Job
     error: BaseException
 
@@ -165,9 +179,9 @@ class PoolState:
     def _new_worker(self, now: float) -> list[Action]:
         wid = self._wids
         self._wids += 1
-        self.workers[wid] = Worker(
-            wid, budget=self.max_tasks_per_child, started_at=now, free_since=now
-        )
+        worker = self.workers[wid] = Worker(wid)
+        worker.budget = self.max_tasks_per_child
+        worker.started_at = worker.free_since = now
         return [Start(wid)]
 
     def _live(self) -> int:
@@ -294,10 +308,14 @@ class PoolState:
         attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
         self._requeue([self._single(chunk, pos, attempt)])
 
-    def _fail_task(self, chunk: Chunk, pos: int, error: BaseException) -> list[Action]:
-        """A failure pinned on one task: retry it or deliver the error."""
+    def _fail_task(
+        self, chunk: Chunk, pos: int, error: BaseException, worker: Worker
+    ) -> list[Action]:
+        """A failure pinned on one task (on ``worker``): retry it or deliver the error."""
+        worker.failed += 1
         if self._retries_left(chunk, error):
             self._retry(chunk, pos)
+            worker.retried += 1
             return []
         piece = Piece(
             chunk.start + pos, [None], {0: error}, chunk.origin, self._inputs(chunk, pos, pos + 1)
@@ -391,6 +409,7 @@ class PoolState:
             if self._retries_left(chunk, error):
                 self._retry(chunk, pos)
                 retried.append(pos)
+                worker.retried += 1
             else:
                 final[pos] = error
         # Deliver the chunk minus the retried tasks, as contiguous pieces.
@@ -470,6 +489,7 @@ class PoolState:
             total = self.retired_earlier  # started at 0: its "end" is the summed lifetimes
             total.tasks += old.tasks
             total.failed += old.failed
+            total.retried += old.retried
             total.busy += old.busy
             lifetime = (old.ended_at or now) - old.started_at
             total.ended_at = (total.ended_at or 0.0) + lifetime
@@ -520,7 +540,7 @@ class PoolState:
             exitcode,
             reason,
         )
-        actions = self._fail_task(head, pos, error)
+        actions = self._fail_task(head, pos, error, worker)
         if head.count > 1:
             self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
         return actions
@@ -552,7 +572,7 @@ class PoolState:
             self._requeue(rest)
             if head.count > 1:
                 self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
-            actions += self._fail_task(head, pos, error)
+            actions += self._fail_task(head, pos, error, worker)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
         if actions:

@@ -27,7 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError
-from ..sharedmem import Packed, released_since, unpack
+from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
 from .state import (
@@ -55,6 +55,7 @@ class _Proc:
         self.writing = False
         self.channel_open = True
         self.shared_cursor = released_since(0)[1]  # released handles it never saw
+        self.inflight: dict[int, Packed] = {}  # reusable payloads it may still map, by seq
 
 
 class Supervisor:
@@ -72,7 +73,10 @@ class Supervisor:
         self._ctx = context
         self.state = state
         self._init_blob = init_blob
-        self._thread_limit = thread_limit
+        # The user's own thread variables, read now: a fork server started earlier
+        # would hand the workers a stale environment.
+        user_threads = {k: os.environ[k] for k in worker_module.THREAD_VARIABLES if k in os.environ}
+        self._threads = (thread_limit, user_threads)
         self._memory_limit = memory_limit
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
@@ -84,7 +88,10 @@ class Supervisor:
         self._wake_pending = False
         self._stop_when_done = False
         self.started = threading.Event()  # set once the first workers are started
+        self._started_workers = False
+        self._start_context: BaseContext | None = None  # overrides _ctx while launching
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
+        on_release(self)
 
     # Other threads --------------------------------------------------------------------
     def call(self, command: Callable[[float], list[Action]]) -> None:
@@ -98,6 +105,20 @@ class Supervisor:
         except (BlockingIOError, OSError):
             pass  # the pipe is full (a wakeup is pending anyway) or the pool is gone
 
+    def shared_released(self) -> None:
+        """A ``corepool.shared`` handle was released (any thread): tell the workers now,
+        so that an idle one does not keep the memory until its next task."""
+
+        def tell(now: float) -> list[Action]:
+            for wid, proc in self._procs.items():
+                released = self._released_shared(proc)
+                if released and proc.channel_open:
+                    proc.writer.push((p.DROP_SHARED, released))
+                    self._flush(wid, proc)
+            return []
+
+        self.call(tell)
+
     def finish(self) -> None:
         """Let the thread end once no worker is left (after close or terminate)."""
 
@@ -107,11 +128,28 @@ class Supervisor:
 
         self.call(mark)
 
+    def launch(self, first_context: BaseContext | None = None) -> None:
+        """Start the first workers, then the supervisor thread; return once both are.
+
+        With ``first_context`` (``fork``), the first workers are forked here, in the
+        calling thread, before the supervisor thread exists; see ``startup.py``.
+        """
+        if first_context is not None:
+            self._start_context = first_context
+            try:
+                self._apply(self.state.start(time.monotonic()))
+            finally:
+                self._start_context = None
+                self._started_workers = True
+        self.thread.start()
+        self.started.wait()
+
     # The thread ---------------------------------------------------------------------
     def _run(self) -> None:
         try:
             try:
-                self._apply(self.state.start(time.monotonic()))
+                if not self._started_workers:
+                    self._apply(self.state.start(time.monotonic()))
             finally:
                 self.started.set()
             while not (self._stop_when_done and not self._procs):
@@ -188,8 +226,10 @@ class Supervisor:
         if kind != p.DONE:
             for fd in fds:
                 p.close_quietly(fd)
+        if kind in (p.DONE, p.UNREADABLE):
+            self._received(wid, meta[1], released=kind == p.DONE and meta[4])
         if kind == p.DONE:
-            _, seq, busy, retiring = meta
+            _, seq, busy, retiring, _ = meta
             try:
                 values, failures = unpack(body, fds)
             except Exception as exc:
@@ -231,6 +271,9 @@ class Supervisor:
                 pass
         proc.writer.clear()
         proc.reader.close()
+        for packed in proc.inflight.values():
+            packed.sent -= 1  # the process, and its mappings, are gone
+        proc.inflight.clear()
         p.close_quietly(proc.sock)
         try:
             proc.process.close()
@@ -281,9 +324,20 @@ class Supervisor:
         payload = chunk.payload
         if isinstance(payload, Packed):
             proc.writer.push(meta, payload.body, payload.fds)
+            if payload.pool is not None:
+                payload.sent += 1
+                proc.inflight[chunk.seq] = payload
         else:
             proc.writer.push(meta, payload)
         self._flush(action.wid, proc)
+
+    def _received(self, wid: int, seq: int, released: bool) -> None:
+        """The worker is done with chunk ``seq``'s inputs; ``released``: it unmapped them."""
+        proc = self._procs.get(wid)
+        packed = proc.inflight.pop(seq, None) if proc is not None else None
+        if packed is not None:
+            packed.sent -= 1
+            packed.pinned = packed.pinned or not released
 
     @staticmethod
     def _released_shared(proc: _Proc) -> list[tuple[int, int]]:
@@ -302,18 +356,25 @@ class Supervisor:
             proc.writing = want_write
 
     def _start(self, wid: int) -> None:
+        ctx = self._start_context or self._ctx
+        inherited: tuple[int, ...] | None = None
+        if self._start_context is not None:  # forked from here: it gets copies of ours
+            inherited = (self._wake_r, self._wake_w, self._selector.fileno())
+            inherited += tuple(proc.sock.fileno() for proc in self._procs.values())
         parent_end, child_end = p.new_channel()
-        slot = self._ctx.RawArray("d", worker_module.SLOT_SIZE)
+        slot = ctx.RawArray("d", worker_module.SLOT_SIZE)
         slot[worker_module.SLOT_SEQ] = -1
-        process = self._ctx.Process(  # type: ignore[attr-defined]
+        inherited = None if inherited is None else (*inherited, parent_end.fileno())
+        process = ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
             args=(
                 child_end,
                 slot,
                 self._init_blob,
                 os.getpid(),
-                self._thread_limit,
+                self._threads,
                 self._memory_limit,
+                inherited,
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,

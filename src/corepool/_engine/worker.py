@@ -25,7 +25,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from ..serialize import FailureInfo, loads
-from ..sharedmem import Packed, forget_shared, pack, unpack
+from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
 
 # Slot layout (a shared array of doubles): the chunk being run, the position in it
@@ -71,6 +71,23 @@ def _let_the_fork_server_go() -> None:
         pass
     server._forkserver_alive_fd = None  # type: ignore[union-attr]
     server._forkserver_address = None  # type: ignore[union-attr]
+
+
+def _close_inherited(fds: tuple[int, ...]) -> None:
+    """Close the parent's descriptors a forked worker must not keep open: ``fds``, and
+    shared-memory segments of the parent's (its memory would outlive their release)."""
+    for fd in fds:
+        p.close_quietly(fd)
+    try:
+        names = os.listdir("/proc/self/fd")
+    except OSError:
+        return
+    for name in names:
+        try:
+            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:corepool"):
+                p.close_quietly(int(name))
+        except (OSError, ValueError):
+            continue
 
 
 def _parent_alive(pid: int) -> bool:
@@ -206,16 +223,48 @@ def _mark_memory_errors(failures: dict[int, Any], limit: int) -> bool:
     return found
 
 
-def _initialize(init_blob: bytes | None, thread_limit: int | None) -> Any:
-    limiter = None
-    if thread_limit is not None:
-        try:
-            from threadpoolctl import threadpool_limits
+# The variables that size the thread pools of BLAS and OpenMP libraries loaded later.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
+# Modules whose presence means a BLAS/OpenMP library may already be loaded.
+_THREADED_LIBRARIES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
-            limiter = threadpool_limits(limits=thread_limit)
-        except Exception:
-            limiter = None
-    if init_blob is not None:
+
+def _limit_threads(limit: int | None, user_settings: dict[str, str]) -> Any:
+    """Cap BLAS/OpenMP threads in this worker: environment variables for libraries
+    loaded from now on, threadpoolctl for those the fork server already loaded.
+
+    If the user set any of the variables, theirs apply as they are and nothing else.
+    """
+    if user_settings:
+        os.environ.update(user_settings)
+        return None
+    if limit is None:
+        return None
+    for name in THREAD_VARIABLES:
+        os.environ[name] = str(limit)
+    if not any(name in sys.modules for name in _THREADED_LIBRARIES):
+        return None  # nothing loaded yet: threadpoolctl (10 ms to import) is not needed
+    try:
+        from threadpoolctl import threadpool_limits
+
+        return threadpool_limits(limits=limit)
+    except Exception:
+        return None
+
+
+def _initialize(init_blob: Any, threads: tuple[int | None, dict[str, str]]) -> Any:
+    limiter = _limit_threads(*threads)
+    if isinstance(init_blob, tuple):  # the arguments came through multiprocessing
+        initializer, initargs = loads(init_blob[0]), init_blob[1]
+        initializer(*initargs)
+    elif init_blob is not None:
         initializer, initargs = loads(init_blob)
         initializer(*initargs)
     return limiter
@@ -224,20 +273,28 @@ def _initialize(init_blob: bytes | None, thread_limit: int | None) -> Any:
 def main(
     sock: socket.socket,
     slot: Any,
-    init_blob: bytes | None,
+    init_blob: Any,
     parent_pid: int,
-    thread_limit: int | None = None,
+    threads: tuple[int | None, dict[str, str]] = (None, {}),
     memory_limit: int | None = None,
+    inherited: tuple[int, ...] | None = None,
 ) -> None:
-    """Entry point of a worker process (the ``target`` of its ``Process``)."""
+    """Entry point of a worker process (the ``target`` of its ``Process``).
+
+    ``inherited``: set when the worker was forked straight from the pool's process:
+    descriptors of the parent's (other workers' channels, the supervisor's pipe) to
+    close, so that only the parent holds them.
+    """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if inherited is not None:
+        _close_inherited(inherited)
     _let_the_fork_server_go()
     _arm_parent_death_signal()
     if not _parent_alive(parent_pid):
         return
     sock.setblocking(True)
     try:
-        _limiter = _initialize(init_blob, thread_limit)
+        _limiter = _initialize(init_blob, threads)
     except BaseException as exc:
         try:
             p.send_blocking(sock, (p.INIT_FAILED, FailureInfo.capture(exc)))
@@ -258,6 +315,9 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
     clock = time.monotonic
     while True:
         meta, body, fds = p.recv_blocking(sock)
+        if meta[0] == p.DROP_SHARED:
+            forget_shared(meta[1])
+            continue
         if meta[0] != p.RUN:
             return
         _, seq, fn_key, fn_bytes, style, track, forget, drop_shared = meta
@@ -279,10 +339,11 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
                 continue
             if fn_key >= 0:
                 functions[fn_key] = fn
+        mappings: list[Any] = []
         try:
             # Private mappings: the task may write to its arrays; the parent's copy
             # must stay intact for a retry.
-            items = unpack(body, fds, private=True)
+            items = unpack(body, fds, private=True, mappings=mappings)
         except BaseException as exc:
             p.send_blocking(sock, (p.UNREADABLE, seq, "inputs", FailureInfo.capture(exc)))
             continue
@@ -300,6 +361,8 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             retiring = retiring or _memory()[1] > memory_limit
         packed = _pack_results(results, failures)
         del results
-        _send_results(sock, (p.DONE, seq, busy, retiring), packed)
+        # Unmapped now unless a task kept a view: the parent may then reuse the memory.
+        released = let_go(mappings)
+        _send_results(sock, (p.DONE, seq, busy, retiring, released), packed)
         if retiring:
             return

@@ -89,7 +89,7 @@ class ClusterBackend(Backend):
         self._closed = False
         self._terminated = False
         self._started = time.monotonic()
-        # Per worker process ("host:pid"): [number, pid, tasks, failed, busy].
+        # Per worker process ("host:pid"): [number, pid, tasks, failed, busy, retried].
         self._counters: dict[str, list[Any]] = {}
         self._restarts = 0
 
@@ -226,9 +226,9 @@ class ClusterBackend(Backend):
         if reply[0] == _remote.UNREADABLE:
             self._unreadable(chunk, reply[1], reply[2])
             return
-        _, values, raw_failures, busy, worker = reply
+        _, values, raw_failures, busy, worker, retried = reply
         failures = {pos: info.rebuild() for pos, info in raw_failures.items()}
-        self._count(worker, len(values), len(failures), busy)
+        self._count(worker, len(values), len(failures), busy, retried)
         job.sizer.observe(len(values), busy)
         job.deliver(
             Piece(chunk.start, values, failures, chunk.origin, chunk.items if failures else None)
@@ -285,15 +285,16 @@ class ClusterBackend(Backend):
         failure.__cause__ = error
         chunk.job.fail(failure)
 
-    def _count(self, worker: str, tasks: int, failed: int, busy: float) -> None:
+    def _count(self, worker: str, tasks: int, failed: int, busy: float, retried: int) -> None:
         with self._lock:
             row = self._counters.get(worker)
             if row is None:
                 pid = int(worker.rsplit(":", 1)[1])
-                row = self._counters[worker] = [len(self._counters), pid, 0, 0, 0.0]
+                row = self._counters[worker] = [len(self._counters), pid, 0, 0, 0.0, 0]
             row[2] += tasks
             row[3] += failed
             row[4] += busy
+            row[5] += retried
 
     # Lifetime -----------------------------------------------------------------------
     def close(self) -> None:
@@ -332,8 +333,8 @@ class ClusterBackend(Backend):
             self.shutdown()
         return True
 
-    def alive_workers(self) -> set[str] | None:
-        """The worker processes ("host:pid") alive now, if the engine can tell."""
+    def alive_workers(self) -> set[int] | None:
+        """Process ids of the workers alive now, if the engine can tell."""
         return None
 
     def stats(self) -> PoolStats:
@@ -345,12 +346,13 @@ class ClusterBackend(Backend):
             WorkerStats(
                 number,
                 pid,
-                alive is None or name in alive,
+                alive is None or pid in alive,
                 tasks,
                 failed,
                 busy,
                 now - self._started,
+                retried,
             )
-            for name, (number, pid, tasks, failed, busy) in rows
+            for _, (number, pid, tasks, failed, busy, retried) in rows
         ]
         return PoolStats(self.name, workers, self._restarts)

@@ -6,8 +6,9 @@ unpickled once per job on each worker) and the pickled inputs. :func:`run_chunk`
 the tasks one after another with the same per-task rules as the process backend, and
 answers with one pickled blob::
 
-    (OK, values, failures, busy_seconds, worker)   failures: {position: FailureInfo};
-                                                   worker: "host:pid"
+    (OK, values, failures, busy_seconds, worker, retried)
+                                   failures: {position: FailureInfo}; worker: "host:pid";
+                                   retried: failed attempts that were run again
     (UNREADABLE, what, FailureInfo)                the spec or the inputs did not unpickle
 
 Per-task retries happen here, inside the chunk, so a task that raises is retried alone
@@ -126,12 +127,13 @@ def run_chunk(
     finally:
         _local.shared = None
     began = time.perf_counter()
+    retried = 0
     if spec.retries == 0 and spec.timeout is None:
         values, failures = _run_plain(spec, items)
     else:
-        values, failures = _run_careful(spec, start, items)
+        values, failures, retried = _run_careful(spec, start, items)
     busy = time.perf_counter() - began
-    return _pack(start, values, failures, busy)
+    return _pack(start, values, failures, busy, retried)
 
 
 def run_chunk_announced(*args: Any) -> Iterator[bytes]:
@@ -162,11 +164,14 @@ def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, A
             values.append(None)
 
 
-def _run_careful(spec: Spec, start: int, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:
-    """Task by task, with per-task retries and deadlines."""
+def _run_careful(
+    spec: Spec, start: int, items: Sequence[Any]
+) -> tuple[list[Any], dict[int, Any], int]:
+    """Task by task, with per-task retries and deadlines; also counts the retries."""
     call = caller(spec.fn, spec.style)
     values: list[Any] = []
     failures: dict[int, Any] = {}
+    retried = 0
     for pos, item in enumerate(items):
         attempt = 0
         while True:
@@ -183,11 +188,12 @@ def _run_careful(spec: Spec, start: int, items: Sequence[Any]) -> tuple[list[Any
                     and not isinstance(exc, SerializationError)
                 ):
                     attempt += 1
+                    retried += 1
                     continue
                 failures[pos] = FailureInfo.capture(exc)
                 values.append(None)
                 break
-    return values, failures
+    return values, failures, retried
 
 
 def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int) -> Any:
@@ -218,9 +224,11 @@ def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int
     raise value
 
 
-def _pack(start: int, values: list[Any], failures: dict[int, Any], busy: float) -> bytes:
+def _pack(
+    start: int, values: list[Any], failures: dict[int, Any], busy: float, retried: int
+) -> bytes:
     try:
-        return dumps_data((OK, values, failures, busy, _worker_name()))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
     except Exception:
         pass
     for pos, exc in find_unpicklable(values).items():
@@ -230,12 +238,12 @@ def _pack(start: int, values: list[Any], failures: dict[int, Any], busy: float) 
         )
         failures[pos] = FailureInfo.capture(error)
     try:
-        return dumps_data((OK, values, failures, busy, _worker_name()))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
     except Exception:
         # A failure record itself would not pickle: keep only its text.
         for pos, info in list(failures.items()):
             failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
-        return dumps_data((OK, values, failures, busy, _worker_name()))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
 
 
 def _worker_name() -> str:

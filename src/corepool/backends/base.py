@@ -94,6 +94,7 @@ def run_inline(
         call = lambda item: plain(resolve(item))  # noqa: E731 (corepool.shared handles)
     values: list[Any] = []
     failures: dict[int, BaseException] = {}
+    retried = 0
     began = time.perf_counter()
     for pos, item in enumerate(items):
         attempt = 0
@@ -113,9 +114,10 @@ def run_inline(
             except catch as exc:
                 if attempt < job.retries and isinstance(exc, job.retry_on):
                     attempt += 1
+                    retried += 1
                     continue
                 values.append(None)
                 failures[pos] = exc
                 break
     job.sizer.observe(len(items), time.perf_counter() - began)
-    return Piece(start, values, failures, origin, items if failures else None)
+    return Piece(start, values, failures, origin, items if failures else None, retried)

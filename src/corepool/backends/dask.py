@@ -192,12 +192,12 @@ class DaskBackend(ClusterBackend):
         self._collector.join(timeout)
         return done and not self._collector.is_alive()
 
-    def alive_workers(self) -> set[str] | None:
+    def alive_workers(self) -> set[int] | None:
         try:
             info = self.client.scheduler_info(n_workers=-1)["workers"].values()
         except Exception:
             return None
-        return {f"{w.get('host')}:{w.get('pid')}" for w in info}
+        return {int(w["pid"]) for w in info if "pid" in w}
 
     def pids(self) -> list[int]:
         if self._cluster is None or self._terminated:

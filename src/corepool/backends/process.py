@@ -82,6 +82,7 @@ class ProcessBackend(Backend):
                 w.failed,
                 w.busy,
                 (now if w.ended_at is None else w.ended_at) - w.started_at,
+                w.retried,
             )
             for w, alive in sorted(rows, key=lambda r: r[0].wid)
         ]

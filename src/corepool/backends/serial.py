@@ -23,7 +23,7 @@ class SerialBackend(Backend):
     def __init__(self, workers: int = 1, **_: Any) -> None:
         self.workers = 1
         self._started = time.monotonic()
-        self._tasks = self._failed = 0
+        self._tasks = self._failed = self._retried = 0
         self._busy = 0.0
 
     def _run(self, job: StreamJob | CallJob, origin: int, start: int, items: list[Any]) -> None:
@@ -32,6 +32,7 @@ class SerialBackend(Backend):
         self._busy += time.perf_counter() - began
         self._tasks += len(piece.values)
         self._failed += len(piece.failures)
+        self._retried += piece.retried
         job.deliver(piece)
 
     def run_stream(self, job: StreamJob) -> None:
@@ -50,7 +51,9 @@ class SerialBackend(Backend):
 
     def stats(self) -> PoolStats:
         uptime = time.monotonic() - self._started
-        row = WorkerStats(0, None, True, self._tasks, self._failed, self._busy, uptime)
+        row = WorkerStats(
+            0, None, True, self._tasks, self._failed, self._busy, uptime, self._retried
+        )
         return PoolStats(self.name, [row])
 
     def close(self) -> None:

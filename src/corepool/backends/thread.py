@@ -101,7 +101,7 @@ class ThreadBackend(Backend):
 
     def _spawn(self) -> None:
         tid = next(self._ids)
-        self._counters[tid] = [0, 0, 0.0]  # tasks, failed, busy seconds
+        self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
         thread = threading.Thread(
             target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
         )
@@ -162,6 +162,7 @@ class ThreadBackend(Backend):
         counters[0] += len(piece.values)
         counters[1] += len(piece.failures)
         counters[2] += busy
+        counters[3] += piece.retried
 
     def run_stream(self, job: StreamJob) -> None:
         self._check_open()
@@ -221,6 +222,7 @@ class ThreadBackend(Backend):
                 int(c[1]),
                 c[2],
                 now - self._started,
+                int(c[3]),
             )
             for tid, c in sorted(self._counters.items())
         ]
