@@ -18,6 +18,7 @@ import psutil
 import pytest
 
 import corepool
+import shm_tasks
 import tasks
 from clusters import DaskCluster
 
@@ -64,6 +65,8 @@ def test_local_cluster_lifetime_crash_and_initializer(monkeypatch: pytest.Monkey
     import dask
 
     monkeypatch.delenv("DASK_SCHEDULER_ADDRESS", raising=False)
+    for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        monkeypatch.delenv(name, raising=False)
     with dask.config.set({"scheduler-address": None}):
         pool = corepool.Pool(2, backend="dask", initializer=tasks.set_global, initargs=(42,))
     try:
@@ -72,6 +75,10 @@ def test_local_cluster_lifetime_crash_and_initializer(monkeypatch: pytest.Monkey
         mine = {p.pid for p in psutil.Process().children(recursive=True)}
         assert set(pids) <= mine  # worker processes of this machine, started by the pool
         assert pool.map(tasks.get_global, range(4)) == [42] * 4
+        # BLAS thread variables: set in the workers (blas_threads="auto": 2 CPUs / 2
+        # workers), not left behind in this process as Dask's nannies would.
+        assert pool.apply(shm_tasks.blas_threads_here)[0] == "1"
+        assert "OMP_NUM_THREADS" not in os.environ
         # The chunk 0..3 dies with its worker; its tasks are re-run one by one, and
         # only task 3, which kills its worker again, fails.
         results = pool.imap(tasks.crash_on, range(8), chunksize=4)
@@ -211,8 +218,6 @@ def test_shared_objects_are_scattered_once_to_every_worker(client: distributed.C
     """``corepool.shared(obj)`` maps to ``scatter(broadcast=True)``: every worker holds
     the object once, and its tasks get that same object (not a copy per chunk)."""
     np = pytest.importorskip("numpy")
-    import shm_tasks
-
     big = np.arange(200_000.0)
     handle = corepool.shared(big)
     got = corepool.map(

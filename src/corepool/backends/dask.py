@@ -32,6 +32,7 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 
+from .._engine.worker import THREAD_VARIABLES
 from ..errors import BrokenPool
 from ..serialize import dumps_code, loads
 from . import _remote
@@ -49,6 +50,14 @@ class _Initializer(WorkerPlugin):
     def setup(self, worker: Any) -> None:
         fn, args = loads(self.blob)
         fn(*args)
+
+
+def _worker_environment(thread_limit: int | None) -> dict[str, str]:
+    """Environment variables for the workers of a LocalCluster started here."""
+    env = {"MALLOC_TRIM_THRESHOLD_": "65536"}  # as Dask sets it: freed memory goes back
+    if thread_limit is not None and not any(name in os.environ for name in THREAD_VARIABLES):
+        env.update({name: str(thread_limit) for name in THREAD_VARIABLES})
+    return env
 
 
 class DaskBackend(ClusterBackend):
@@ -69,6 +78,7 @@ class DaskBackend(ClusterBackend):
         client: Client | None = None,
         initializer: Any = None,
         initargs: tuple[Any, ...] = (),
+        thread_limit: int | None = None,
     ) -> None:
         super().__init__(workers)
         self._cluster: LocalCluster | None = None
@@ -82,10 +92,16 @@ class DaskBackend(ClusterBackend):
                 # process backend, instead of killing three more workers first. For
                 # that, a worker holds only the task it runs (saturation 1.0), so that
                 # no task merely queued behind it is blamed too.
+                #
+                # Dask's nannies set the BLAS thread variables in *this* process before
+                # each worker starts ("pre-spawn-environ"), where they would stay for
+                # the rest of the program: corepool gives them to the workers only,
+                # sized as the process backend sizes them (``blas_threads``).
                 with dask.config.set(
                     {
                         "distributed.scheduler.allowed-failures": 0,
                         "distributed.scheduler.worker-saturation": 1.0,
+                        "distributed.nanny.pre-spawn-environ": {},
                     }
                 ):
                     self._cluster = LocalCluster(
@@ -95,6 +111,7 @@ class DaskBackend(ClusterBackend):
                         # The scheduler serves HTTP even without a dashboard: any port.
                         dashboard_address=":0",
                         silence_logs=logging.ERROR,
+                        env=_worker_environment(thread_limit),
                     )
             try:
                 self.client = Client(
@@ -216,6 +233,7 @@ def create(
     context: Any = None,
     start_method: str | None = None,
     memory_limit: int | None = None,
+    thread_limit: int | None = None,
     **_: Any,
 ) -> DaskBackend:
     """A :class:`DaskBackend`; ``create_backend("dask", ...)`` calls this."""
@@ -231,7 +249,12 @@ def create(
     if client is not None and not isinstance(client, Client):
         raise TypeError(f"client= must be a distributed.Client, got {type(client).__name__}")
     return DaskBackend(
-        workers, address=address, client=client, initializer=initializer, initargs=initargs
+        workers,
+        address=address,
+        client=client,
+        initializer=initializer,
+        initargs=initargs,
+        thread_limit=thread_limit,
     )
 
 
