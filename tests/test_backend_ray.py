@@ -123,3 +123,12 @@ def test_shared_objects_go_through_the_object_store() -> None:
     )
     assert [total for total, _, _ in got] == [float(big.sum())] * 6
     assert not any(writable for _, _, writable in got)
+
+
+@with_session_ray
+def test_blas_threads_are_left_to_ray() -> None:
+    """Documented: Ray sets OMP_NUM_THREADS to a task's CPUs (1 here) itself."""
+    import shm_tasks
+
+    got = corepool.map(shm_tasks.blas_threads_here, [0, 1], workers=2, backend="ray")
+    assert [variable for variable, _ in got] == ["1", "1"]
