@@ -12,15 +12,65 @@ import pytest
 
 sys.path.insert(0, os.path.dirname(__file__))  # tests/tasks.py for the workers too
 
+import clusters
 import corepool
 from corepool.api import shutdown_default_pool
 
 LOCAL_BACKENDS = ["process", "thread", "serial"]
+CLUSTER_BACKENDS = ["dask", "ray"]
 
 
-@pytest.fixture(params=LOCAL_BACKENDS)
+@pytest.fixture(scope="session")
+def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clusters.DaskCluster]:
+    """A ``dask scheduler`` and two ``dask worker`` processes on 127.0.0.1, per session."""
+    pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
+    cluster = clusters.DaskCluster(tmp_path_factory.mktemp("dask"))
+    try:
+        yield cluster.start()
+    finally:
+        cluster.stop()
+
+
+def _uses_ray(item: pytest.Item) -> bool:
+    callspec = getattr(item, "callspec", None)
+    in_ray_file = item.nodeid.startswith("tests/test_backend_ray.py")
+    return in_ray_file or (callspec is not None and callspec.params.get("backend") == "ray")
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Run the Ray tests last: ``ray.init`` leaves signal handlers in this process that
+    forked worker processes inherit, which would slow every later ``fork`` pool test."""
+    items.sort(key=_uses_ray)  # stable: the order within each group is kept
+
+
+@pytest.fixture(scope="session")
+def ray_session() -> Iterator[None]:
+    """A local Ray (2 CPUs), initialised once per session and shut down at its end."""
+    ray = pytest.importorskip("ray", reason="the ray extra is part of the test extra")
+    clusters.start_local_ray()
+    try:
+        yield
+    finally:
+        ray.shutdown()
+
+
+@pytest.fixture(params=LOCAL_BACKENDS + CLUSTER_BACKENDS)
 def backend(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Every test taking ``backend`` runs once per backend (the shared behaviour suite)."""
+    """Every test taking ``backend`` runs once per backend (the shared behaviour suite).
+
+    ``dask`` runs on the session's command-line cluster, found through Dask's own
+    ``scheduler-address`` setting as a user's program would; ``ray`` on the session's
+    local Ray, which the backend finds already initialised.
+    """
+    if request.param == "dask":
+        import dask
+
+        address = request.getfixturevalue("dask_cluster").address
+        with dask.config.set({"scheduler-address": address}):
+            yield "dask"
+        return
+    if request.param == "ray":
+        request.getfixturevalue("ray_session")
     yield request.param
 
 
@@ -43,7 +93,7 @@ def _descendants() -> set[int]:
             command = " ".join(child.cmdline())
         except psutil.NoSuchProcess:
             continue
-        if any(helper in command for helper in _HELPERS):
+        if any(helper in command for helper in _HELPERS) or clusters.in_session_tree(child.pid):
             continue
         found.add(child.pid)
     return found

@@ -235,3 +235,19 @@ def sum_of_squares_in_a_pool(n: int) -> int:
     import corepool
 
     return sum(corepool.map(square, range(n), workers=2))
+
+
+def sleep_then_touch(path: str, seconds: float) -> float:
+    """Sleep, then create ``path``: shows whether a timed-out task went on running."""
+    time.sleep(seconds)
+    with open(path, "w") as f:
+        f.write(str(os.getpid()))
+    return seconds
+
+
+def note_start_then_sleep(path: str, seconds: float) -> int:
+    """Append this worker's pid to ``path`` when starting, then sleep; returns the pid."""
+    with open(path, "a") as f:
+        f.write(f"{os.getpid()}\n")
+    time.sleep(seconds)
+    return os.getpid()

@@ -7,13 +7,15 @@ flag says so and the test checks the documented behaviour instead.
 from __future__ import annotations
 
 import itertools
+import os
+import time
 import traceback
 
 import pytest
 
 import corepool
 import tasks
-from corepool.backends import create_backend
+from corepool.backends import backend_class
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -63,7 +65,7 @@ def test_exception_keeps_its_type_and_names_the_task(backend: str) -> None:
         corepool.map(tasks.fail_on, range(10), workers=2, backend=backend)
     notes = getattr(info.value, "__notes__", [])
     assert any("task 3" in note and "input 3" in note for note in notes), notes
-    if create_backend.__module__ and backend == "process":
+    if backend_class(backend).pickles:  # it ran in another process: a remote traceback
         assert isinstance(info.value.__cause__, corepool.RemoteTraceback)
         assert "fail_on" in str(info.value.__cause__)
     else:
@@ -122,15 +124,36 @@ def test_retry_on_narrows_what_is_retried(backend: str, tmp_path) -> None:  # ty
         )
 
 
-@pytest.mark.parametrize("backend", ["process", "thread"])
-def test_timeout_fails_the_task_and_the_rest_goes_on(backend: str) -> None:
-    got = corepool.map(
-        tasks.sleep_for, [0.0, 5.0, 0.0, 0.0], workers=2, backend=backend, timeout=0.5,
-        on_error="return",
+def test_timeout_fails_the_task_and_the_rest_goes_on(backend: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """Every backend fails the task with TaskTimeout; what becomes of the task itself
+    is what its capability flags say: stopped, or left to finish with its result dropped;
+    reported at the deadline, or (serial) only once the task returned."""
+    flags = backend_class(backend)
+    marker = str(tmp_path / "finished")
+    args = [(marker + "-0", 0.0), (marker, 1.5), (marker + "-2", 0.0), (marker + "-3", 0.0)]
+    began = time.monotonic()
+    got = corepool.starmap(
+        tasks.sleep_then_touch, args, workers=2, backend=backend, timeout=0.5, on_error="return"
     )
+    elapsed = time.monotonic() - began
     assert got[0] == 0.0 and got[2:] == [0.0, 0.0]
     assert isinstance(got[1], corepool.TaskTimeout)
     assert isinstance(got[1], TimeoutError)
+    if flags.reports_timeouts_on_time:
+        assert elapsed < 1.4, f"the timeout was reported after {elapsed:.2f} s"
+    else:
+        assert elapsed >= 1.5  # serial: the task ran to its end in the calling thread
+    if flags.stops_timed_out_tasks:
+        deadline = began + 2.5  # well past the task's own end (1.5 s after it started)
+        while time.monotonic() < deadline:
+            assert not os.path.exists(marker), "the timed-out task was not stopped"
+            time.sleep(0.05)
+    else:
+        # Documented: the task cannot be stopped; it runs to its end, result dropped.
+        deadline = time.monotonic() + 10.0
+        while not os.path.exists(marker):
+            assert time.monotonic() < deadline, "the timed-out task never finished"
+            time.sleep(0.05)
 
 
 def test_serial_timeout_is_reported_after_the_task_returns() -> None:

@@ -1,7 +1,8 @@
 """``corepool.map / imap / starmap`` on a reusable default pool.
 
 The first call starts a pool; later calls reuse it, so they pay no start-up. It is
-restarted only when a call asks for another number of workers or another backend,
+restarted only when a call asks for another number of workers, another backend or
+another cluster (``address`` / ``client``),
 and it is shut down when the program exits (the ``atexit`` hook is registered when
 the first pool starts, not at import).
 """
@@ -22,21 +23,24 @@ from .pool import Pool
 __all__ = ["imap", "map", "shutdown_default_pool", "starmap"]
 
 _lock = threading.Lock()
-_default: tuple[tuple[int, str], Pool] | None = None
+_default: tuple[tuple[Any, ...], Pool] | None = None
 _atexit_registered = False
 
 
-def _default_pool(workers: int | None, backend: str | None) -> Pool:
+def _default_pool(
+    workers: int | None, backend: str | None, address: str | None = None, client: Any = None
+) -> Pool:
     global _default, _atexit_registered
-    key = (workers or cpu_count(), resolve_backend_name(backend))
+    # The client by identity: another Client object is another cluster connection.
+    key = (workers or cpu_count(), resolve_backend_name(backend), address, id(client), client)
     with _lock:
         if _default is not None:
             old_key, pool = _default
-            if old_key == key and not pool._core.closed:
+            if old_key[:4] == key[:4] and not pool._core.closed:
                 return pool
             pool.terminate()
             _default = None
-        pool = Pool(key[0], backend=key[1])
+        pool = Pool(key[0], backend=key[1], address=address, client=client)
         _default = (key, pool)
         if not _atexit_registered:
             atexit.register(shutdown_default_pool)
@@ -82,12 +86,14 @@ def _run(
     progress: Any,
     backend: str | None,
     retry_on: tuple[type[BaseException], ...] | None,
+    address: str | None = None,
+    client: Any = None,
     keeps_all: bool = True,
 ) -> tuple[PoolCore, Iterator[Any]]:
     """Start ``fn`` over ``iterable`` on the default pool; the public functions pass their
     own arguments through (``**locals()``), so their signatures stay explicit."""
     _check(on_error, workers)
-    core = _default_pool(workers, backend)._core
+    core = _default_pool(workers, backend, address, client)._core
     job = core.stream_job(
         fn,
         iterable,
@@ -115,12 +121,17 @@ def map(
     progress: Any = False,
     backend: str | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
+    address: str | None = None,
+    client: Any = None,
 ) -> list[Any]:
     """``[fn(x) for x in iterable]`` on every core; see the guide for each option.
 
     ``on_error``: ``"raise"`` the first failure in input order, ``"return"`` exception
     objects in place of results, or ``"skip"`` them. ``timeout`` stops a task (and its
     worker) after that many seconds; ``retries`` re-runs failed tasks.
+    ``address`` (a scheduler address) or ``client`` (a ``distributed.Client``) says
+    which cluster ``backend="dask"`` runs on, ``address`` which Ray ``backend="ray"``
+    joins; with another backend they are a ValueError.
 
     Examples:
         >>> import corepool
@@ -146,8 +157,10 @@ def starmap(
     progress: Any = False,
     backend: str | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
+    address: str | None = None,
+    client: Any = None,
 ) -> list[Any]:
-    """``[fn(*args) for args in iterable]`` on every core.
+    """``[fn(*args) for args in iterable]`` on every core; options as for :func:`map`.
 
     Examples:
         >>> import corepool
@@ -171,10 +184,13 @@ def imap(
     progress: Any = False,
     backend: str | None = None,
     retry_on: tuple[type[BaseException], ...] | None = None,
+    address: str | None = None,
+    client: Any = None,
 ) -> Iterator[Any]:
     """Lazy :func:`map`: reads the input as results are consumed, in bounded memory.
 
     Works on endless generators; the first result arrives after the first task.
+    Options as for :func:`map` (``address`` / ``client`` for the cluster backends).
 
     Examples:
         >>> import corepool, itertools

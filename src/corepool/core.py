@@ -130,15 +130,16 @@ class PoolCore:
             raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
         if chunksize is not None and (not isinstance(chunksize, int) or chunksize < 1):
             raise ValueError(f"chunksize must be a positive integer or None, got {chunksize!r}")
+        slots = self.backend.capacity()  # a cluster's size, not this machine's
         job = StreamJob(
             fn,
             iterable,
             style,
-            window=window_size(self.workers),
+            window=window_size(slots),
             timeout=self.task_timeout if timeout is None else timeout,
             retries=self.retries if retries is None else retries,
             retry_on=self.retry_on if retry_on is None else retry_on,
-            sizer=ChunkSizer(self.workers, chunksize, _length(iterable)),
+            sizer=ChunkSizer(slots, chunksize, _length(iterable)),
         )
         self._opened(job)
         try:

@@ -25,7 +25,9 @@ class Executor(concurrent.futures.Executor):
     waits for submitted work, as ``concurrent.futures`` does. Beyond it: a crashed
     worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
     ``retries``, lambdas as functions, ``map`` that reads its input lazily, and
-    ``blas_threads`` as on :class:`corepool.Pool`.
+    ``blas_threads`` as on :class:`corepool.Pool`. ``address`` / ``client`` (keyword
+    only) name the cluster of ``backend="dask"`` or ``backend="ray"``, as for
+    :class:`~corepool.Pool`.
 
     Examples:
         >>> import corepool
@@ -45,6 +47,8 @@ class Executor(concurrent.futures.Executor):
         task_timeout: float | None = None,
         retries: int = 0,
         backend: str | None = "process",
+        address: str | None = None,
+        client: Any = None,
         blas_threads: int | str | None = "auto",
     ) -> None:
         if max_workers is None:
@@ -69,6 +73,8 @@ class Executor(concurrent.futures.Executor):
             initargs=tuple(initargs),
             max_tasks_per_child=max_tasks_per_child,
             context=mp_context,
+            address=address,
+            client=client,
             thread_limit=blas_thread_limit(blas_threads, max_workers),
         )
 

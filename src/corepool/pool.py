@@ -138,6 +138,11 @@ class Pool:
     closures as functions, ``submit`` returning a ``concurrent.futures.Future``,
     ``stats()``, and the thread / serial / dask / ray backends.
 
+    ``address`` / ``client`` (keyword only) name the cluster of ``backend="dask"``
+    (a scheduler address or a ``distributed.Client``) or ``backend="ray"`` (an
+    address); ``processes`` then sizes only a cluster that corepool starts itself.
+    Given to another backend they are a ValueError.
+
     Each worker process caps its BLAS/OpenMP thread pools (numpy, scipy, ...) at
     ``blas_threads``: by default the usable CPUs divided by the number of workers, so
     workers x threads does not oversubscribe the machine; ``blas_threads=None`` leaves
@@ -163,6 +168,8 @@ class Pool:
         backend: str | None = "process",
         start_method: str | None = None,
         worker_memory_limit: int | str | None = None,
+        address: str | None = None,
+        client: Any = None,
         blas_threads: int | str | None = "auto",
     ) -> None:
         if processes is None:
@@ -188,6 +195,8 @@ class Pool:
             context=context,
             start_method=start_method,
             memory_limit=self._memory_limit,
+            address=address,
+            client=client,
             thread_limit=blas_thread_limit(blas_threads, processes),
         )
         self._finalizer = weakref.finalize(self, _finalize_pool, self._core)

@@ -31,6 +31,10 @@ class Backend(ABC):
     survives_crashes: ClassVar[bool] = False
     #: Functions, inputs and results are pickled (so they must be picklable).
     pickles: ClassVar[bool] = False
+    #: A task past its timeout fails at its deadline, not only once it returns.
+    reports_timeouts_on_time: ClassVar[bool] = True
+    #: Takes ``address=`` / ``client=`` (a cluster to run on).
+    remote: ClassVar[bool] = False
 
     workers: int
 
@@ -41,6 +45,10 @@ class Backend(ABC):
     @abstractmethod
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Start running one call; its outcome arrives through ``job.deliver``."""
+
+    def capacity(self) -> int:
+        """Tasks that run at once; chunk sizes and each job's window are sized on it."""
+        return self.workers
 
     def release(self, job: Job) -> None:
         """The caller is done with ``job`` (finished or abandoned)."""

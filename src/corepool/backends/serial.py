@@ -18,6 +18,7 @@ class SerialBackend(Backend):
     """Runs tasks inline, lazily: ``imap`` computes each result as it is consumed."""
 
     name: ClassVar[str] = "serial"
+    reports_timeouts_on_time: ClassVar[bool] = False
 
     def __init__(self, workers: int = 1, **_: Any) -> None:
         self.workers = 1

@@ -1,0 +1,255 @@
+"""What runs on a cluster worker for the ``dask`` and ``ray`` backends.
+
+A chunk reaches a worker as three things: a job *token*, the job's *spec* (function,
+call style, retries, retry filter, timeout; pickled once per job in the caller and
+unpickled once per job on each worker) and the pickled inputs. :func:`run_chunk` runs
+the tasks one after another with the same per-task rules as the process backend, and
+answers with one pickled blob::
+
+    (OK, values, failures, busy_seconds, worker, retried)
+                                   failures: {position: FailureInfo}; worker: "host:pid";
+                                   retried: failed attempts that were run again
+    (UNREADABLE, what, FailureInfo)                the spec or the inputs did not unpickle
+
+Per-task retries happen here, inside the chunk, so a task that raises is retried alone
+(and only for the exception types of ``retry_on``) without re-running its neighbours;
+a task that kills its worker is retried by the backend in the caller, which resubmits
+it on its own. A task with a timeout runs in a helper thread that the chunk waits for
+at most ``timeout`` seconds; what happens to an overrunning thread is up to the
+backend (Dask leaves it running, Ray cancels the whole worker).
+
+Everything here must be importable on the workers: corepool is installed there too.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import socket
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from .._engine import protocol as p
+from .._engine.worker import caller
+from ..errors import SerializationError, TaskTimeout
+from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
+
+__all__ = [
+    "OK",
+    "OVERRUN_PREFIX",
+    "UNREADABLE",
+    "Spec",
+    "overrun_threads",
+    "run_chunk",
+    "run_chunk_announced",
+    "shared_value",
+]
+
+OK = "ok"
+UNREADABLE = "unreadable"
+#: Name prefix of a helper thread whose task ran past its timeout and still runs.
+OVERRUN_PREFIX = "corepool-overrun"
+_TASK_PREFIX = "corepool-task"
+
+
+@dataclass(frozen=True)
+class Spec:
+    """Everything a worker needs to know about a job besides its inputs."""
+
+    fn: Callable[..., Any]
+    style: int
+    retries: int
+    retry_on: tuple[type[BaseException], ...]
+    timeout: float | None
+    overrun_note: str
+
+
+# Specs unpickled on this worker, by job token; a few jobs at a time are live.
+_specs: OrderedDict[str, Spec] = OrderedDict()
+_specs_lock = threading.Lock()
+_SPECS_KEPT = 16
+
+
+def _spec(token: str, blob: bytes) -> Spec:
+    with _specs_lock:
+        spec = _specs.get(token)
+        if spec is not None:
+            _specs.move_to_end(token)
+            return spec
+    spec = loads(blob)
+    assert isinstance(spec, Spec)
+    with _specs_lock:
+        _specs[token] = spec
+        while len(_specs) > _SPECS_KEPT:
+            _specs.popitem(last=False)
+    return spec
+
+
+_local = threading.local()
+
+
+def shared_value(key: str) -> Any:
+    """What a :func:`corepool.shared` handle unpickles to on a cluster worker: the object
+    the engine placed there (Dask scatter, Ray object store), passed with the chunk."""
+    values: dict[str, Any] | None = getattr(_local, "shared", None)
+    if values is None or key not in values:
+        raise RuntimeError(f"the shared object {key} did not come with this task")
+    return values[key]
+
+
+def run_chunk(
+    token: str,
+    start: int,
+    spec_blob: bytes,
+    items_blob: bytes,
+    shared_keys: tuple[str, ...] = (),
+    *shared_values: Any,
+) -> bytes:
+    """Run one chunk of a job on this worker; the pickled answer (see the module doc).
+
+    ``shared_values`` are the objects of the ``corepool.shared`` handles the spec and the
+    inputs refer to (by ``shared_keys``), already resolved by the engine.
+    """
+    _local.shared = dict(zip(shared_keys, shared_values, strict=True))
+    try:
+        try:
+            spec = _spec(token, spec_blob)
+        except BaseException as exc:
+            return dumps_data((UNREADABLE, "function", FailureInfo.capture(exc)))
+        try:
+            items: list[Any] = loads(items_blob)
+        except BaseException as exc:
+            return dumps_data((UNREADABLE, "inputs", FailureInfo.capture(exc)))
+    finally:
+        _local.shared = None
+    began = time.perf_counter()
+    retried = 0
+    if spec.retries == 0 and spec.timeout is None:
+        values, failures = _run_plain(spec, items)
+    else:
+        values, failures, retried = _run_careful(spec, start, items)
+    busy = time.perf_counter() - began
+    return _pack(start, values, failures, busy, retried)
+
+
+def run_chunk_announced(*args: Any) -> Iterator[bytes]:
+    """:func:`run_chunk` as a generator that first yields ``b""``: the chunk started.
+
+    For an engine that streams a generator's items (Ray), this tells the caller when
+    to start a task's deadline: when it runs, not when it was queued.
+    """
+    yield b""
+    yield run_chunk(*args)
+
+
+def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:
+    """No retries, no timeout: a C loop over the inputs, resumed after each failure."""
+    values: list[Any] = []
+    failures: dict[int, Any] = {}
+    inputs = iter(items)
+    call = spec.fn if spec.style == p.SINGLE else caller(spec.fn, spec.style)
+    while True:
+        try:
+            if spec.style == p.STAR:
+                values.extend(itertools.starmap(spec.fn, inputs))
+            else:
+                values.extend(map(call, inputs))
+            return values, failures
+        except BaseException as exc:  # the task's own failure, whatever it is
+            failures[len(values)] = FailureInfo.capture(exc)
+            values.append(None)
+
+
+def _run_careful(
+    spec: Spec, start: int, items: Sequence[Any]
+) -> tuple[list[Any], dict[int, Any], int]:
+    """Task by task, with per-task retries and deadlines; also counts the retries."""
+    call = caller(spec.fn, spec.style)
+    values: list[Any] = []
+    failures: dict[int, Any] = {}
+    retried = 0
+    for pos, item in enumerate(items):
+        attempt = 0
+        while True:
+            try:
+                if spec.timeout is None:
+                    values.append(call(item))
+                else:
+                    values.append(_with_deadline(call, item, spec, start + pos))
+                break
+            except BaseException as exc:
+                if (
+                    attempt < spec.retries
+                    and isinstance(exc, spec.retry_on)
+                    and not isinstance(exc, SerializationError)
+                ):
+                    attempt += 1
+                    retried += 1
+                    continue
+                failures[pos] = FailureInfo.capture(exc)
+                values.append(None)
+                break
+    return values, failures, retried
+
+
+def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int) -> Any:
+    """``call(item)`` in a helper thread, given up after ``spec.timeout`` seconds."""
+    assert spec.timeout is not None
+    outcome: list[tuple[bool, Any]] = []
+    finished = threading.Event()
+
+    def target() -> None:
+        try:
+            outcome.append((True, call(item)))
+        except BaseException as exc:
+            outcome.append((False, exc))
+        finally:
+            finished.set()
+
+    thread = threading.Thread(target=target, name=f"{_TASK_PREFIX}-{index}", daemon=True)
+    thread.start()
+    if not finished.wait(spec.timeout):
+        thread.name = f"{OVERRUN_PREFIX}-{index}"
+        raise TaskTimeout(
+            f"task {index} ran longer than its {spec.timeout:g} s timeout; {spec.overrun_note}",
+            spec.timeout,
+        )
+    ok, value = outcome[0]
+    if ok:
+        return value
+    raise value
+
+
+def _pack(
+    start: int, values: list[Any], failures: dict[int, Any], busy: float, retried: int
+) -> bytes:
+    try:
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+    except Exception:
+        pass
+    for pos, exc in find_unpicklable(values).items():
+        values[pos] = None
+        error = SerializationError(
+            f"the result of task {start + pos} cannot be pickled: {type(exc).__name__}: {exc}"
+        )
+        failures[pos] = FailureInfo.capture(error)
+    try:
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+    except Exception:
+        # A failure record itself would not pickle: keep only its text.
+        for pos, info in list(failures.items()):
+            failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+
+
+def _worker_name() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def overrun_threads() -> int:
+    """Threads in this process still running a task that ran past its timeout."""
+    return sum(1 for t in threading.enumerate() if t.name.startswith(OVERRUN_PREFIX))
