@@ -16,6 +16,8 @@ import subprocess
 import sys
 import tempfile
 import textwrap
+import threading
+import time
 from pathlib import Path
 
 # --8<-- [start:scripts]
@@ -44,6 +46,8 @@ if __name__ == "__main__":   # true only in the script you ran, false in workers
 
 
 def run(label: str, code: str, interesting: tuple[str, ...], timeout: float) -> None:
+    """Run ``code`` as a script; past ``timeout`` seconds (and once something
+    ``interesting`` was printed, or at the latest after 60 s) kill it and its workers."""
     with tempfile.TemporaryDirectory() as folder:
         script = Path(folder) / "script.py"
         script.write_text(textwrap.dedent(code))
@@ -55,14 +59,24 @@ def run(label: str, code: str, interesting: tuple[str, ...], timeout: float) -> 
             env={**os.environ, "PYTHONWARNINGS": "ignore"},
             start_new_session=True,  # its own process group: its workers can be killed too
         )
-        try:
-            output, _ = child.communicate(timeout=timeout)
+        assert child.stdout is not None
+        output: list[str] = []
+        reader = threading.Thread(target=lambda: output.extend(child.stdout))  # type: ignore[arg-type]
+        reader.start()
+        started = time.monotonic()
+        while child.poll() is None:
+            elapsed = time.monotonic() - started
+            seen = any(line.strip().startswith(interesting) for line in list(output))
+            if elapsed >= 60 or (elapsed >= timeout and seen):
+                os.killpg(child.pid, signal.SIGKILL)
+                child.wait()
+                print(f"{label}: still running after {timeout:g} s (killed)")
+                break
+            time.sleep(0.05)
+        else:
             print(f"{label}: exit code {child.returncode}")
-        except subprocess.TimeoutExpired:
-            os.killpg(child.pid, signal.SIGKILL)
-            output, _ = child.communicate()
-            print(f"{label}: still running after {timeout:g} s (killed)")
-    lines = [raw.strip() for raw in output.splitlines() if raw.strip()]
+        reader.join()
+    lines = [raw.strip() for raw in output if raw.strip()]
     hits = [i for i, line in enumerate(lines) if line.startswith(interesting)]
     if hits:
         first = lines[hits[0]]
