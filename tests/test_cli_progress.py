@@ -202,8 +202,8 @@ def test_a_million_line_input_runs_in_bounded_memory(tmp_path: Path) -> None:
     Measured here: about 100 MiB, and flat beyond (2,000,000 lines peak at the same
     ~132 MiB, docs/cli-throughput.md): the occurrence counts of 250,000 distinct inputs
     before they move to disk, SQLite's caches and the batches on their way to the
-    journal. A runner that kept an entry per line (the line, its key, a backlog tuple)
-    would need over 200 MiB for a million lines, and fails.
+    journal. A runner that kept an entry per line (index, line, 16-byte key, occurrence:
+    one small tuple) would need 214 MiB for a million lines (tracemalloc), and fails.
     """
     with open(tmp_path / "small.jsonl", "w") as f:
         f.writelines(f"{i}\n" for i in range(1000))
