@@ -374,7 +374,8 @@ class Shared(Generic[T]):
             self.nbytes = self._segment.size
         else:
             pickle.dumps(value, protocol=PROTOCOL)  # fail now, not in every task
-        _live += 1
+        with _released_lock:
+            _live += 1
         self._finalizer = weakref.finalize(self, _release, self.token, self._segment)
 
     def release(self) -> None:
@@ -438,10 +439,10 @@ def on_release(listener: Any) -> None:
 
 def _release(token: tuple[int, int], segment: Segment | None) -> None:
     global _live
-    _live -= 1
     if segment is not None:
         segment.close()
     with _released_lock:
+        _live -= 1
         _released.append(token)
     for listener in list(_listeners):
         listener.shared_released()
