@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import threading
 import time
+import types
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
@@ -18,6 +20,7 @@ from typing import Any
 from ._engine.dispatch import ChunkSizer, window_size
 from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
 from .backends import Backend, create_backend, resolve_backend_name
+from .errors import stdlib_compatible
 from .progress import PoolStats, make_progress
 
 __all__ = ["ON_ERROR_CHOICES", "PoolCore", "parse_memory"]
@@ -71,8 +74,28 @@ def parse_memory(limit: int | str | None) -> int | None:
     return int(value * factor)
 
 
+class _FaceCallJob(CallJob):
+    """A call whose failures reach its Future as the face's stdlib counterpart raises them."""
+
+    face: str | None = None
+
+    def deliver(self, piece: Piece) -> None:
+        if piece.failures:
+            piece.failures = {
+                pos: stdlib_compatible(error, self.face) for pos, error in piece.failures.items()
+            }
+        super().deliver(piece)
+
+    def fail(self, exc: BaseException) -> None:
+        super().fail(stdlib_compatible(exc, self.face))
+
+
 class PoolCore:
-    """A backend plus the bookkeeping every face needs: options, open jobs, shutdown."""
+    """A backend plus the bookkeeping every face needs: options, open jobs, shutdown.
+
+    ``face`` (``"pool"``, ``"executor"`` or None) says whose stdlib errors the failures
+    must also be (see :func:`corepool.errors.stdlib_compatible`).
+    """
 
     def __init__(
         self,
@@ -82,6 +105,7 @@ class PoolCore:
         task_timeout: float | None = None,
         retries: int = 0,
         retry_on: tuple[type[BaseException], ...] = (Exception,),
+        face: str | None = None,
         **backend_options: Any,
     ) -> None:
         if task_timeout is not None and task_timeout <= 0:
@@ -97,7 +121,13 @@ class PoolCore:
         self.retry_on = retry_on
         self._lock = threading.Lock()
         self._open_jobs: set[Job] = set()
-        self._call_sizers: dict[Callable[..., Any], ChunkSizer] = {}
+        self.face = face
+        # Weak keys: a finished call must not keep its function (a bound method keeps
+        # its object) alive.
+        self._call_sizers: weakref.WeakKeyDictionary[Any, ChunkSizer] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._builtin_sizers: dict[Any, ChunkSizer] = {}
         self.closed = False
         self.terminated = False
         self.backend: Backend = create_backend(self.backend_name, workers, **backend_options)
@@ -179,20 +209,29 @@ class PoolCore:
             self._finished(job)
 
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
-        """Flatten pieces into values, applying ``on_error``."""
+        """Flatten pieces into values, applying ``on_error``.
+
+        A value handed out is no longer referenced here (popped from its piece, never
+        held in a local while suspended), so the caller decides how long it lives.
+        """
         for piece in pieces:
-            if not piece.failures:
-                if piece is TIMED_OUT:
-                    yield TIMED_OUT
-                yield from piece.values
+            if piece is TIMED_OUT:
+                yield TIMED_OUT
                 continue
-            for pos, value in enumerate(piece.values):
-                error = piece.failures.get(pos)
-                if error is None:
-                    yield value
-                elif on_error == "raise":
+            values = piece.values
+            values.reverse()
+            failures = piece.failures
+            pos = -1
+            while values:
+                pos += 1
+                if pos not in failures:
+                    yield values.pop()
+                    continue
+                values.pop()
+                error = stdlib_compatible(failures.pop(pos), self.face)
+                if on_error == "raise":
                     raise error
-                elif on_error == "return":
+                if on_error == "return":
                     yield error
 
     def collect(self, pieces: Iterator[Piece], on_error: str) -> list[Any]:
@@ -203,6 +242,7 @@ class PoolCore:
                 out.extend(self.values(iter([piece]), on_error))
             else:
                 out.extend(piece.values)
+                piece.values.clear()
         return out
 
     def call(
@@ -218,7 +258,7 @@ class PoolCore:
         if not callable(fn):
             raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
         future: Future[Any] = Future()
-        job = CallJob(
+        job = _FaceCallJob(
             fn,
             future,
             timeout=self.task_timeout if timeout is None else timeout,
@@ -226,8 +266,19 @@ class PoolCore:
             retry_on=self.retry_on,
             sizer=self._call_sizer(fn),
         )
+        job.face = self.face
         self._opened(job)
-        future.add_done_callback(lambda f: self._call_done(job))
+        # Weakly: a finished job (and the arguments it holds) must not live as long as
+        # its Future; until then the open-jobs set keeps it.
+        done = weakref.WeakMethod(self._call_done)
+        job_ref = weakref.ref(job)
+
+        def on_done(_: Future[Any]) -> None:
+            method, finished = done(), job_ref()
+            if method is not None and finished is not None:
+                method(finished)
+
+        future.add_done_callback(on_done)
         try:
             self.backend.run_call(job, tuple(args), dict(kwargs))
         except BaseException:
@@ -239,14 +290,17 @@ class PoolCore:
     def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
         """One duration estimate per function, shared by its calls: once its calls are
         known to be short, a worker may hold the next one behind the running one."""
+        key = fn.__func__ if isinstance(fn, types.MethodType) else fn
+        # A builtin holds no user object, and cannot be weakly referenced.
+        table: Any = self._builtin_sizers if isinstance(key, types.BuiltinFunctionType) else (
+            self._call_sizers
+        )
         try:
-            sizer = self._call_sizers.get(fn)
-        except TypeError:  # an unhashable callable
+            sizer = table.get(key)
+            if sizer is None:
+                sizer = table[key] = ChunkSizer(1)
+        except TypeError:  # unhashable, or no weak references: no sharing
             return ChunkSizer(1)
-        if sizer is None:
-            if len(self._call_sizers) > 256:
-                self._call_sizers.clear()
-            sizer = self._call_sizers[fn] = ChunkSizer(1)
         return sizer
 
     def _call_done(self, job: CallJob) -> None:
@@ -264,7 +318,12 @@ class PoolCore:
             job.unbound()
 
     def cancel_pending(self) -> None:
-        """Cancel calls not yet started and stop pulling input for streams."""
+        """Cancel calls not yet started and stop pulling input for streams.
+
+        What was submitted before had its chance to start first (as in
+        ``concurrent.futures``, where up to a worker's share is already running).
+        """
+        self.backend.settle()
         with self._lock:
             jobs = list(self._open_jobs)
         for job in jobs:

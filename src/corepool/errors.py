@@ -6,7 +6,8 @@
      └── CorepoolError                    anything corepool raises on its own
           ├── TaskError                   a task failed; its own exception could not be re-created
           │    ├── TaskTimeout            (also TimeoutError) ran past its timeout; worker replaced
-          │    └── WorkerCrashed          the worker died under it (exit code or signal)
+          │    └── WorkerCrashed          (also BrokenProcessPool) the worker died under it
+          │                               (exit code or signal); the pool goes on
           ├── SerializationError          (also TypeError) function, argument or result
           │                               cannot be pickled
           └── BrokenPool                  (also concurrent.futures BrokenProcessPool) workers
@@ -15,14 +16,21 @@
 A task's *own* exception is not wrapped: it is re-raised as its original type, with a
 :class:`RemoteTraceback` as ``__cause__`` that carries the worker's traceback text.
 
+Every corepool error is also an instance of what the stdlib raises in the same situation
+(:func:`stdlib_compatible`; the table is in docs/guide/errors.md), so ``except`` clauses
+written for ``multiprocessing`` and ``concurrent.futures`` keep working.
+
 Every class here pickles and unpickles to an equal object (all fields go through
 ``__init__``), so errors can cross process boundaries themselves.
 """
 
 from __future__ import annotations
 
+import functools
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
+
+_E = TypeVar("_E", bound=BaseException)
 
 __all__ = [
     "BrokenPool",
@@ -110,11 +118,13 @@ class TaskTimeout(TaskError, TimeoutError):
         return self.message
 
 
-class WorkerCrashed(TaskError):
+class WorkerCrashed(TaskError, BrokenProcessPool):
     """The worker process running the task died.
 
-    ``exitcode`` is the process's exit status (negative: killed by signal ``-exitcode``);
-    ``reason`` says in words what is known (signal name, "likely out of memory", ...).
+    Also a ``concurrent.futures.process.BrokenProcessPool``, which is what
+    ``ProcessPoolExecutor`` raises when a worker dies; here the pool replaced the
+    worker and goes on (only this task failed). ``exitcode`` is the process's exit
+    status (negative: killed by signal ``-exitcode``); ``reason`` says in words what is known (signal name, "likely out of memory", ...).
 
     Examples:
         >>> import corepool, os
@@ -193,3 +203,119 @@ class RemoteTraceback(Exception):
 
     def __str__(self) -> str:
         return "\n\nTraceback in the worker process:\n" + self.traceback_text.rstrip()
+
+
+# Being also what the stdlib raises ------------------------------------------------
+def also(error: _E, *kinds: type[BaseException]) -> _E:
+    """``error``, made an instance of each of ``kinds`` as well (if it is not already).
+
+    The new class subclasses ``type(error)`` and ``kinds`` and keeps the name, the
+    message and the fields of ``error``; it is made once per combination and pickles
+    by rebuilding the same combination. Kinds whose instance layout cannot be combined
+    with ``error``'s are left out.
+
+    Examples:
+        >>> import pickle
+        >>> error = also(SerializationError("cannot pickle"), pickle.PicklingError)
+        >>> isinstance(error, pickle.PicklingError), type(error).__name__, str(error)
+        (True, 'SerializationError', 'cannot pickle')
+    """
+    missing = tuple(k for k in kinds if not isinstance(error, k))
+    if not missing:
+        return error
+    base = getattr(type(error), "_corepool_base", type(error))
+    cls = _combined(base, tuple(dict.fromkeys((*_kinds_of(type(error)), *missing))))
+    if cls is None:
+        return error
+    copy = cls.__new__(cls, *error.args)
+    BaseException.__init__(copy, *error.args)
+    copy.__dict__.update(vars(error))
+    copy.__cause__ = error.__cause__
+    copy.__context__ = error.__context__
+    copy.__suppress_context__ = error.__suppress_context__
+    copy.__traceback__ = error.__traceback__
+    if isinstance(copy, SystemExit):
+        copy.code = getattr(error.__cause__, "code", 1)
+    return copy  # type: ignore[return-value]
+
+
+def _kinds_of(cls: type[BaseException]) -> tuple[type[BaseException], ...]:
+    kinds: tuple[type[BaseException], ...] = getattr(cls, "_corepool_kinds", ())
+    return kinds
+
+
+def _rebuild_combined(
+    base: type[BaseException], kinds: tuple[type[BaseException], ...], args: tuple[Any, ...],
+    state: dict[str, Any],
+) -> BaseException:
+    error = base(*args)
+    error.__dict__.update(state)
+    return also(error, *kinds)
+
+
+@functools.lru_cache(maxsize=128)
+def _combined(
+    base: type[BaseException], kinds: tuple[type[BaseException], ...]
+) -> type[BaseException] | None:
+    def __reduce__(self: BaseException) -> tuple[Any, ...]:
+        init_args = self._init_args() if isinstance(self, TaskError) else self.args
+        return (_rebuild_combined, (base, kinds, init_args, dict(vars(self))))
+
+    namespace = {
+        "__module__": base.__module__,
+        "__qualname__": base.__qualname__,
+        "__reduce__": __reduce__,
+        "__str__": base.__str__,
+        "__init__": base.__init__,
+        "_corepool_base": base,
+        "_corepool_kinds": kinds,
+    }
+    try:
+        return type(base.__name__, (base, *kinds), namespace)
+    except TypeError:  # instance layouts that cannot be combined
+        if len(kinds) > 1:
+            return _combined(base, kinds[:-1])
+        return None
+
+
+def stdlib_compatible(error: BaseException, face: str | None) -> BaseException:
+    """``error`` as the face ``"pool"`` or ``"executor"`` hands it to the caller.
+
+    * The worker's traceback (``__cause__``) becomes the stdlib's own class for it:
+      ``multiprocessing.pool.RemoteTraceback`` for a Pool, the one of
+      ``concurrent.futures.process`` for an Executor, with ``.tb`` and
+      ``.traceback_text`` holding the text.
+    * A :class:`SerializationError` whose cause is the pickler's own exception (what
+      ``__reduce__`` raised, ``PicklingError``, ``SystemExit``) is also an instance of
+      that exception's class, which is what the stdlib lets through.
+
+    Examples:
+        >>> import pickle
+        >>> error = SerializationError("the input of task 0 cannot be pickled")
+        >>> error.__cause__ = pickle.PicklingError("no")
+        >>> isinstance(stdlib_compatible(error, "executor"), pickle.PicklingError)
+        True
+    """
+    cause = error.__cause__
+    if isinstance(cause, RemoteTraceback) and face is not None:
+        error.__cause__ = _stdlib_traceback(cause.traceback_text, face)
+    elif (
+        isinstance(error, SerializationError)
+        and isinstance(cause, BaseException)
+        and not isinstance(error, BrokenProcessPool)  # unreadable: the stdlib breaks
+    ):
+        error = also(error, type(cause))
+    return error
+
+
+def _stdlib_traceback(text: str, face: str) -> BaseException:
+    if face == "executor":
+        from concurrent.futures.process import _RemoteTraceback
+
+        remote: BaseException = _RemoteTraceback(text)
+    else:
+        from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback
+
+        remote = PoolRemoteTraceback(text)
+    remote.traceback_text = text  # type: ignore[attr-defined]
+    return remote

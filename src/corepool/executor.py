@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import concurrent.futures
+import threading
 import time
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from multiprocessing.context import BaseContext
@@ -16,6 +18,39 @@ from .pool import IMapIterator
 from .progress import PoolStats
 
 __all__ = ["Executor"]
+
+# Executors not shut down yet. When the main thread ends, before ``atexit`` handlers
+# run, each one finishes the work it was given and lets its workers go, as
+# ``ProcessPoolExecutor`` does; a submit after that raises RuntimeError.
+_live: weakref.WeakSet[Executor] = weakref.WeakSet()
+_exiting = False
+_hook_lock = threading.Lock()
+_hook_registered = False
+
+
+def _at_interpreter_exit() -> None:
+    global _exiting
+    _exiting = True
+    for executor in list(_live):
+        executor._core.close()
+    for executor in list(_live):
+        executor._core.join()
+
+
+def _register_exit_hook() -> None:
+    """Registered with the first Executor (not at import): see ``_at_interpreter_exit``."""
+    global _hook_registered
+    with _hook_lock:
+        if not _hook_registered:
+            # The hook concurrent.futures uses: it runs as the main thread ends,
+            # before atexit (which multiprocessing uses to join worker processes).
+            threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+            _hook_registered = True
+
+
+def _close_unreferenced(core: PoolCore) -> None:
+    """An Executor was garbage-collected without shutdown: finish its work, then stop."""
+    core.close()
 
 
 class Executor(concurrent.futures.Executor):
@@ -69,6 +104,7 @@ class Executor(concurrent.futures.Executor):
             None if backend == "process" else backend,
             task_timeout=task_timeout,
             retries=retries,
+            face="executor",
             initializer=initializer,
             initargs=tuple(initargs),
             max_tasks_per_child=max_tasks_per_child,
@@ -77,11 +113,19 @@ class Executor(concurrent.futures.Executor):
             client=client,
             thread_limit=blas_thread_limit(blas_threads, max_workers),
         )
+        _register_exit_hook()
+        _live.add(self)
+        weakref.finalize(self, _close_unreferenced, self._core).atexit = False
+
+    def _check_open(self) -> None:
+        if self._shutdown:
+            raise RuntimeError("cannot schedule new futures after shutdown")
+        if _exiting:
+            raise RuntimeError("cannot schedule new futures after interpreter shutdown")
 
     def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
         """Schedule ``fn(*args, **kwargs)``; a Future for its outcome."""
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._check_open()
         return self._core.call(fn, args, kwargs)
 
     def map(
@@ -97,8 +141,7 @@ class Executor(concurrent.futures.Executor):
         ``concurrent.futures.TimeoutError``. ``chunksize`` None sizes chunks from
         measured task durations. Tasks run ahead of the consumer by a bounded window.
         """
-        if self._shutdown:
-            raise RuntimeError("cannot schedule new futures after shutdown")
+        self._check_open()
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self._core.stream_job(
             fn,
@@ -126,6 +169,7 @@ class Executor(concurrent.futures.Executor):
     def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
         """Stop accepting work; ``cancel_futures`` drops what has not started."""
         self._shutdown = True
+        _live.discard(self)
         if cancel_futures:
             self._core.cancel_pending()
         self._core.close()
@@ -138,6 +182,7 @@ class Executor(concurrent.futures.Executor):
         """Stop now, running tasks included (even one hung in C code); not in
         ``concurrent.futures``: ``shutdown`` lets running tasks finish, as there."""
         self._shutdown = True
+        _live.discard(self)
         self._core.terminate()
 
     def stats(self) -> PoolStats:

@@ -189,6 +189,7 @@ class Pool:
             None if backend == "process" else backend,
             task_timeout=task_timeout,
             retries=retries,
+            face="pool",
             initializer=initializer,
             initargs=tuple(initargs),
             max_tasks_per_child=maxtasksperchild,

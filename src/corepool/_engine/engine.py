@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -151,6 +152,19 @@ class ProcessEngine:
             return []
 
         self.supervisor.call(command)
+
+    def settle(self, timeout: float = 5.0) -> None:
+        """Wait until the supervisor has run every command queued before this call."""
+        if not self.supervisor.thread.is_alive():
+            return
+        reached = threading.Event()
+
+        def mark(now: float) -> list[Action]:
+            reached.set()
+            return []
+
+        self.supervisor.call(mark)
+        reached.wait(timeout)
 
     def close(self) -> None:
         """Finish queued work, then let the workers exit."""

@@ -252,6 +252,10 @@ class StreamJob(Job):
                 # The user's iterable raised: what came before still runs; the error is
                 # raised to the consumer once it reaches this position.
                 self.input_error = exc
+                if self.sizer.fixed is not None:
+                    # As multiprocessing does with a chunksize: the chunk the input failed
+                    # in does not run, the error comes at its first position.
+                    del items[:]
                 self.total = start + len(items)
             else:
                 if len(items) < size:

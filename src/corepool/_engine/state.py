@@ -29,9 +29,11 @@ import enum
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
+from concurrent.futures.process import BrokenProcessPool
+from multiprocessing.pool import MaybeEncodingError
 from typing import Any, NamedTuple
 
-from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed
+from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed, also
 from ..serialize import FailureInfo
 from . import protocol as p
 from .exits import describe_exit
@@ -433,11 +435,14 @@ class PoolState:
     def _error_from_worker(self, chunk: Chunk, pos: int, raw: Any) -> BaseException:
         if isinstance(raw, tuple) and raw and raw[0] == p.RESULT_UNPICKLABLE:
             info: FailureInfo = raw[1]
-            error: BaseException = SerializationError(
+            error = SerializationError(
                 f"the result of task {chunk.start + pos} cannot be pickled: "
                 f"{info.type_name}: {info.message}"
             )
-            return error
+            error.__cause__ = info.rebuild()
+            # What multiprocessing.Pool raises here, with its two fields.
+            error.exc, error.value = repr(error.__cause__), info.message  # type: ignore[attr-defined]
+            return also(error, MaybeEncodingError)
         if isinstance(raw, tuple) and raw and raw[0] == p.MEMORY_LIMIT:
             limit: int = raw[1]
             error = WorkerCrashed(
@@ -467,9 +472,13 @@ class PoolState:
             self._requeue(self._singletons(chunk, range(chunk.count)))
         else:
             subject = "the function" if what == "function" else f"the input of task {chunk.start}"
-            error = SerializationError(
-                f"{subject} cannot be unpickled in the worker process: "
-                f"{info.type_name}: {info.message}"
+            # Also BrokenProcessPool: what ProcessPoolExecutor raises here.
+            error = also(
+                SerializationError(
+                    f"{subject} cannot be unpickled in the worker process: "
+                    f"{info.type_name}: {info.message}"
+                ),
+                BrokenProcessPool,
             )
             error.__cause__ = info.rebuild()
             if what == "function":
@@ -639,9 +648,12 @@ class PoolState:
         if chunk.count > 1:
             self._requeue(self._singletons(chunk, range(chunk.count)))
             return self._after(now)
-        failure = SerializationError(
-            f"the result of task {chunk.start} cannot be unpickled in the calling process: "
-            f"{type(error).__name__}: {error}"
+        failure = also(
+            SerializationError(
+                f"the result of task {chunk.start} cannot be unpickled in the calling "
+                f"process: {type(error).__name__}: {error}"
+            ),
+            BrokenProcessPool,
         )
         failure.__cause__ = error
         piece = Piece(chunk.start, [None], {0: failure}, chunk.origin, chunk.items)

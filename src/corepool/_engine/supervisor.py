@@ -232,7 +232,7 @@ class Supervisor:
             _, seq, busy, retiring, _ = meta
             try:
                 values, failures = unpack(body, fds)
-            except Exception as exc:
+            except BaseException as exc:  # even SystemExit from a __reduce__: not ours
                 return self.state.on_result_unreadable(wid, seq, exc, now)
             return self.state.on_done(wid, seq, busy, values, failures, now, retiring)
         if kind == p.READY:

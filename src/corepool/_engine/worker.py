@@ -149,12 +149,12 @@ def _run_tracked(
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
     try:
         return pack((results, failures))
-    except Exception:
+    except BaseException:
         pass
     for pos, value in enumerate(results):
         try:
             pack(value)
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit from a __reduce__ fails the task only
             results[pos] = None
             failures[pos] = (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc))
     try:

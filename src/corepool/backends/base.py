@@ -54,6 +54,11 @@ class Backend(ABC):
         """The caller is done with ``job`` (finished or abandoned)."""
         return None
 
+    def settle(self) -> None:
+        """Return once the work handed over so far has reached the scheduler, so that
+        what can start now has started (the process backend queues it in a thread)."""
+        return None
+
     @abstractmethod
     def close(self) -> None:
         """Accept no new work; finish what is queued."""

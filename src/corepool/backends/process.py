@@ -54,6 +54,9 @@ class ProcessBackend(Backend):
     def release(self, job: Job) -> None:
         self.engine.release(job)
 
+    def settle(self) -> None:
+        self.engine.settle()
+
     def close(self) -> None:
         self.engine.close()
 
