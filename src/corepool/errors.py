@@ -124,7 +124,8 @@ class WorkerCrashed(TaskError, BrokenProcessPool):
     Also a ``concurrent.futures.process.BrokenProcessPool``, which is what
     ``ProcessPoolExecutor`` raises when a worker dies; here the pool replaced the
     worker and goes on (only this task failed). ``exitcode`` is the process's exit
-    status (negative: killed by signal ``-exitcode``); ``reason`` says in words what is known (signal name, "likely out of memory", ...).
+    status (negative: killed by signal ``-exitcode``); ``reason`` says in words what
+    is known (signal name, "likely out of memory", ...).
 
     Examples:
         >>> import corepool, os
