@@ -236,8 +236,22 @@ def also(error: _E, *kinds: type[BaseException]) -> _E:
     copy.__suppress_context__ = error.__suppress_context__
     copy.__traceback__ = error.__traceback__
     if isinstance(copy, SystemExit):
-        copy.code = getattr(error.__cause__, "code", 1)
+        copy.code = _exit_code(error)
     return copy  # type: ignore[return-value]
+
+
+def _exited(error: BaseException | None) -> bool:
+    """A task's ``SystemExit``, as it comes back (it is never re-raised as itself)."""
+    return isinstance(error, TaskError) and error.type_name == "SystemExit"
+
+
+def _exit_code(error: BaseException) -> int | str:
+    exited = error if _exited(error) else error.__cause__
+    message = exited.message if isinstance(exited, TaskError) else ""
+    try:
+        return int(message)
+    except ValueError:
+        return message or 1
 
 
 def _kinds_of(cls: type[BaseException]) -> tuple[type[BaseException], ...]:
@@ -287,8 +301,13 @@ def stdlib_compatible(error: BaseException, face: str | None) -> BaseException:
       ``concurrent.futures.process`` for an Executor, with ``.tb`` and
       ``.traceback_text`` holding the text.
     * A :class:`SerializationError` whose cause is the pickler's own exception (what
-      ``__reduce__`` raised, ``PicklingError``, ``SystemExit``) is also an instance of
-      that exception's class, which is what the stdlib lets through.
+      ``__reduce__`` raised, ``PicklingError``) is also an instance of that exception's
+      class, which is what the stdlib lets through.
+    * For an Executor, a task's ``sys.exit()`` (a :class:`TaskError`, also when it
+      happened while pickling the result) is also a ``SystemExit``, as
+      ``ProcessPoolExecutor`` re-raises it. A Pool has no such case
+      (``multiprocessing.Pool`` waits forever), so there it stays a plain TaskError and
+      never ends your program.
 
     Examples:
         >>> import pickle
@@ -300,9 +319,12 @@ def stdlib_compatible(error: BaseException, face: str | None) -> BaseException:
     cause = error.__cause__
     if isinstance(cause, RemoteTraceback) and face is not None:
         error.__cause__ = _stdlib_traceback(cause.traceback_text, face)
-    elif (
+    if face == "executor" and (_exited(error) or _exited(cause)):
+        return also(error, SystemExit)
+    if (
         isinstance(error, SerializationError)
         and isinstance(cause, BaseException)
+        and not isinstance(cause, (TaskError, RemoteTraceback))
         and not isinstance(error, BrokenProcessPool)  # unreadable: the stdlib breaks
     ):
         error = also(error, type(cause))

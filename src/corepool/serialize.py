@@ -149,7 +149,7 @@ class FailureInfo(NamedTuple):
         """Record ``exc`` (with its traceback) as raised in this process."""
         tb_text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
         pickled: bytes | None = None
-        if isinstance(exc, (Exception, SystemExit)):  # a task's sys.exit() comes back too
+        if isinstance(exc, Exception):
             try:
                 # Drop the traceback and chained exceptions: the text above carries them.
                 exc.__traceback__ = None
