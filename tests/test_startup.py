@@ -146,17 +146,13 @@ if __name__ == "__main__":
 '''
 
 
-def test_guarded_lines_are_those_inside_the_main_block(tmp_path: Path) -> None:
-    script = tmp_path / "guarded.py"
-    script.write_text(GUARDED)
-    lines = startup._guarded_lines(str(script))
-    assert lines == frozenset({7, 8})
-    reversed_test = tmp_path / "reversed.py"
-    reversed_test.write_text('if "__main__" == __name__:\n    x = 1\n')
-    assert startup._guarded_lines(str(reversed_test)) == frozenset({2})
-    other = tmp_path / "other.py"
-    other.write_text('if __name__ != "__main__":\n    x = 1\nif DEBUG:\n    y = 2\n')
-    assert startup._guarded_lines(str(other)) == frozenset()
+def test_guarded_lines_are_those_inside_the_main_block() -> None:
+    def lines(source: str) -> frozenset[int]:
+        return startup._guarded_lines(compile(source, "script.py", "exec"))
+
+    assert lines(GUARDED) == frozenset({7, 8})
+    assert lines('if "__main__" == __name__:\n    x = 1\n') == frozenset({2})
+    assert lines('if __name__ != "__main__":\n    x = 1\nif DEBUG:\n    y = 2\n') == frozenset()
 
 
 def test_thread_count_sees_threads_started_by_anyone() -> None:
@@ -172,3 +168,47 @@ def test_thread_count_sees_threads_started_by_anyone() -> None:
     finally:
         stop.set()
         extra.join()
+
+
+MAIN_ANYWHERE = '''\
+import corepool
+from corepool._engine import startup
+
+print("top level", startup.main_is_guarded())
+
+if __name__ == "__main__":
+    print("guarded", startup.main_is_guarded())
+    with corepool.Pool(2) as pool:
+        print(pool.map(int, ["1", "4", "9"]))
+'''
+
+
+@pytest.mark.parametrize("form", ["script", "pyc", "directory", "zip"])
+def test_the_guard_is_seen_without_the_source_file(tmp_path: Path, form: str) -> None:
+    """A main program run from a .pyc only, a directory or a zip file: the guard check
+    reads the running code, so the pool starts fast and works (no source needed)."""
+    import py_compile
+    import zipfile
+
+    source = tmp_path / "main.py"
+    source.write_text(MAIN_ANYWHERE)
+    target = source
+    if form == "pyc":
+        target = tmp_path / "main.pyc"
+        py_compile.compile(str(source), cfile=str(target), doraise=True)
+        source.unlink()
+    elif form == "directory":
+        target = tmp_path / "app"
+        target.mkdir()
+        source.rename(target / "__main__.py")
+    elif form == "zip":
+        target = tmp_path / "app.zip"
+        with zipfile.ZipFile(target, "w") as archive:
+            archive.write(source, "__main__.py")
+        source.unlink()
+    done = subprocess.run(
+        [sys.executable, str(target)], capture_output=True, text=True, timeout=50,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["top level False", "guarded True", "[1, 4, 9]"]

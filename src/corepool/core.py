@@ -296,7 +296,7 @@ class PoolCore:
             self._call_sizers
         )
         try:
-            sizer = table.get(key)
+            sizer: ChunkSizer | None = table.get(key)
             if sizer is None:
                 sizer = table[key] = ChunkSizer(1)
         except TypeError:  # unhashable, or no weak references: no sharing

@@ -26,7 +26,6 @@ Every class here pickles and unpickles to an equal object (all fields go through
 
 from __future__ import annotations
 
-import functools
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
@@ -268,8 +267,21 @@ def _rebuild_combined(
     return also(error, *kinds)
 
 
-@functools.lru_cache(maxsize=128)
+_made: dict[tuple[type[BaseException], tuple[type[BaseException], ...]], Any] = {}
+
+
 def _combined(
+    base: type[BaseException], kinds: tuple[type[BaseException], ...]
+) -> type[BaseException] | None:
+    """The subclass of ``base`` and ``kinds``, made once (None if they cannot combine)."""
+    key = (base, kinds)
+    if key not in _made:
+        _made[key] = _make_combined(base, kinds)
+    made: type[BaseException] | None = _made[key]
+    return made
+
+
+def _make_combined(
     base: type[BaseException], kinds: tuple[type[BaseException], ...]
 ) -> type[BaseException] | None:
     def __reduce__(self: BaseException) -> tuple[Any, ...]:
@@ -335,10 +347,10 @@ def _stdlib_traceback(text: str, face: str) -> BaseException:
     if face == "executor":
         from concurrent.futures.process import _RemoteTraceback
 
-        remote: BaseException = _RemoteTraceback(text)
+        remote: BaseException = _RemoteTraceback(text)  # type: ignore[arg-type]
     else:
-        from multiprocessing.pool import RemoteTraceback as PoolRemoteTraceback
+        import multiprocessing.pool
 
-        remote = PoolRemoteTraceback(text)
+        remote = multiprocessing.pool.RemoteTraceback(text)  # type: ignore[attr-defined]
     remote.traceback_text = text  # type: ignore[attr-defined]
     return remote

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import sys
 from multiprocessing.context import BaseContext
+from types import CodeType
 from typing import Any
 
 GUARD_MESSAGE = (
@@ -77,7 +78,8 @@ def main_is_guarded() -> bool:
 
     A pool created that way must not start fast: the fork server imports the main
     script, and the clear error about the missing guard should come at once, not at
-    the first crash.
+    the first crash. The check reads the running code object, not the source file, so
+    a main program run from a ``.pyc``, a zip file or a directory is checked the same.
     """
     main = sys.modules.get("__main__")
     path = getattr(main, "__file__", None)
@@ -86,40 +88,43 @@ def main_is_guarded() -> bool:
     frame = sys._getframe(1)
     while frame is not None:
         if frame.f_globals is vars(main) and frame.f_code.co_name == "<module>":
-            return frame.f_lineno in _guarded_lines(path)
+            return frame.f_lineno in _guarded_lines(frame.f_code)
         frame = frame.f_back  # type: ignore[assignment]
     return True  # the script's top level has finished running
 
 
 @functools.lru_cache(maxsize=8)
-def _guarded_lines(path: str) -> frozenset[int]:
-    """Line numbers of ``path`` inside a top-level ``if __name__ == "__main__":`` block."""
-    import ast  # only for scripts that start a pool, and only once per script
+def _guarded_lines(code: CodeType) -> frozenset[int]:
+    """Lines of module code ``code`` inside an ``if __name__ == "__main__":`` block.
 
-    try:
-        with open(path, "rb") as f:
-            tree = ast.parse(f.read())
-    except (OSError, SyntaxError, ValueError):
-        return frozenset()
-    lines: set[int] = set()
-    for node in tree.body:
-        if isinstance(node, ast.If) and _is_main_test(node.test) and node.body:
-            end = node.body[-1].end_lineno or node.body[-1].lineno
-            lines.update(range(node.body[0].lineno, end + 1))
-    return frozenset(lines)
+    Found in the bytecode: the test (``__name__``, ``"__main__"``, ``==``) followed by
+    a jump if false; everything from the jump to its target is the block.
+    """
+    import dis  # only for scripts that start a pool, and only once per script
+
+    spans: list[tuple[int, int]] = []
+    last: list[dis.Instruction] = []
+    target: int | None = None  # of the guard's jump: the block starts after the jump
+    for ins in dis.get_instructions(code):
+        if target is not None:
+            spans.append((ins.offset, target))
+            target = None
+        if "JUMP" in ins.opname and "IF_FALSE" in ins.opname and _is_main_test(last):
+            target = int(ins.argval)
+        if ins.opname not in ("EXTENDED_ARG", "CACHE", "NOP"):  # (a far jump's prefix)
+            last = [*last[-2:], ins]
+    return frozenset(
+        line
+        for start, end, line in code.co_lines()
+        if line is not None and any(lo <= start < hi for lo, hi in spans)
+    )
 
 
-def _is_main_test(test: Any) -> bool:
-    import ast
-
-    if not (isinstance(test, ast.Compare) and len(test.ops) == 1):
+def _is_main_test(last: list[Any]) -> bool:
+    if len(last) != 3 or last[2].opname != "COMPARE_OP" or "==" not in last[2].argrepr:
         return False
-    if not isinstance(test.ops[0], ast.Eq):
-        return False
-    sides = [test.left, test.comparators[0]]
-    names = [s.id for s in sides if isinstance(s, ast.Name)]
-    values = [s.value for s in sides if isinstance(s, ast.Constant)]
-    return names == ["__name__"] and values == ["__main__"]
+    loads = {(ins.opname, ins.argval) for ins in last[:2]}
+    return loads == {("LOAD_NAME", "__name__"), ("LOAD_CONST", "__main__")}
 
 
 def fork_first(context: BaseContext | None, start_method: str | None) -> BaseContext | None:

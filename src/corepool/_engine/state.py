@@ -26,11 +26,11 @@ input cannot loop.
 from __future__ import annotations
 
 import enum
+import multiprocessing.pool
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from multiprocessing.pool import MaybeEncodingError
 from typing import Any, NamedTuple
 
 from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed, also
@@ -435,14 +435,15 @@ class PoolState:
     def _error_from_worker(self, chunk: Chunk, pos: int, raw: Any) -> BaseException:
         if isinstance(raw, tuple) and raw and raw[0] == p.RESULT_UNPICKLABLE:
             info: FailureInfo = raw[1]
-            error = SerializationError(
+            failure = SerializationError(
                 f"the result of task {chunk.start + pos} cannot be pickled: "
                 f"{info.type_name}: {info.message}"
             )
-            error.__cause__ = info.rebuild()
-            # What multiprocessing.Pool raises here, with its two fields.
-            error.exc, error.value = repr(error.__cause__), info.message  # type: ignore[attr-defined]
-            return also(error, MaybeEncodingError)
+            failure.__cause__ = info.rebuild()
+            # Also what multiprocessing.Pool raises here, with its two fields.
+            failure.exc = repr(failure.__cause__)  # type: ignore[attr-defined]
+            failure.value = info.message  # type: ignore[attr-defined]
+            return also(failure, multiprocessing.pool.MaybeEncodingError)  # type: ignore[attr-defined]
         if isinstance(raw, tuple) and raw and raw[0] == p.MEMORY_LIMIT:
             limit: int = raw[1]
             error = WorkerCrashed(
