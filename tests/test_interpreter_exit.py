@@ -118,3 +118,14 @@ def test_pool_left_open_exits_like_multiprocessing_pool(
         return  # the serial backend ran the task in the calling thread, to its end
     assert lines == expected_lines
     assert seconds < 20, f"exiting took {seconds:.1f} s: the 30 s task held it"
+
+
+@pytest.mark.timeout(2 * LIMIT + 20)
+@pytest.mark.parametrize("face", ["executor", "pool"])
+def test_dask_backend_left_open_exits_like_the_stdlib(tmp_path: Path, face: str) -> None:
+    """On a LocalCluster the script starts itself: the same exit as the process backend."""
+    pytest.importorskip("distributed", reason="the dask extra is part of the test extra")
+    state = "pending" if face == "executor" else "finished"
+    code, lines, _ = run(tmp_path, face, state, "dask")
+    assert (code, lines) == reference(tmp_path, face, state)
+    assert code == 0
