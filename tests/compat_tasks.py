@@ -104,3 +104,38 @@ def wait_for_gate(gate: Any, started: Any, value: Any, limit: float = 30.0) -> A
     if not gate.wait(limit):
         raise TimeoutError("the gate was never opened")
     return value
+
+
+# The situations of the error table (docs/guide/errors.md), as tasks and arguments.
+class ReduceRaises:
+    """An argument whose pickling raises RuntimeError (from ``__reduce__``)."""
+
+    def __reduce__(self) -> Any:
+        raise RuntimeError("cannot pickle this")
+
+
+class UnpickleRaises:
+    """An argument that pickles, but whose unpickling raises in the other process."""
+
+    def __reduce__(self) -> Any:
+        return (raise_error, ("ValueError", "cannot unpickle this"))
+
+
+def identity(x: Any) -> Any:
+    return x
+
+
+def exit_now(code: int = 3) -> None:
+    """Ends the worker process at once, as a crash in C code would."""
+    os._exit(code)
+
+
+def sys_exit(code: int = 4) -> None:
+    raise SystemExit(code)
+
+
+def unpicklable_result(_: Any = None) -> Any:
+    """A result no pickler can send back: a lock."""
+    import threading
+
+    return threading.Lock()

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import concurrent.futures.process
 import multiprocessing
 import os
 import sys
@@ -29,6 +30,7 @@ from typing import Any
 
 import pytest
 
+import compat_tasks
 import corepool
 from compat_tasks import (
     ERROR_TYPES,
@@ -565,3 +567,40 @@ def test_bad_max_tasks_per_child(
 ) -> None:
     with pytest.raises(error):
         executor_cls(max_workers=WORKERS, max_tasks_per_child=value)
+
+
+ERROR_SITUATIONS = {
+    "worker dies": (compat_tasks.exit_now, ()),
+    "argument cannot be pickled": (compat_tasks.identity, (compat_tasks.ReduceRaises(),)),
+    "argument cannot be unpickled": (compat_tasks.identity, (compat_tasks.UnpickleRaises(),)),
+    "result cannot be pickled": (compat_tasks.unpicklable_result, ()),
+    "task calls sys.exit": (compat_tasks.sys_exit, ()),
+}
+
+
+def _raised(executor_class: Any, fn: Any, args: tuple[Any, ...]) -> BaseException:
+    with executor_class(1) as ex:
+        try:
+            ex.submit(fn, *args).result(timeout=30)
+        except BaseException as exc:
+            return exc
+    raise AssertionError("no error")
+
+
+@pytest.mark.parametrize("situation", list(ERROR_SITUATIONS))
+def test_executor_errors_are_also_what_process_pool_executor_raises(situation: str) -> None:
+    """The error table of docs/guide/errors.md: an ``except`` clause written for the
+    stdlib's error still catches corepool's, which stays a corepool error."""
+    fn, args = ERROR_SITUATIONS[situation]
+    stdlib_error = _raised(ProcessPoolExecutor, fn, args)
+    error = _raised(corepool.Executor, fn, args)
+    assert isinstance(error, type(stdlib_error)), (error, stdlib_error)
+    assert isinstance(error, corepool.CorepoolError), error
+
+
+def test_a_crash_is_a_broken_process_pool_but_the_executor_goes_on() -> None:
+    with corepool.Executor(1) as ex:
+        with pytest.raises(concurrent.futures.process.BrokenProcessPool) as caught:
+            ex.submit(compat_tasks.exit_now).result(timeout=30)
+        assert isinstance(caught.value, corepool.WorkerCrashed)
+        assert ex.submit(square, 7).result(timeout=30) == 49

@@ -44,7 +44,10 @@ def _register_exit_hook() -> None:
         if not _hook_registered:
             # The hook concurrent.futures uses: it runs as the main thread ends,
             # before atexit (which multiprocessing uses to join worker processes).
-            threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+            try:
+                threading._register_atexit(_at_interpreter_exit)  # type: ignore[attr-defined]
+            except RuntimeError:  # created while the interpreter exits: nothing to wait for
+                return
             _hook_registered = True
 
 

@@ -140,11 +140,12 @@ def main(argv: list[str]) -> int:
     # CPython's scripts run in isolated mode (-I) unless the interpreter needs its
     # environment; this tier's does (PYTHONPATH: corepool and the substitution).
     setattr(script_helper, "__cached_interp_requires_environment", True)
+    import corepool_substitute
+
     if reference:
         os.environ.pop("COREPOOL_CONFORMANCE", None)
+        corepool_substitute.add_test_files()
     else:
-        import corepool_substitute
-
         corepool_substitute.install()
     multiprocessing.set_start_method(method, force=True)
     tests = pool_tests(method) if suite_name == "pool" else executor_tests(method)

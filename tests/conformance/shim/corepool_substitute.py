@@ -28,14 +28,19 @@ class ProcessPoolExecutor(corepool.Executor):
     """``corepool.Executor``, unchanged, under the name the tests import."""
 
 
-def install() -> None:
-    """Substitute the classes; let ``test.<name>`` find the copied CPython test files."""
-    import concurrent.futures
-
+def add_test_files() -> None:
+    """Let ``test.<name>`` find the copied CPython test files."""
     import test
 
-    multiprocessing.Pool = Pool  # type: ignore[assignment]
-    concurrent.futures.ProcessPoolExecutor = ProcessPoolExecutor  # type: ignore[misc]
     extra = os.environ.get("COREPOOL_CONFORMANCE_TESTS")
     if extra and extra not in test.__path__:
         test.__path__.append(extra)
+
+
+def install() -> None:
+    """Substitute the classes (and find the copied test files)."""
+    import concurrent.futures
+
+    multiprocessing.Pool = Pool  # type: ignore[assignment]
+    concurrent.futures.ProcessPoolExecutor = ProcessPoolExecutor  # type: ignore[misc]
+    add_test_files()
