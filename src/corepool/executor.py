@@ -60,8 +60,9 @@ class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` running on corepool's engine.
 
     Same constructor and errors as ``ProcessPoolExecutor``; leaving its ``with`` block
-    waits for submitted work, as ``concurrent.futures`` does. Beyond it: a crashed
-    worker fails only its task (no ``BrokenProcessPool``), ``task_timeout`` and
+    waits for submitted work, as ``concurrent.futures`` does, and so does the end of a
+    program that never shut it down. Beyond it: a crashed worker fails only its task
+    (a ``WorkerCrashed``, also a ``BrokenProcessPool``; the executor goes on), ``task_timeout`` and
     ``retries``, lambdas as functions, ``map`` that reads its input lazily, and
     ``blas_threads`` as on :class:`corepool.Pool`. ``address`` / ``client`` (keyword
     only) name the cluster of ``backend="dask"`` or ``backend="ray"``, as for
