@@ -8,11 +8,9 @@ imports this module to find a test's classmethod by name, as with CPython's modu
 
 import os
 
-if os.environ.get("COREPOOL_CONFORMANCE"):
+if os.environ.get("COREPOOL_CONFORMANCE_METHOD"):
     import test._test_multiprocessing as _base
 
     _base.install_tests_in_module_dict(
-        globals(),
-        os.environ.get("COREPOOL_CONFORMANCE_METHOD", "forkserver"),
-        only_type="processes",
+        globals(), os.environ["COREPOOL_CONFORMANCE_METHOD"], only_type="processes"
     )
