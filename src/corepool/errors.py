@@ -182,8 +182,31 @@ class BrokenPool(CorepoolError, BrokenProcessPool):
     """
 
 
-class RemoteTraceback(Exception):
+class _TracebackKind(type):
+    """``isinstance(cause, RemoteTraceback)`` holds for every face's worker traceback.
+
+    A Pool and an Executor hand the stdlib's own class for it to the caller (code that
+    checks for it keeps working, see :func:`stdlib_compatible`); those carry the same
+    ``traceback_text``, and count as corepool's class too.
+    """
+
+    def __instancecheck__(cls, instance: Any) -> bool:
+        if super().__instancecheck__(instance):
+            return True
+        return (
+            cls.__name__ == "RemoteTraceback"
+            and isinstance(instance, _stdlib_traceback_classes())
+            and isinstance(getattr(instance, "traceback_text", None), str)
+        )
+
+
+class RemoteTraceback(Exception, metaclass=_TracebackKind):
     """The traceback of an exception raised in a worker, attached as ``__cause__``.
+
+    A :class:`~corepool.Pool` (and ``corepool.map``) attaches it as the stdlib's
+    ``multiprocessing.pool.RemoteTraceback``, an :class:`~corepool.Executor` as the
+    ``concurrent.futures`` one: each has ``.tb`` as there and ``.traceback_text``, and
+    is an instance of this class too.
 
     Examples:
         >>> import corepool
@@ -193,8 +216,8 @@ class RemoteTraceback(Exception):
         ...     corepool.map(parse, ["1", "x"], workers=2)
         ... except ValueError as error:
         ...     cause = error.__cause__
-        >>> type(cause).__name__, "in parse" in cause.traceback_text
-        ('RemoteTraceback', True)
+        >>> isinstance(cause, corepool.RemoteTraceback), "in parse" in cause.traceback_text
+        (True, True)
     """
 
     def __init__(self, traceback_text: str) -> None:
@@ -341,6 +364,14 @@ def stdlib_compatible(error: BaseException, face: str | None) -> BaseException:
     ):
         error = also(error, type(cause))
     return error
+
+
+def _stdlib_traceback_classes() -> tuple[type[BaseException], ...]:
+    import multiprocessing.pool
+    from concurrent.futures.process import _RemoteTraceback
+
+    pool_class: type[BaseException] = multiprocessing.pool.RemoteTraceback  # type: ignore[attr-defined]
+    return (pool_class, _RemoteTraceback)
 
 
 def _stdlib_traceback(text: str, face: str) -> BaseException:
