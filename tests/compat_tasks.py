@@ -139,3 +139,11 @@ def unpicklable_result(_: Any = None) -> Any:
     import threading
 
     return threading.Lock()
+
+
+class Box:
+    """A fresh object per call: a result that only the caller holds."""
+
+
+def make_box(_: Any = None) -> Box:
+    return Box()

@@ -604,3 +604,29 @@ def test_a_crash_is_a_broken_process_pool_but_the_executor_goes_on() -> None:
             ex.submit(compat_tasks.exit_now).result(timeout=30)
         assert isinstance(caught.value, corepool.WorkerCrashed)
         assert ex.submit(square, 7).result(timeout=30) == 49
+
+
+class _Holder:
+    def method(self) -> int:
+        return 1
+
+
+@pytest.mark.parametrize("backend", ["process", "thread", "serial"])
+def test_a_finished_call_keeps_nothing_alive(backend: str) -> None:
+    """Neither the function (a bound method keeps its object) nor the result of a call
+    outlives its Future; ``map`` keeps no result it has handed over."""
+    import gc
+    import weakref
+
+    with corepool.Executor(2, backend=backend) as ex:
+        holder = _Holder()
+        ref = weakref.ref(holder)
+        assert ex.submit(holder.method).result(timeout=30) == 1
+        del holder
+        gc.collect()
+        assert ref() is None
+        for value in ex.map(compat_tasks.make_box, range(5)):
+            value_ref = weakref.ref(value)
+            del value
+            gc.collect()
+            assert value_ref() is None

@@ -114,17 +114,21 @@ class ThreadBackend(Backend):
             unit = self._units.get()
             if unit is _STOP:
                 return
-            job, origin, start, items = unit
-            if job.cancelled:
-                continue
-            if job.timeout is None:
-                began = time.perf_counter()
-                piece = run_inline(job, origin, start, items, catch=BaseException)
-                self._count(tid, piece, time.perf_counter() - began)
-                job.deliver(piece)
-                continue
-            if not self._run_watched(tid, job, origin, start, items):
+            if not self._run_unit(tid, unit):
                 return  # our task overran its timeout: a fresh thread replaced us
+            del unit  # wait for the next one holding nothing of this task (its function)
+
+    def _run_unit(self, tid: int, unit: Any) -> bool:
+        job, origin, start, items = unit
+        if job.cancelled:
+            return True
+        if job.timeout is None:
+            began = time.perf_counter()
+            piece = run_inline(job, origin, start, items, catch=BaseException)
+            self._count(tid, piece, time.perf_counter() - began)
+            job.deliver(piece)
+            return True
+        return self._run_watched(tid, job, origin, start, items)
 
     def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
         assert job.timeout is not None
