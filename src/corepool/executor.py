@@ -19,10 +19,12 @@ from .progress import PoolStats
 
 __all__ = ["Executor"]
 
-# Executors not shut down yet. When the main thread ends, before ``atexit`` handlers
-# run, each one finishes the work it was given and lets its workers go, as
-# ``ProcessPoolExecutor`` does; a submit after that raises RuntimeError.
+# Executors not shut down yet, and the cores of those shut down without waiting (or
+# garbage-collected) that may still be finishing their work. When the main thread ends,
+# before ``atexit`` handlers run, each finishes the work it was given and lets its
+# workers go, as ``ProcessPoolExecutor`` does; a submit after that raises RuntimeError.
 _live: weakref.WeakSet[Executor] = weakref.WeakSet()
+_draining: set[PoolCore] = set()
 _exiting = False
 _hook_lock = threading.Lock()
 _hook_registered = False
@@ -31,10 +33,22 @@ _hook_registered = False
 def _at_interpreter_exit() -> None:
     global _exiting
     _exiting = True
-    for executor in list(_live):
-        executor._core.close()
-    for executor in list(_live):
-        executor._core.join()
+    cores = [executor._core for executor in list(_live)]
+    with _hook_lock:
+        cores += list(_draining)
+    for core in cores:
+        core.close()
+    for core in cores:
+        core.join()
+
+
+def _drain(core: PoolCore) -> None:
+    """``core`` was closed and nobody waits for it: the exit hook will (as it waits for
+    the work of a ``ProcessPoolExecutor`` shut down with ``wait=False``)."""
+    with _hook_lock:
+        for done in [c for c in _draining if c.backend.join(0)]:
+            _draining.discard(done)
+        _draining.add(core)
 
 
 def _register_exit_hook() -> None:
@@ -54,6 +68,7 @@ def _register_exit_hook() -> None:
 def _close_unreferenced(core: PoolCore) -> None:
     """An Executor was garbage-collected without shutdown: finish its work, then stop."""
     core.close()
+    _drain(core)
 
 
 class Executor(concurrent.futures.Executor):
@@ -181,6 +196,7 @@ class Executor(concurrent.futures.Executor):
             self._core.join()
         else:
             self._core.backend.close()
+            _drain(self._core)
 
     def terminate(self) -> None:
         """Stop now, running tasks included (even one hung in C code); not in
