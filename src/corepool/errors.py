@@ -375,13 +375,15 @@ def _stdlib_traceback_classes() -> tuple[type[BaseException], ...]:
 
 
 def _stdlib_traceback(text: str, face: str) -> BaseException:
+    # Printed as its ``.tb``: with the same header as corepool's own class.
+    shown = "\n\nTraceback in the worker process:\n" + text.rstrip()
     if face == "executor":
         from concurrent.futures.process import _RemoteTraceback
 
-        remote: BaseException = _RemoteTraceback(text)  # type: ignore[arg-type]
+        remote: BaseException = _RemoteTraceback(shown)  # type: ignore[arg-type]
     else:
         import multiprocessing.pool
 
-        remote = multiprocessing.pool.RemoteTraceback(text)  # type: ignore[attr-defined]
+        remote = multiprocessing.pool.RemoteTraceback(shown)  # type: ignore[attr-defined]
     remote.traceback_text = text  # type: ignore[attr-defined]
     return remote
