@@ -53,11 +53,12 @@ def square(x: int) -> int:
     return x * x
 
 
-def where_am_i(_: object) -> tuple[bool, str | None]:
-    """Can this worker import the script's directory, and whose __main__ does it run?"""
+def where_am_i(_: object) -> tuple[bool, str | None, bool]:
+    """Can this worker import the script's directory, whose __main__ does it run, and
+    has it imported the helper module (rather than received it by value)?"""
     main = sys.modules.get("__main__")
     found = importlib.util.find_spec("job_helpers") is not None
-    return found, getattr(main, "__file__", None)
+    return found, getattr(main, "__file__", None), "job_helpers" in sys.modules
 
 
 def fail_on_3(x: int) -> int:
@@ -116,7 +117,7 @@ def main() -> None:
     if kind.endswith("-address"):
         options["address"] = sys.argv[2]
 
-    can_import, their_main = corepool.map(where_am_i, [0], **options)[0]
+    can_import, their_main, _ = corepool.map(where_am_i, [0], **options)[0]
     print("workers import the script directory:", can_import, flush=True)
     print("workers' __main__:", their_main, flush=True)
     check("not-our-main", their_main != os.path.abspath(__file__) or kind == "dask-local")
@@ -141,6 +142,9 @@ def main() -> None:
 
     got = corepool.map(helper_cube, range(4), **options)
     check("helper-module", got == [0, 1, 8, 27], got)
+    if kind != "dask-local":  # whose workers import the script, and so job_helpers
+        imported = [w[2] for w in corepool.map(where_am_i, range(4), chunksize=1, **options)]
+        check("helpers-by-value", not any(imported), imported)
 
     try:
         corepool.map(fail_on_3, range(6), **options)
@@ -185,8 +189,29 @@ def main() -> None:
             got = pool.map(times_factor, range(4))
         check("initializer-global", got == [0, 7, 14, 21], got)
 
+    if kind != "dask-local":
+        check_missing_modules(kind, options)
+
     corepool.api.shutdown_default_pool()
     print("all ok", flush=True)
+
+
+def check_missing_modules(kind: str, options: dict[str, Any]) -> None:
+    """A module the workers cannot import, which cannot go by value either, fails at
+    once with an error that names it and says what to do."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    sys.path.insert(0, os.path.join(here, "lib"))  # not the script's directory
+    cases = [("missing-module", importlib.import_module("elsewhere_mod"))]
+    if kind == "dask-address":  # on one machine Ray's workers import the script directory
+        cases.append(("unpicklable-helper", importlib.import_module("job_locked")))
+    for name, module in cases:
+        try:
+            corepool.map(module.work, [1], **options)
+        except corepool.SerializationError as exc:
+            message = str(exc)
+            check(name, repr(module.__name__) in message and "install it" in message, message)
+        else:
+            check(name, False, "no error")
 
 
 if __name__ == "__main__":
