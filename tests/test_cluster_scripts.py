@@ -12,6 +12,7 @@ tier costs a few cluster start-ups and no more.
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -128,3 +129,31 @@ def test_a_script_on_a_ray_started_with_ray_start(
     out = run_program(program, "ray-address", ray_head.address, env=env)
     for name in ("not-our-main", "helpers-by-value", "missing-module"):
         assert f"ok {name}" in out
+
+
+@pytest.mark.timeout(120)
+def test_corepool_run_sends_a_target_file_to_a_dask_cluster(
+    dask_cluster: clusters.DaskCluster, program: Path, tmp_path: Path
+) -> None:
+    """``corepool run path/to/module.py:func --backend dask --address ...``: the
+    workers cannot import the file's module, so it goes by value."""
+    work = tmp_path / "batch"
+    work.mkdir()
+    (work / "inputs.jsonl").write_text("1\n2\n-3\n4\n")
+    command = [
+        sys.executable, "-m", "corepool", "run", f"{program / 'job_helpers.py'}:cube",
+        "inputs.jsonl", "-o", "out.jsonl", "--backend", "dask",
+        "--address", dask_cluster.address, "--no-progress",
+    ]  # fmt: skip
+    done = subprocess.run(
+        command,
+        cwd=work,
+        env=clusters.script_environment(),
+        capture_output=True,
+        text=True,
+        timeout=100,
+    )
+    assert done.returncode == 1, done.stdout + done.stderr  # one task failed, as it should
+    rows = [json.loads(line) for line in (work / "out.jsonl").read_text().splitlines()]
+    assert [row.get("result") for row in rows] == [1, 8, None, 64], rows
+    assert rows[2]["error"]["type"] == "job_helpers.HelperError", rows[2]
