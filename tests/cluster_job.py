@@ -86,6 +86,12 @@ def kill_my_worker(x: int) -> int:
     return x
 
 
+def lazy_import(x: int) -> int:
+    import job_helpers as helpers  # at run time, on the worker: not sent by value
+
+    return helpers.cube(x)
+
+
 def set_factor(factor: int) -> None:
     global FACTOR
     FACTOR = factor
@@ -204,6 +210,8 @@ def check_missing_modules(kind: str, options: dict[str, Any]) -> None:
     cases = [("missing-module", importlib.import_module("elsewhere_mod"))]
     if kind == "dask-address":  # on one machine Ray's workers import the script directory
         cases.append(("unpicklable-helper", importlib.import_module("job_locked")))
+        got = corepool.map(lazy_import, [2], on_error="return", **options)
+        check("lazy-import", isinstance(got[0], ModuleNotFoundError), got)
     for name, module in cases:
         try:
             corepool.map(module.work, [1], **options)
