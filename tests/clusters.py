@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -211,6 +212,7 @@ class RayHead:
     workdir: Path
     address: str = ""
     process: subprocess.Popen[bytes] | None = None
+    temp_dir: str = field(default_factory=lambda: f"/tmp/corepool-ray-{uuid.uuid4().hex[:8]}")
 
     def start(self) -> RayHead:
         port = free_port()
@@ -223,7 +225,7 @@ class RayHead:
             "--dashboard-agent-listen-port", str(free_port()),
             "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
             # Its own short temporary directory: Unix socket paths must stay short.
-            "--temp-dir", f"/tmp/corepool-ray-{uuid.uuid4().hex[:8]}",
+            "--temp-dir", self.temp_dir,
         ]  # fmt: skip
         with log:
             self.process = subprocess.Popen(
@@ -255,3 +257,4 @@ class RayHead:
         except ProcessLookupError:
             pass
         self.process.wait(10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -13,6 +13,10 @@ iterator, and this is the back-pressure they lack. A subclass says how to submit
 chunk and runs the collector that calls :meth:`ClusterBackend.finished` /
 :meth:`ClusterBackend.crashed` / :meth:`ClusterBackend.broken` for each chunk.
 
+The function, the inputs and the initializer are pickled by :mod:`._byvalue`, which
+sends the caller's ``__main__`` and the modules next to its script by value: the
+workers cannot import them.
+
 A chunk whose worker died (Dask's ``KilledWorker``, Ray's ``WorkerCrashedError``) is
 split: each of its tasks is resubmitted alone, so the task that kills its worker is the
 only one to fail, with :class:`~corepool.errors.WorkerCrashed`, once its retries are
