@@ -81,7 +81,7 @@ def test_a_script_on_a_dask_cluster_started_on_the_command_line(
     assert "workers import the script directory: False" in out
     for name in (
         "not-our-main", "helpers-by-value", "initializer-global", "missing-module",
-        "unpicklable-helper", "lazy-import",
+        "unpicklable-helper", "says-why", "lazy-import",
     ):  # fmt: skip
         assert f"ok {name}" in out
     with Client(dask_cluster.address, set_as_default=False, timeout=30) as client:

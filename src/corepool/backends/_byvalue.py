@@ -31,7 +31,7 @@ from typing import Any
 import cloudpickle
 from cloudpickle import cloudpickle as _internals
 
-__all__ = ["add_script_directory", "dumps", "portable", "script_modules"]
+__all__ = ["add_script_directory", "dumps", "portable", "script_modules", "why_by_reference"]
 
 PROTOCOL = 5
 #: This program, as the workers' namespaces know it.
@@ -235,10 +235,26 @@ def dumps(obj: Any) -> bytes:
     local = script_modules()
     try:
         return _dump(obj, local, None)[0]
-    except Exception:
+    except Exception as exc:
         if not local:
             raise
-    return _dump(obj, frozenset(), None)[0]
+        reason = f"{type(exc).__name__}: {exc}"
+    blob = _dump(obj, frozenset(), None)[0]
+    for name in local:
+        fallbacks[name] = reason
+    return blob
+
+
+#: Why a script module last went by reference instead of by value, by module name.
+fallbacks: dict[str, str] = {}
+
+
+def why_by_reference(module: str) -> str:
+    """Why the script module ``module`` (or its package) was sent by reference, if it was."""
+    reason = fallbacks.get(module.partition(".")[0])
+    if reason is None:
+        return ""
+    return f" (it could not go by value: {reason})"
 
 
 class _Pickled:

@@ -74,10 +74,10 @@ def _missing_module_advice(cause: BaseException, backend: str) -> str:
     if not isinstance(cause, ModuleNotFoundError) or not name:
         return ""
     return (
-        f". The {backend} workers cannot import {name!r}: install it on every worker "
-        "(as for any cluster program), or put the directory that holds it on the "
-        "workers' PYTHONPATH. Modules in your script's own directory are sent by value "
-        "unless they cannot be pickled (see docs/cluster.md)"
+        f". The {backend} workers cannot import {name!r}{_byvalue.why_by_reference(name)}: "
+        "install it on every worker (as for any cluster program), or put the directory "
+        "that holds it on the workers' PYTHONPATH. Modules in your script's own directory "
+        "are sent by value unless they cannot be pickled (see docs/cluster.md)"
     )
 
 
