@@ -124,6 +124,8 @@ class Run:
 
 def main() -> None:
     tag, pid = sys.argv[1], int(sys.argv[2])
+    if not os.path.isdir("/proc"):  # not Linux: nothing to read the processes from
+        return
     for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
         signal.signal(number, signal.SIG_IGN)  # the run's end is what ends this
     run = Run(tag, pid)

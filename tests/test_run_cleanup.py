@@ -9,6 +9,7 @@ run's reaper must kill every process it had started."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import time
@@ -22,6 +23,9 @@ import reaper
 
 pytest.importorskip("distributed")
 pytest.importorskip("ray")
+pytestmark = pytest.mark.skipif(
+    not os.path.isdir("/proc"), reason="the reaper reads the processes from /proc (Linux)"
+)
 
 CHILD_TEST = '''
 import os, subprocess, sys, time
