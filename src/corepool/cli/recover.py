@@ -27,7 +27,7 @@ def is_damage(exc: BaseException) -> bool:
     """``exc`` says the database file is damaged (not busy, not full, not missing)."""
     if not isinstance(exc, sqlite3.DatabaseError):
         return False
-    code = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
+    code: int | None = getattr(exc, "sqlite_errorcode", None)  # Python 3.11+
     if code is not None:
         return (code & 0xFF) in _CORRUPT_CODES
     text = str(exc)
@@ -38,7 +38,7 @@ def is_disk_full(exc: BaseException) -> bool:
     """``exc`` is the disk (or a quota) running out of space."""
     if isinstance(exc, OSError):
         return bool(exc.errno in (errno.ENOSPC, errno.EDQUOT))
-    code = getattr(exc, "sqlite_errorcode", None)
+    code: int | None = getattr(exc, "sqlite_errorcode", None)
     if code is not None:
         return (code & 0xFF) == _FULL_CODE
     return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)
