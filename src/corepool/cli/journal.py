@@ -432,16 +432,33 @@ def read_summary(path: str, failures: int = 5) -> Summary:
         )
         runs = [RunInfo(*row) for row in conn.execute(f"SELECT {columns} FROM runs ORDER BY id")]
     except sqlite3.DatabaseError as exc:
-        raise JournalError(f"{path} is not a corepool journal ({exc})") from None
+        raise JournalError(f"cannot read the journal {path} ({exc})") from exc
     finally:
         conn.close()
     return Summary(meta, ok, by_kind, first, runs)
 
 
 def _ro_connect(path: str) -> sqlite3.Connection:
-    """A connection that never changes the file (status must not create or migrate it)."""
-    conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
+    """A connection that never changes the file nor adds files beside it (status must
+    not create, migrate or litter a journal), and that works on a read-only one.
+
+    Without a ``-wal`` file beside it the journal is complete in its main file, which
+    is opened as immutable: SQLite then creates no ``-wal``/``-shm`` (a plain read-only
+    open of a WAL database does, and fails where it cannot). With a ``-wal`` (a run is
+    writing, or was killed) it is opened read-only to see the latest commits, falling
+    back to the main file alone when the directory cannot be written.
+    """
+    full = os.path.abspath(path)
+    immutable = f"file:{full}?immutable=1"
+    if not os.path.exists(full + "-wal"):
+        return sqlite3.connect(immutable, uri=True)
+    conn = sqlite3.connect(f"file:{full}?mode=ro", uri=True)
     conn.execute("PRAGMA busy_timeout = 10000")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # no room or no right to open the -shm
+        conn.close()
+        return sqlite3.connect(immutable, uri=True)
     return conn
 
 
