@@ -186,7 +186,7 @@ def _open_journal(args: argparse.Namespace, path: str, identity: str,
                 aside, kept, unreadable = salvage(path)
                 print(f"corepool run: moved the damaged journal to {aside}; {kept} tasks "
                       f"it still held are kept in a new {path}"
-                      + (f" ({unreadable} parts of it could not be read)" if unreadable
+                      + (f" ({unreadable} unreadable region(s) skipped)" if unreadable
                          else ""), file=sys.stderr)
                 continue
             if is_damage(cause):
