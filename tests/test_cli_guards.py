@@ -120,6 +120,8 @@ def test_a_damaged_journal_is_refused_with_what_to_do_and_recover_keeps_the_rest
     assert "--recover" in damaged.stderr and f"mv {db.name}" in damaged.stderr
     assert "consistent" not in damaged.stderr and "To resume" not in damaged.stderr
     assert not log.exists()  # nothing ran
+    status = cli("status", str(db), cwd=tmp_path)
+    assert status.returncode == 2 and "--recover" in status.stderr, status.stderr
     recovered = cli(*args, "--recover", cwd=tmp_path)
     assert recovered.returncode == 0, recovered.stderr
     assert "moved the damaged journal to" in recovered.stderr

@@ -192,7 +192,7 @@ class Batch:
                         self._spill(spill)
                     if position - self.next_position >= AHEAD_LIMIT and not self._wait_room(
                             position):
-                        return
+                        return  # the batch is over
                     inflight[position] = (digest, occurrence, line)
                     backlog.append((index, None))
                     index += 1
@@ -219,6 +219,8 @@ class Batch:
     def _wait_room(self, position: int) -> bool:
         """Wait until the oldest unfinished task is less than AHEAD_LIMIT behind
         ``position``; False when the batch is stopping instead."""
+        if threading.current_thread() is threading.main_thread():
+            return True  # the serial backend reads in the consumer's thread: no one to wait for
         with self._room:
             self._feeder_waits = True
             while position - self.next_position >= AHEAD_LIMIT and not self.stopping:

@@ -67,10 +67,13 @@ class PathLock:
             raise UsageError(f"cannot lock {self.path}: it keeps being replaced")
         holder_info = {"pid": os.getpid(), "host": socket.gethostname(), "command": command,
                        "since": time.strftime("%Y-%m-%d %H:%M:%S %Z")}
-        handle.seek(0)
-        handle.truncate()
-        handle.write(json.dumps(holder_info) + "\n")
-        handle.flush()
+        try:
+            handle.seek(0)
+            handle.truncate()
+            handle.write(json.dumps(holder_info) + "\n")
+            handle.flush()
+        except OSError:
+            pass  # a full disk: the lock holds all the same, only its note is missing
 
     def release(self) -> None:
         """Remove the lock file and drop the lock (the removal first, while still held)."""

@@ -11,19 +11,21 @@ page loses only the tasks on it; then the batch runs what is missing.
 from __future__ import annotations
 
 import errno
+import json
 import os
 import sqlite3
 import time
 from typing import Any
 
-__all__ = ["DAMAGED_SUFFIX", "describe_failure", "is_damage", "is_disk_full", "salvage"]
+__all__ = ["DAMAGED_SUFFIX", "damage_advice", "describe_failure", "is_damage", "is_disk_full",
+           "salvage"]
 
 DAMAGED_SUFFIX = ".damaged"
 _CORRUPT_CODES = {11, 26}  # SQLITE_CORRUPT, SQLITE_NOTADB
 _FULL_CODE = 13  # SQLITE_FULL
 
 
-def is_damage(exc: BaseException) -> bool:
+def is_damage(exc: BaseException | None) -> bool:
     """``exc`` says the database file is damaged (not busy, not full, not missing)."""
     if not isinstance(exc, sqlite3.DatabaseError):
         return False
@@ -91,6 +93,15 @@ def salvage(path: str) -> tuple[str, int, int]:
     return aside, len(tasks), errors
 
 
+def _is_json(text: Any) -> bool:
+    """A payload that is JSON text (random bytes inside a readable page are not)."""
+    try:
+        json.loads(text)
+    except (TypeError, ValueError):
+        return False
+    return isinstance(text, str)
+
+
 def _read_what_can_be_read(path: str) -> tuple[dict[str, str], dict[Any, tuple[Any, ...]], int]:
     uri = f"file:{os.path.abspath(path)}?mode=ro"
     try:
@@ -113,7 +124,7 @@ def _read_what_can_be_read(path: str) -> tuple[dict[str, str], dict[Any, tuple[A
                     "WHERE digest >= ? AND digest < ?",
                     (bytes([first]), bytes([first + 1]) if first < 255 else b"\xff" * 17),
                 ):
-                    if isinstance(row[0], bytes) and isinstance(row[4], str):
+                    if isinstance(row[0], bytes) and _is_json(row[4]):
                         tasks[(row[0], row[1])] = row
             except sqlite3.Error:
                 errors += 1
