@@ -47,7 +47,8 @@ class PathLock:
     """The exclusive lock on ``path + ".lock"``, taken on creation (else UsageError)."""
 
     def __init__(self, path: str, what: str, command: str) -> None:
-        self.path = path + LOCK_SUFFIX
+        # The real path: two spellings of one file (a symlink, ./x) share one lock.
+        self.path = os.path.realpath(path) + LOCK_SUFFIX
         self._file: IO[str] | None = None
         for _ in range(20):  # a holder may remove the file between our open and lock
             try:
