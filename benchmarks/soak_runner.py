@@ -34,6 +34,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -131,7 +132,7 @@ class Sampler:
 
 
 def one_run(workdir: Path, command: list[str], env: dict[str, str],
-            kill_at: int | None, log_start: int) -> dict[str, object]:
+            kill_at: int | None, log_start: int) -> dict[str, Any]:
     """Run the batch; SIGKILL it once its journal holds ``kill_at`` tasks."""
     db = workdir / "out.jsonl.journal.db"
     before = journal_count(db)
@@ -172,6 +173,7 @@ def one_run(workdir: Path, command: list[str], env: dict[str, str],
         "rss": (samples[0][1], max(s[1] for s in samples), samples[-1][1]),
         "fds": (samples[0][2], max(s[2] for s in samples), samples[-1][2]),
         "threads": (samples[0][3], max(s[3] for s in samples), samples[-1][3]),
+        "rss_every_5s": [round(s[1]) for s in sampler.samples[1::5]],
         "summary": [line for line in err.splitlines() if "rows:" in line]
         if proc.returncode in (0, 1) or killed_with is not None else err.splitlines()[-8:],
     }
@@ -220,7 +222,7 @@ def main() -> int:
         for share in [*options.kills, None]:
             runs.append(one_run(workdir, command, env,
                                 None if share is None else int(share * n), log_start))
-            log_start = int(runs[-1]["log_end"])  # type: ignore[call-overload]
+            log_start = int(runs[-1]["log_end"])
         total = time.monotonic() - began
         if not (workdir / "out.jsonl").exists():
             print(json.dumps(runs, indent=1, default=str))
@@ -248,6 +250,9 @@ def main() -> int:
     print(f"tasks run more than once: {again:,} extra executions of {len(executed):,} "
           f"tasks ({sum(executed.values()):,} executions in all; the kills, and each crash "
           "re-running the unfinished tasks of its chunk)")
+    print("runner RSS MB every 5 s:")
+    for number, run in enumerate(runs, start=1):
+        print(f"  run {number}: " + " ".join(map(str, run["rss_every_5s"])))
     for run in runs:
         for line in run["summary"]:
             print("  " + line)
