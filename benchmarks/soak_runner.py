@@ -249,7 +249,7 @@ def main() -> int:
           f"{result['duplicated']}, wrong {result['wrong']}")
     print(f"tasks run more than once: {again:,} extra executions of {len(executed):,} "
           f"tasks ({sum(executed.values()):,} executions in all; the kills, and each crash "
-          "re-running the unfinished tasks of its chunk)")
+          "or timeout re-running the other tasks of its chunk)")
     print("runner RSS MB every 5 s:")
     for number, run in enumerate(runs, start=1):
         print(f"  run {number}: " + " ".join(map(str, run["rss_every_5s"])))
