@@ -155,7 +155,10 @@ def test_a_full_disk_is_reported_and_the_summary_never_claims_more_than_the_jour
         shutil.copy(disk / "out.jsonl.journal.db", copy)
         if (disk / "out.jsonl.journal.db-wal").exists():
             shutil.copy(disk / "out.jsonl.journal.db-wal", str(copy) + "-wal")
-        assert _summary_ok(full.stderr) <= journal_count(copy)
+        held = journal_count(copy)
+        assert _summary_ok(full.stderr) <= held
+        with sqlite3.connect(copy) as conn:  # the run's record, as status shows it
+            assert conn.execute("SELECT executed FROM runs").fetchone()[0] <= held
         again = cli(*args, cwd=tmp_path, timeout=90)  # still full
         assert again.returncode == 2, again.stderr
         assert "disk is full" in again.stderr and "Traceback" not in again.stderr, again.stderr

@@ -343,11 +343,6 @@ class Batch:
                 or self.chars >= FLUSH_CHARS or time.monotonic() - self.since >= FLUSH_SECONDS:
             self.flush()
 
-    def run_progress(self, rate: float | None = None) -> RunProgress:
-        """This run's counts so far, for the journal."""
-        c = self.counts
-        return RunProgress(c.rows, c.executed, c.executed_failed, rate)
-
     def pending(self) -> int | None:
         """Tasks of the input not finished (None before the whole input was read)."""
         if not self.read_all:
@@ -364,4 +359,6 @@ class Batch:
         records, self.records = self.records, []
         text = "".join(row + "\n" for row in self.rows)
         self.rows, self.chars = [], 0
-        self.committer.put(records, text, self.run_progress(rate), copy.deepcopy(self.counts))
+        c = self.counts
+        self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
+                                                      rate), copy.deepcopy(c))

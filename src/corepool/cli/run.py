@@ -34,7 +34,7 @@ from .batch import (
     parse_max_failures,
 )
 from .checks import check_arity, check_paths, code_fingerprint
-from .journal import Journal, JournalError, KeyFinder
+from .journal import Journal, JournalError, KeyFinder, RunProgress
 from .jsonl import call_kwargs, call_star, count_lines
 from .lock import PathLock
 from .output import Committer, Output
@@ -279,7 +279,10 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     finally:
         try:
             if not damaged:
-                journal.end_run(run_id, state, batch.run_progress(), batch.pending())
+                done = committer.committed  # what the journal holds, not what ran
+                journal.end_run(run_id, state, RunProgress(done.rows, done.executed,
+                                                           done.executed_failed),
+                                batch.pending())
             if state == "finished":
                 out.complete()
         except (OSError, sqlite3.Error) as exc:  # the disk broke down: say so
