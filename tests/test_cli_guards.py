@@ -290,3 +290,41 @@ def test_finished_rows_are_recorded_while_an_earlier_task_hangs(tmp_path: Path) 
     out = rows(tmp_path / "out.jsonl")
     assert out[0]["error"]["kind"] == "timeout"
     assert [r["result"] for r in out[1:]] == list(range(1, n))
+
+
+@pytest.mark.timeout(120)
+def test_a_hung_first_task_lets_the_rest_run_up_to_the_ahead_limit(tmp_path: Path) -> None:
+    """While line 0 hangs, the tasks after it run and are recorded until AHEAD_LIMIT of
+    them wait for it (their rows are held in memory, in order); then the reader waits,
+    and goes on once line 0 times out: no deadlock, every row in order."""
+    from corepool.cli.batch import AHEAD_LIMIT
+
+    n = AHEAD_LIMIT + 20_000
+    write_lines(tmp_path / "in.jsonl", ["hang", *range(1, n)])
+    db = tmp_path / "out.jsonl.journal.db"
+    proc = start("run", "cli_tasks:troubled", "in.jsonl", "-o", "out.jsonl", "--timeout",
+                 "25", "--workers", "2", "--no-progress", cwd=tmp_path)
+    try:
+        most = 0
+        while True:  # until line 0's timeout is recorded
+            assert proc.poll() is None, proc.communicate()
+            with contextlib.closing(sqlite3.connect(db)) as conn:
+                try:
+                    count, timeouts = conn.execute(
+                        "SELECT count(*), sum(kind = 'timeout') FROM tasks").fetchone()
+                except sqlite3.OperationalError:  # not created yet
+                    continue
+            if timeouts:
+                break
+            most = max(most, count)
+            time.sleep(0.1)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert proc.returncode == 1, err
+    # The reader got AHEAD_LIMIT ahead, and no further: recorded, all of those but the
+    # chunks still in the pool's window when the reader stopped.
+    assert AHEAD_LIMIT * 3 // 4 <= most <= AHEAD_LIMIT, most
+    out = rows(tmp_path / "out.jsonl")
+    assert out[0]["error"]["kind"] == "timeout"
+    assert [r["result"] for r in out[1:]] == list(range(1, n))
