@@ -241,75 +241,94 @@ class Batch:
 
     # Main thread ----------------------------------------------------------------------
     def drain(self) -> None:
-        """Write the rows at the head of the backlog whose outcome is known, in order."""
-        backlog, rows, done = self.backlog, self.rows, self.done
-        moved = False
-        while backlog:
-            head = backlog[0]
-            if isinstance(head, Spilled):
-                backlog.popleft()
-                for ok, kind, reused, row in self.finder.unspill(head.first, head.last):
-                    self._count_row(ok, kind, reused)
-                    rows.append(row)
-                    self.chars += len(row)
-                continue
-            index, known = head
-            if known is None:
-                outcome = done.pop(self.next_position, None)
-                if outcome is None:
-                    break
-                self.next_position += 1
-                moved = True
-                ok, payload, kind = outcome
-                reused = False
-            else:
-                self.known_taken += 1
-                ok, payload, kind, reused = known
-            backlog.popleft()
-            self._count_row(ok, kind, reused)
-            row = ok_row(index, payload) if ok else error_row(index, payload)
-            rows.append(row)
-            self.chars += len(row)
-        if moved and self._feeder_waits:
+        """Write the rows at the head of the backlog whose outcome is known, in order.
+
+        Once per result piece over every row: counts are kept in locals and stored
+        back at the end (also when Ctrl-C interrupts), a function call per row costs.
+        """
+        backlog, rows, done, counts = self.backlog, self.rows, self.done, self.counts
+        popleft, take_done, append = backlog.popleft, done.pop, rows.append
+        first = position = self.next_position
+        ok_rows = reused = known_taken = chars = 0
+        try:
+            while backlog:
+                head = backlog[0]
+                if head.__class__ is Spilled:
+                    assert isinstance(head, Spilled)
+                    popleft()
+                    for ok, kind, was_reused, row in self.finder.unspill(head.first,
+                                                                          head.last):
+                        reused += was_reused
+                        if ok:
+                            ok_rows += 1
+                        else:
+                            counts.add_failure(kind or "exception")
+                        append(row)
+                        chars += len(row)
+                    continue
+                index, known = head  # type: ignore[misc]
+                if known is None:
+                    outcome = take_done(position, None)
+                    if outcome is None:
+                        break
+                    position += 1
+                    ok, payload, kind = outcome
+                else:
+                    known_taken += 1
+                    ok, payload, kind, was_reused = known
+                    reused += was_reused
+                popleft()
+                if ok:
+                    ok_rows += 1
+                    row = ok_row(index, payload)
+                else:
+                    counts.add_failure(kind or "exception")
+                    row = error_row(index, payload)
+                append(row)
+                chars += len(row)
+        finally:
+            self.next_position = position
+            self.known_taken += known_taken
+            counts.ok += ok_rows
+            counts.reused += reused
+            self.chars += chars
+        if position != first and self._feeder_waits:
             with self._room:
                 self._room.notify_all()
-
-    def _count_row(self, ok: bool, kind: str | None, reused: bool) -> None:
-        self.counts.reused += reused
-        if ok:
-            self.counts.ok += 1
-        else:
-            self.counts.add_failure(kind or "exception")
 
     def take(self, start: int, values: list[Any], failures: dict[int, BaseException]) -> None:
         """The results of the tasks at positions ``start ...`` (with their failures), in
         whatever order they finished: recorded for the journal at once."""
         inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
-        run_id, result, chars = self.run_id, result_json, 0
-        failed_before = counts.executed_failed
-        for offset, value in enumerate(values):
-            position = start + offset
-            digest, occurrence, line = inflight.pop(position)
-            counts.executed += 1
-            failure = failures.get(offset) if failures else None
-            if failure is None:  # the common case: it ran and returned
-                try:
-                    payload = result(value)
-                except TypeError:
-                    pass
-                else:
-                    records.append((digest, occurrence, True, None, payload, line, run_id))
-                    done[position] = (True, payload, None)
-                    chars += len(payload)
-                    continue
-            ok, payload, kind = self._outcome(value, failure)
-            records.append((digest, occurrence, ok, kind, payload, line, run_id))
-            done[position] = (ok, payload, kind)
-            chars += len(payload)
-            counts.executed_failed += 1
-        self.chars += chars
+        run_id, result, append = self.run_id, result_json, records.append
+        chars = taken = failed = 0
+        try:
+            for position, value in enumerate(values, start):
+                digest, occurrence, line = inflight.pop(position)
+                failure = failures.get(position - start) if failures else None
+                if failure is None:  # the common case: it ran and returned
+                    try:
+                        payload = result(value)
+                    except TypeError:
+                        pass
+                    else:
+                        append((digest, occurrence, True, None, payload, line, run_id))
+                        done[position] = (True, payload, None)
+                        chars += len(payload)
+                        taken += 1
+                        continue
+                ok, payload, kind = self._outcome(value, failure)
+                append((digest, occurrence, ok, kind, payload, line, run_id))
+                done[position] = (ok, payload, kind)
+                chars += len(payload)
+                taken += 1
+                failed += 1
+        finally:
+            counts.executed += taken
+            counts.executed_failed += failed
+            self.chars += chars
         self.drain()
-        if counts.executed_failed != failed_before:
+        if failed:
             self._check_limit()  # after the whole piece is recorded
         if len(self.rows) >= FLUSH_ROWS or len(records) >= FLUSH_ROWS \
                 or self.chars >= FLUSH_CHARS:
@@ -357,7 +376,7 @@ class Batch:
             return
         rate = self.progress.update(self.counts.rows, self.counts.failures)
         records, self.records = self.records, []
-        text = "".join(row + "\n" for row in self.rows)
+        text = "\n".join(self.rows) + "\n"
         self.rows, self.chars = [], 0
         c = self.counts
         self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
