@@ -376,7 +376,7 @@ class Batch:
             return
         rate = self.progress.update(self.counts.rows, self.counts.failures)
         records, self.records = self.records, []
-        text = "\n".join(self.rows) + "\n"
+        text = "\n".join(self.rows) + "\n" if self.rows else ""  # records alone: no row
         self.rows, self.chars = [], 0
         c = self.counts
         self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
