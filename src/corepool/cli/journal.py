@@ -3,7 +3,8 @@
 One database file in WAL mode (readers such as ``corepool status`` never block the
 writer). Tables::
 
-    meta   name -> value       schema version, the function (target) and call mode
+    meta   name -> value       schema version, the function (target), call mode and
+                               the fingerprint of its code (see checks.code_fingerprint)
     tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run
     runs   one row per ``corepool run``: started, ended, state, counts, and while it
            runs its progress (rows written of ``total``, recent rate), for ``status``
