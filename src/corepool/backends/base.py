@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
 from ..errors import TaskTimeout
+from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
 
@@ -81,13 +82,26 @@ def run_inline(
     start: int,
     items: list[Any],
     *,
+    level: int,
     catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> Piece:
     """Run a chunk in this thread with the job's retries; the serial and thread backends.
 
     A timeout cannot stop code running in this thread: a task that ran past it is
     reported as :class:`TaskTimeout` once it returns, and its result is dropped.
+    The tasks run at nesting ``level`` (what a corepool call inside them runs on).
     """
+    with running_task(level):
+        return _run_chunk(job, origin, start, items, catch)
+
+
+def _run_chunk(
+    job: Job,
+    origin: int,
+    start: int,
+    items: list[Any],
+    catch: type[BaseException] | tuple[type[BaseException], ...],
+) -> Piece:
     call: Callable[[Any], Any] = caller(job.fn, job.style)
     if live_handles():
         plain = call

@@ -10,6 +10,7 @@ import time
 from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Piece, StreamJob
+from ..nesting import level
 from ..progress import PoolStats, WorkerStats
 from .base import Backend, run_inline
 
@@ -28,7 +29,7 @@ class SerialBackend(Backend):
 
     def _run(self, job: StreamJob | CallJob, origin: int, start: int, items: list[Any]) -> None:
         began = time.perf_counter()
-        piece: Piece = run_inline(job, origin, start, items)
+        piece: Piece = run_inline(job, origin, start, items, level=level() + 1)
         self._busy += time.perf_counter() - began
         self._tasks += len(piece.values)
         self._failed += len(piece.failures)

@@ -20,6 +20,7 @@ from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Job, Piece, StreamJob, start_feeder
 from ..errors import CorepoolError, TaskTimeout
+from ..nesting import level
 from ..progress import PoolStats, WorkerStats
 from .base import Backend, run_inline
 
@@ -88,7 +89,10 @@ class ThreadBackend(Backend):
         self.workers = workers
         self._units: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._level = level() + 1  # of the tasks: a corepool call in them is nested
+        # The threads that serve the queue; one whose task overran its timeout leaves
+        # (it is nobody's to wait for: shutdown and Ctrl-C do not wait for it).
+        self._threads: dict[int, threading.Thread] = {}
         self._counters: dict[int, list[float]] = {}
         self._ids = itertools.count()
         self._restarts = 0
@@ -106,7 +110,7 @@ class ThreadBackend(Backend):
             target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
         )
         with self._lock:
-            self._threads.append(thread)
+            self._threads[tid] = thread
         thread.start()
 
     def _loop(self, tid: int) -> None:
@@ -119,7 +123,9 @@ class ThreadBackend(Backend):
                 continue
             if job.timeout is None:
                 began = time.perf_counter()
-                piece = run_inline(job, origin, start, items, catch=BaseException)
+                piece = run_inline(
+                    job, origin, start, items, level=self._level, catch=BaseException
+                )
                 self._count(tid, piece, time.perf_counter() - began)
                 job.deliver(piece)
                 continue
@@ -145,12 +151,15 @@ class ThreadBackend(Backend):
                 job.deliver(Piece(index, [None], {0: error}, origin, [item]))
                 with self._lock:
                     self._restarts += 1
+                    self._threads.pop(tid, None)
                 if not self._closed:
                     self._spawn()
 
             token = self._watchdog.watch(time.monotonic() + timeout, expire)
             began = time.perf_counter()
-            piece = run_inline(job, origin, index, [item], catch=BaseException)
+            piece = run_inline(
+                job, origin, index, [item], level=self._level, catch=BaseException
+            )
             if not self._watchdog.finish(token):
                 return False
             self._count(tid, piece, time.perf_counter() - began)
@@ -201,7 +210,7 @@ class ThreadBackend(Backend):
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._threads.values())
         for thread in threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
@@ -212,12 +221,12 @@ class ThreadBackend(Backend):
     def stats(self) -> PoolStats:
         now = time.monotonic()
         with self._lock:
-            threads = list(self._threads)
+            threads = dict(self._threads)
         workers = [
             WorkerStats(
                 tid,
                 None,
-                threads[tid].is_alive() if tid < len(threads) else False,
+                tid in threads and threads[tid].is_alive(),
                 int(c[0]),
                 int(c[1]),
                 c[2],
