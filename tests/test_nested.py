@@ -12,7 +12,9 @@ from pathlib import Path
 
 import pytest
 
+import corepool
 import scripts
+import tasks
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -163,3 +165,11 @@ def test_nested_thread_pool_size_is_the_workers_share_of_the_cpus(tmp_path: Path
     assert done.returncode == 0, done.stderr
     sizes, share = json.loads(done.stdout)
     assert sizes == [share, 3]
+
+
+@pytest.mark.parametrize("backend", ["dask", "ray"], indirect=True)
+def test_nested_calls_on_cluster_workers_return_and_do_not_hang(backend: str) -> None:
+    """Dask workers are daemonic processes: the inner call runs on threads there. A Ray
+    worker is an ordinary process: the inner call starts worker processes on its node."""
+    got = corepool.map(tasks.sum_of_squares_in_a_pool, [3, 4], workers=2, backend=backend)
+    assert got == [5, 14]

@@ -41,6 +41,8 @@ ON_ERROR_CHOICES = ("raise", "return", "skip")
 #: A timeout of this many seconds (about 31 years) or more is no timeout at all.
 NO_LIMIT = 1e9
 
+_NO_LIMIT_HINT = "for no limit leave it out (None) or give inf"
+
 #: Process workers beyond this many per usable CPU draw a RuntimeWarning.
 PROCESSES_PER_CPU = 4
 
@@ -66,17 +68,16 @@ def check_timeout(value: Any, name: str = "timeout") -> float | None:
         )
     seconds = float(value)
     if math.isnan(seconds):
-        raise ValueError(f"{name} must be a number of seconds, got nan; use None for no limit")
+        raise ValueError(f"{name} must be a number of seconds, got nan; {_NO_LIMIT_HINT}")
     if seconds <= 0:
-        raise ValueError(
-            f"{name} must be more than 0 seconds, got {value!r}; use None for no limit"
-        )
+        raise ValueError(f"{name} must be more than 0 seconds, got {value!r}; {_NO_LIMIT_HINT}")
     return None if seconds >= NO_LIMIT else seconds
 
 
-def check_workers(value: Any, name: str = "workers") -> int | None:
+def check_workers(value: Any, name: str = "workers", too_few: str | None = None) -> int | None:
     """``value`` as a worker count (None stays None: the default); TypeError /
-    ValueError saying what to write when it is not one.
+    ValueError saying what to write when it is not one (``too_few``: the ValueError's
+    message, where the stdlib's own must be kept).
 
     Examples:
         >>> check_workers(4), check_workers(None)
@@ -90,7 +91,7 @@ def check_workers(value: Any, name: str = "workers") -> int | None:
             f"got {value!r} ({_type_name(value)})"
         )
     if value < 1:
-        raise ValueError(f"{name} must be at least 1, got {value!r}")
+        raise ValueError(too_few or f"{name} must be at least 1, got {value!r}")
     return int(value)
 
 

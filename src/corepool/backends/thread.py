@@ -93,6 +93,8 @@ class ThreadBackend(Backend):
         # The threads that serve the queue; one whose task overran its timeout leaves
         # (it is nobody's to wait for: shutdown and Ctrl-C do not wait for it).
         self._threads: dict[int, threading.Thread] = {}
+        self._running: set[int] = set()  # threads running a task
+        self._terminated = False
         self._counters: dict[int, list[float]] = {}
         self._ids = itertools.count()
         self._restarts = 0
@@ -109,9 +111,11 @@ class ThreadBackend(Backend):
         thread = threading.Thread(
             target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
         )
-        with self._lock:
+        with self._lock:  # so that close() counts it, and join() sees it started
+            if self._closed:
+                return
             self._threads[tid] = thread
-        thread.start()
+            thread.start()
 
     def _loop(self, tid: int) -> None:
         while True:
@@ -119,20 +123,33 @@ class ThreadBackend(Backend):
             if unit is _STOP:
                 return
             job, origin, start, items = unit
-            if job.cancelled:
+            with self._lock:
+                stopped = self._terminated
+                run = not (stopped or job.cancelled)
+                if run:
+                    self._running.add(tid)
+            if stopped:
+                job.fail(CorepoolError("the pool was terminated before this task ran"))
+            if not run:
                 continue
-            if job.timeout is None:
-                began = time.perf_counter()
-                piece = run_inline(
-                    job, origin, start, items, level=self._level, catch=BaseException
-                )
-                self._count(tid, piece, time.perf_counter() - began)
-                job.deliver(piece)
-                continue
-            if not self._run_watched(tid, job, origin, start, items):
-                return  # our task overran its timeout: a fresh thread replaced us
+            try:
+                self._run_unit(tid, job, origin, start, items)
+            finally:
+                with self._lock:
+                    self._running.discard(tid)
+            if tid not in self._threads:
+                return  # left behind (timed out, or terminated while running)
 
-    def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
+    def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> None:
+        if job.timeout is not None:
+            self._run_watched(tid, job, origin, start, items)
+            return
+        began = time.perf_counter()
+        piece = run_inline(job, origin, start, items, level=self._level, catch=BaseException)
+        self._count(tid, piece, time.perf_counter() - began)
+        job.deliver(piece)
+
+    def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> None:
         assert job.timeout is not None
         if self._watchdog is None:
             with self._lock:
@@ -152,8 +169,7 @@ class ThreadBackend(Backend):
                 with self._lock:
                     self._restarts += 1
                     self._threads.pop(tid, None)
-                if not self._closed:
-                    self._spawn()
+                self._spawn()
 
             token = self._watchdog.watch(time.monotonic() + timeout, expire)
             began = time.perf_counter()
@@ -161,10 +177,9 @@ class ThreadBackend(Backend):
                 job, origin, index, [item], level=self._level, catch=BaseException
             )
             if not self._watchdog.finish(token):
-                return False
+                return  # expire() has answered for this task
             self._count(tid, piece, time.perf_counter() - began)
             job.deliver(piece)
-        return True
 
     def _count(self, tid: int, piece: Piece, busy: float) -> None:
         counters = self._counters[tid]
@@ -188,16 +203,21 @@ class ThreadBackend(Backend):
             raise CorepoolError("the thread pool is closed")
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             count = len(self._threads)
         for _ in range(count):
             self._units.put(_STOP)
 
     def terminate(self) -> None:
-        # Threads cannot be killed: drop queued work and let running tasks end.
+        # Threads cannot be killed: drop queued work, and leave the running tasks to
+        # end in the background, as a timed-out one does (join does not wait for them).
+        with self._lock:
+            self._terminated = True
+            for tid in self._running:
+                self._threads.pop(tid, None)
         while True:
             try:
                 unit = self._units.get_nowait()
