@@ -107,7 +107,8 @@ def _lease(
     with _lock:
         if not _hooks_registered:
             atexit.register(_stop_all)
-            os.register_at_fork(after_in_child=_reset_after_fork)
+            if hasattr(os, "register_at_fork"):  # POSIX only: elsewhere nothing forks
+                os.register_at_fork(after_in_child=_reset_after_fork)
             _hooks_registered = True
         entry = _current
         if entry is None or entry.key[:4] != key[:4] or entry.core.closed:

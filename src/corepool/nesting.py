@@ -43,6 +43,7 @@ def mark_worker_process(threads: int | None = None) -> None:
     global _process_level, _process_share
     _process_level += 1  # a forked worker starts from its parent's level
     _process_share = threads
+    _local.__dict__.pop("level", None)  # forked from a serial task: not one here
 
 
 def level() -> int:

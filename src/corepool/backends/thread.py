@@ -5,7 +5,8 @@ on I/O; CPU-bound pure-Python code does not run in parallel here (use processes)
 A thread cannot be stopped from outside: a task past its timeout fails for the caller
 with :class:`~corepool.errors.TaskTimeout` at once, a fresh thread takes its place, and
 the overrunning thread finishes its task in the background and then exits; its result
-is dropped.
+is dropped. Nothing waits for such a thread, nor for one still running a task when the
+pool is terminated: not ``join``, not Ctrl-C, not the program's exit (daemon threads).
 """
 
 from __future__ import annotations
