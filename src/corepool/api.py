@@ -38,7 +38,7 @@ __all__ = ["imap", "map", "shutdown_default_pool", "starmap"]
 class _Lease:
     """A pool that one call uses; :meth:`release` once, when the call is over."""
 
-    __slots__ = ("__weakref__", "_entry", "core")
+    __slots__ = ("_entry", "core")
 
     def __init__(self, entry: _Entry) -> None:
         self._entry: _Entry | None = entry
@@ -53,13 +53,12 @@ class _Lease:
 class _Entry:
     """A default pool, the calls using it, and whether a newer one has replaced it."""
 
-    __slots__ = ("core", "key", "private", "retired", "users")
+    __slots__ = ("core", "key", "retired", "users")
 
-    def __init__(self, key: tuple[Any, ...], core: PoolCore, private: bool) -> None:
+    def __init__(self, key: tuple[Any, ...], core: PoolCore, retired: bool = False) -> None:
         self.key = key
         self.core = core
-        self.private = private  # one call's own pool: stopped when that call ends
-        self.retired = private
+        self.retired = retired  # stopped when its last user is done
         self.users = 0
 
     def release(self) -> None:
@@ -72,7 +71,9 @@ class _Entry:
             self.core.terminate()
 
 
-_lock = threading.Lock()
+# Reentrant: a dropped imap gives its lease back from a garbage-collector callback,
+# which may run in a thread that holds the lock already.
+_lock = threading.RLock()
 _current: _Entry | None = None
 _retired: set[_Entry] = set()  # replaced while calls still use them
 _hooks_registered = False
@@ -82,7 +83,7 @@ def _reset_after_fork() -> None:
     """A forked child owns none of its parent's pools (a worker forked while this
     module's lock was held would otherwise wait for it forever)."""
     global _lock, _current
-    _lock = threading.Lock()
+    _lock = threading.RLock()
     _current = None
     _retired.clear()
 
@@ -99,8 +100,8 @@ def _lease(
         backend, workers = nested
     # The client by identity: another Client object is another cluster connection.
     key = (workers or cpu_count(), resolve_backend_name(backend), address, id(client), client)
-    if private:
-        own = _Entry(key, _start(key), private=True)
+    if private:  # this call's own pool, stopped when it ends
+        own = _Entry(key, _start(key), retired=True)
         own.users = 1
         return _Lease(own)
     stale: _Entry | None = None
@@ -113,7 +114,7 @@ def _lease(
         entry = _current
         if entry is None or entry.key[:4] != key[:4] or entry.core.closed:
             stale = _current
-            entry = _current = _Entry(key, _start(key), private=False)
+            entry = _current = _Entry(key, _start(key))
             if stale is not None:
                 stale.retired = True
                 if stale.users:
@@ -167,7 +168,9 @@ def _stop_all() -> None:
     """At exit: every default pool, in use or not."""
     global _current
     with _lock:
-        entries = [*_retired, *([_current] if _current is not None else [])]
+        entries = _retired.copy()
+        if _current is not None:
+            entries.add(_current)
         _current = None
         _retired.clear()
     for entry in entries:
