@@ -155,3 +155,22 @@ def test_ctrl_c_after_a_timed_out_thread_stops_at_once(tmp_path: Path) -> None:
         proc.wait()
     assert "KeyboardInterrupt" in stderr
     assert elapsed < 2.0, stderr  # was 4.5-6.5 s
+
+
+def test_the_default_pool_stops_before_the_backends_own_exit_handlers(tmp_path: Path) -> None:
+    """Dask registers exit handlers that tear its cluster down; a default pool still
+    open then lost its tasks ("marked as failed because 1 workers died")."""
+    pytest.importorskip("distributed")
+    done = scripts.run(
+        """
+        import corepool, tasks
+
+        if __name__ == "__main__":
+            print(corepool.map(tasks.square, range(3), timeout=5, workers=2, backend="dask"))
+            print(corepool.map(tasks.square, range(3), workers=2, backend="dask"))
+        """,
+        tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split("\n")[:2] == ["[0, 1, 4]"] * 2
+    assert "ERROR" not in done.stderr, done.stderr

@@ -6,8 +6,8 @@ that asks for another number of workers, another backend or another cluster
 stopped at once if no call is using it, else when the last call using it finishes,
 so that threads calling with different options never break each other's calls.
 Every default pool is stopped when the program exits (the ``atexit`` hook, and the
-fork hook that gives a forked child a registry of its own, are registered when the
-first pool starts, not at import).
+fork hook that gives a forked child a registry of its own, are registered when a
+pool starts, not at import).
 
 A call made inside a corepool task is *nested* (:mod:`corepool.nesting` has the
 rule): with no ``backend=`` it runs on threads or serially. One made from a task of
@@ -106,15 +106,17 @@ def _lease(
         return _Lease(own)
     stale: _Entry | None = None
     with _lock:
-        if not _hooks_registered:
-            atexit.register(_stop_all)
-            if hasattr(os, "register_at_fork"):  # POSIX only: elsewhere nothing forks
-                os.register_at_fork(after_in_child=_reset_after_fork)
+        if not _hooks_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_reset_after_fork)  # before the first fork
             _hooks_registered = True
         entry = _current
         if entry is None or entry.key[:4] != key[:4] or entry.core.closed:
             stale = _current
             entry = _current = _Entry(key, _start(key))
+            # Exit handlers run last-registered first: ours must stop the pool before
+            # the handlers its backend registered (Dask's) tear the cluster down.
+            atexit.unregister(_stop_all)
+            atexit.register(_stop_all)
             if stale is not None:
                 stale.retired = True
                 if stale.users:
