@@ -121,18 +121,22 @@ def test_a_named_backend_is_honoured_inside_a_worker(tmp_path: Path) -> None:
     done = scripts.run(
         """
         import os
-        import corepool
+        import corepool, tasks
 
         def pid(_):
             return os.getpid()
 
         def outer(_):
             inner = corepool.map(pid, range(4), workers=2, backend="process", chunksize=1)
-            return os.getpid(), sorted(set(inner))
+            # An initializer is for processes: a Pool given one keeps them.
+            with corepool.Pool(1, initializer=tasks.set_global, initargs=(7,)) as pool:
+                initialized = pool.apply(tasks.get_global), pool.apply(pid, (0,))
+            return os.getpid(), sorted(set(inner)), initialized
 
         if __name__ == "__main__":
-            for me, inner in corepool.map(outer, range(2), workers=2):
+            for me, inner, (value, other) in corepool.map(outer, range(2), workers=2):
                 assert me not in inner and len(inner) >= 1, (me, inner)
+                assert value == 7 and other != me, (value, other, me)
             print("ok")
         """,
         tmp_path,
