@@ -47,8 +47,10 @@ _NO_LIMIT_HINT = "for no limit leave it out (None) or give inf"
 PROCESSES_PER_CPU = 4
 
 
-def _type_name(value: Any) -> str:
-    return type(value).__name__
+def _check_type(value: Any, kind: type, name: str, what: str) -> None:
+    """TypeError unless ``value`` is a ``kind`` (never a bool, though bools are ints)."""
+    if isinstance(value, bool) or not isinstance(value, kind):
+        raise TypeError(f"{name} must be {what}, got {value!r} ({type(value).__name__})")
 
 
 def check_timeout(value: Any, name: str = "timeout") -> float | None:
@@ -61,11 +63,7 @@ def check_timeout(value: Any, name: str = "timeout") -> float | None:
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        raise TypeError(
-            f"{name} must be a number of seconds (an int or a float) or None, "
-            f"got {value!r} ({_type_name(value)})"
-        )
+    _check_type(value, numbers.Real, name, "a number of seconds (an int or a float) or None")
     seconds = float(value)
     if math.isnan(seconds):
         raise ValueError(f"{name} must be a number of seconds, got nan; {_NO_LIMIT_HINT}")
@@ -85,11 +83,7 @@ def check_workers(value: Any, name: str = "workers", too_few: str | None = None)
     """
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(
-            f"{name} must be a whole number of workers (an int) or None, "
-            f"got {value!r} ({_type_name(value)})"
-        )
+    _check_type(value, numbers.Integral, name, "a whole number of workers (an int) or None")
     if value < 1:
         raise ValueError(too_few or f"{name} must be at least 1, got {value!r}")
     return int(value)
@@ -118,8 +112,7 @@ def _user_stacklevel() -> int:
 
 def check_retries(value: Any) -> int:
     """``value`` as a retry count; TypeError / ValueError when it is not one."""
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise TypeError(f"retries must be a whole number (an int), got {value!r}")
+    _check_type(value, numbers.Integral, "retries", "a whole number (an int)")
     if value < 0:
         raise ValueError(f"retries must be 0 or more, got {value!r}")
     return int(value)
