@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+import corepool
 import scripts
+import shm_tasks
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -174,3 +176,9 @@ def test_the_default_pool_stops_before_the_backends_own_exit_handlers(tmp_path: 
     assert done.returncode == 0, done.stderr
     assert done.stdout.split("\n")[:2] == ["[0, 1, 4]"] * 2
     assert "ERROR" not in done.stderr, done.stderr
+
+
+def test_the_default_pool_caps_blas_threads_as_a_pool_does() -> None:
+    share = str(max(1, corepool.cpu_count() // 2))
+    got = corepool.map(shm_tasks.blas_threads_here, range(4), workers=2, chunksize=1)
+    assert {variable for variable, _ in got} == {share}

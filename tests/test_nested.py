@@ -145,30 +145,32 @@ def test_a_named_backend_is_honoured_inside_a_worker(tmp_path: Path) -> None:
     assert done.stdout.strip() == "ok"
 
 
-def test_nested_thread_pool_size_is_the_workers_share_of_the_cpus(tmp_path: Path) -> None:
-    """Two workers on all CPUs: each one's inner pool gets CPUs // 2 threads (at least
-    1); a call that gives ``workers=`` gets that many."""
+def test_nested_pools_are_sized_on_the_workers_share_of_the_cpus(tmp_path: Path) -> None:
+    """Two workers on all CPUs: a pool started in one with no size gets CPUs // 2
+    workers (at least 1), threads unless a backend is named; a given size is kept."""
     done = scripts.run(
         """
-        import json, threading
+        import json
         import corepool
 
-        def name(_):
-            return threading.current_thread().name
-
         def outer(workers):
-            inner = corepool.map(name, range(2), workers=workers)
-            return corepool.api._default_pool(workers, None).workers
+            corepool.map(abs, range(2), workers=workers)
+            with corepool.Pool() as pool, corepool.Executor() as ex:
+                faces = [repr(pool), ex.stats().backend]
+            return corepool.api._default_pool(workers, None).workers, faces
 
         if __name__ == "__main__":
-            sizes = corepool.map(outer, [None, 3], workers=2, chunksize=1)
-            print(json.dumps([sizes, max(1, corepool.cpu_count() // 2)]))
+            rows = corepool.map(outer, [None, 3], workers=2, chunksize=1)
+            print(json.dumps([rows, max(1, corepool.cpu_count() // 2)]))
         """,
         tmp_path,
     )
     assert done.returncode == 0, done.stderr
-    sizes, share = json.loads(done.stdout)
-    assert sizes == [share, 3]
+    rows, share = json.loads(done.stdout)
+    assert [size for size, _ in rows] == [share, 3]
+    for _, (pool, executor) in rows:
+        assert pool == f"<corepool.Pool state=RUN backend=thread workers={share}>"
+        assert executor == "thread"
 
 
 @pytest.mark.parametrize("backend", ["dask", "ray"], indirect=True)

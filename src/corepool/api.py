@@ -28,8 +28,8 @@ from ._engine import protocol as p
 from ._engine.job import Piece
 from .backends import resolve_backend_name
 from .core import PoolCore
-from .cpus import cpu_count
-from .nesting import in_thread_task, inner_default
+from .cpus import blas_thread_limit
+from .nesting import default_workers, in_thread_task, inner_default
 from .options import check_on_error, check_workers
 
 __all__ = ["imap", "map", "shutdown_default_pool", "starmap"]
@@ -99,7 +99,7 @@ def _lease(
     if nested is not None:
         backend, workers = nested
     # The client by identity: another Client object is another cluster connection.
-    key = (workers or cpu_count(), resolve_backend_name(backend), address, id(client), client)
+    key = (workers or default_workers(), resolve_backend_name(backend), address, id(client), client)
     if private:  # this call's own pool, stopped when it ends
         own = _Entry(key, _start(key), retired=True)
         own.users = 1
@@ -130,7 +130,13 @@ def _lease(
 
 def _start(key: tuple[Any, ...]) -> PoolCore:
     workers, backend, address, _, client = key
-    return PoolCore(workers, backend, address=address, client=client)
+    return PoolCore(
+        workers,
+        backend,
+        address=address,
+        client=client,
+        thread_limit=blas_thread_limit("auto", workers),  # as a Pool's default
+    )
 
 
 def _default_pool(

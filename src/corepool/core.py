@@ -19,7 +19,7 @@ from ._engine.dispatch import ChunkSizer, window_size
 from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
 from .backends import Backend, create_backend, resolve_backend_name
 from .cpus import cpu_count
-from .nesting import inner_default
+from .nesting import default_workers, inner_default
 from .options import (
     ON_ERROR_CHOICES,
     check_retries,
@@ -101,7 +101,7 @@ class PoolCore:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         **backend_options: Any,
     ) -> None:
-        workers = check_workers(workers) or cpu_count()
+        workers = check_workers(workers) or default_workers()
         if backend is None and not any(backend_options.get(o) for o in PROCESS_ONLY_OPTIONS):
             nested = inner_default(workers)  # Pool() / Executor() inside a task
             if nested is not None:

@@ -7,7 +7,8 @@ The rule (joblib's, written for corepool; docs/guide/backends.md says it for use
   *level 1*. A corepool call there that names no backend runs on the **thread**
   backend, with as many threads as the worker's thread budget (``blas_threads``; by
   default its share of the CPUs, the usable CPUs divided between the outer pool's
-  workers), or 1 when it has none, unless the call gives ``workers=``.
+  workers), or 1 when it has none, unless the call gives ``workers=``. That budget is
+  also the default size of any pool started there without one (:func:`default_workers`).
 - A task that runs in a thread of the caller's process (the thread and serial
   backends), and any task deeper than level 1, runs a call that names no backend
   **serially**, in its own thread: more threads there would only add to the ones
@@ -29,7 +30,16 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
-__all__ = ["in_thread_task", "inner_default", "level", "mark_worker_process", "running_task"]
+from .cpus import cpu_count
+
+__all__ = [
+    "default_workers",
+    "in_thread_task",
+    "inner_default",
+    "level",
+    "mark_worker_process",
+    "running_task",
+]
 
 _local = threading.local()
 _process_level = 0
@@ -70,6 +80,14 @@ def running_task(task_level: int) -> Iterator[None]:
         yield
     finally:
         _local.level = before
+
+
+def default_workers() -> int:
+    """The worker count when none is given: the usable CPUs, and inside a worker process
+    that knows its thread budget, that budget (its share of the CPUs)."""
+    if _process_share is not None and level() > 0:
+        return _process_share
+    return cpu_count()
 
 
 def inner_default(workers: int | None) -> tuple[str, int | None] | None:

@@ -14,7 +14,8 @@ from typing import Any
 from ._engine import protocol as p
 from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
 from .core import PoolCore, parse_memory
-from .cpus import blas_thread_limit, cpu_count
+from .cpus import blas_thread_limit
+from .nesting import default_workers
 from .options import check_workers
 from .progress import PoolStats
 
@@ -174,7 +175,7 @@ class Pool:
         blas_threads: int | str | None = "auto",
     ) -> None:
         too_few = "Number of processes must be at least 1"
-        processes = check_workers(processes, "processes", too_few) or cpu_count()
+        processes = check_workers(processes, "processes", too_few) or default_workers()
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
