@@ -108,13 +108,13 @@ class ThreadBackend(Backend):
 
     def _spawn(self) -> None:
         tid = next(self._ids)
-        self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
         thread = threading.Thread(
             target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
         )
         with self._lock:  # so that close() counts it, and join() sees it started
             if self._closed:
                 return
+            self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
             self._threads[tid] = thread
             thread.start()
 
@@ -134,23 +134,25 @@ class ThreadBackend(Backend):
             if not run:
                 continue
             try:
-                self._run_unit(tid, job, origin, start, items)
+                on_time = self._run_unit(tid, job, origin, start, items)
             finally:
                 with self._lock:
                     self._running.discard(tid)
-            if tid not in self._threads:
-                return  # left behind (timed out, or terminated while running)
+                    left_behind = tid not in self._threads
+            if left_behind or not on_time:
+                return  # timed out, or terminated while running: replaced or not needed
 
-    def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> None:
+    def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
+        """Run a unit; False if a task of it overran its timeout (it was answered for)."""
         if job.timeout is not None:
-            self._run_watched(tid, job, origin, start, items)
-            return
+            return self._run_watched(tid, job, origin, start, items)
         began = time.perf_counter()
         piece = run_inline(job, origin, start, items, level=self._level, catch=BaseException)
         self._count(tid, piece, time.perf_counter() - began)
         job.deliver(piece)
+        return True
 
-    def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> None:
+    def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
         assert job.timeout is not None
         if self._watchdog is None:
             with self._lock:
@@ -178,9 +180,10 @@ class ThreadBackend(Backend):
                 job, origin, index, [item], level=self._level, catch=BaseException
             )
             if not self._watchdog.finish(token):
-                return  # expire() has answered for this task
+                return False  # expire() answers for this task and replaces this thread
             self._count(tid, piece, time.perf_counter() - began)
             job.deliver(piece)
+        return True
 
     def _count(self, tid: int, piece: Piece, busy: float) -> None:
         counters = self._counters[tid]
