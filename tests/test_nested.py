@@ -128,15 +128,20 @@ def test_a_named_backend_is_honoured_inside_a_worker(tmp_path: Path) -> None:
 
         def outer(_):
             inner = corepool.map(pid, range(4), workers=2, backend="process", chunksize=1)
-            # An initializer is for processes: a Pool given one keeps them.
+            # A context is for processes: a Pool given one keeps them.
+            with corepool.Pool(1, context=corepool.get_context()) as pool:
+                in_process = pool.apply(pid, (0,))
+            # An initializer runs on threads too, once in each.
             with corepool.Pool(1, initializer=tasks.set_global, initargs=(7,)) as pool:
                 initialized = pool.apply(tasks.get_global), pool.apply(pid, (0,))
-            return os.getpid(), sorted(set(inner)), initialized
+            return os.getpid(), sorted(set(inner)), in_process, initialized
 
         if __name__ == "__main__":
-            for me, inner, (value, other) in corepool.map(outer, range(2), workers=2):
+            for me, inner, in_process, (value, here) in corepool.map(outer, range(2),
+                                                                     workers=2):
                 assert me not in inner and len(inner) >= 1, (me, inner)
-                assert value == 7 and other != me, (value, other, me)
+                assert in_process != me, (in_process, me)
+                assert value == 7 and here == me, (value, here, me)
             print("ok")
         """,
         tmp_path,

@@ -34,7 +34,6 @@ __all__ = ["ON_ERROR_CHOICES", "PROCESS_ONLY_OPTIONS", "PoolCore", "parse_memory
 #: Options that only worker processes can honour: a pool given one of them keeps the
 #: process backend even inside a task (see :mod:`corepool.nesting`).
 PROCESS_ONLY_OPTIONS = (
-    "initializer",
     "context",
     "start_method",
     "max_tasks_per_child",

@@ -15,8 +15,8 @@ The rule (joblib's, written for corepool; docs/guide/backends.md says it for use
   already running.
 - A call that names a backend gets it (``backend="process"`` inside a worker starts
   worker processes of its own); ``COREPOOL_BACKEND`` sets the default of the top level
-  only. ``Pool`` and ``Executor`` count as naming ``"process"`` only when they are given
-  a ``context`` / ``mp_context`` or a ``start_method``.
+  only. ``Pool`` and ``Executor`` count as naming ``"process"`` only when given an
+  option that only processes honour (``core.PROCESS_ONLY_OPTIONS``).
 
 The level lives in two places: :func:`mark_worker_process` (called once when a worker
 process starts) for the process, and a thread-local that :func:`running_task` sets while

@@ -16,7 +16,7 @@ from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
-from ..errors import TaskTimeout
+from ..errors import BrokenPool, TaskTimeout
 from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
@@ -74,6 +74,23 @@ class Backend(ABC):
     def pids(self) -> list[int]:
         """Process ids of live worker processes, if the backend has any."""
         return []
+
+
+def initialize(
+    initializer: Callable[..., Any], initargs: tuple[Any, ...]
+) -> BrokenPool | None:
+    """Run a pool's initializer in this thread (the serial and thread backends); the
+    error that breaks the pool if it raises, as on the process backend."""
+    try:
+        initializer(*initargs)
+    except BaseException as exc:
+        error = BrokenPool(
+            f"the worker initializer raised {type(exc).__name__}: {exc}; "
+            "no task can run in this pool"
+        )
+        error.__cause__ = exc
+        return error
+    return None
 
 
 def run_inline(

@@ -20,10 +20,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Job, Piece, StreamJob, start_feeder
-from ..errors import CorepoolError, TaskTimeout
+from ..errors import BrokenPool, CorepoolError, TaskTimeout
 from ..nesting import level
 from ..progress import PoolStats, WorkerStats
-from .base import Backend, run_inline
+from .base import Backend, initialize, run_inline
 
 _STOP = object()
 
@@ -86,8 +86,18 @@ class ThreadBackend(Backend):
 
     name: ClassVar[str] = "thread"
 
-    def __init__(self, workers: int, **_: Any) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        **_: Any,
+    ) -> None:
         self.workers = workers
+        self._initializer = initializer  # run by each thread, as by ThreadPool's
+        self._initargs = initargs
+        self._broken: BrokenPool | None = None
         self._units: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._level = level() + 1  # of the tasks: a corepool call in them is nested
@@ -119,6 +129,8 @@ class ThreadBackend(Backend):
             thread.start()
 
     def _loop(self, tid: int) -> None:
+        if self._initializer is not None:
+            self._initialize()
         while True:
             unit = self._units.get()
             if unit is _STOP:
@@ -126,11 +138,14 @@ class ThreadBackend(Backend):
             job, origin, start, items = unit
             with self._lock:
                 stopped = self._terminated
-                run = not (stopped or job.cancelled)
+                failure = self._broken
+                run = not (stopped or failure or job.cancelled)
                 if run:
                     self._running.add(tid)
             if stopped:
                 job.fail(CorepoolError("the pool was terminated before this task ran"))
+            elif failure is not None:
+                job.fail(failure)
             if not run:
                 continue
             try:
@@ -141,6 +156,14 @@ class ThreadBackend(Backend):
                     left_behind = tid not in self._threads
             if left_behind or not on_time:
                 return  # timed out, or terminated while running: replaced or not needed
+
+    def _initialize(self) -> None:
+        """Run the initializer in this thread; if it raises, no task can run here."""
+        assert self._initializer is not None
+        error = initialize(self._initializer, self._initargs)
+        if error is not None:
+            with self._lock:
+                self._broken = self._broken or error
 
     def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
         """Run a unit; False if a task of it overran its timeout (it was answered for)."""
