@@ -14,7 +14,9 @@ from typing import Any
 from ._engine import protocol as p
 from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
 from .core import PoolCore, parse_memory
-from .cpus import blas_thread_limit, cpu_count
+from .cpus import blas_thread_limit
+from .nesting import default_workers
+from .options import check_workers
 from .progress import PoolStats
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool"]
@@ -172,10 +174,8 @@ class Pool:
         client: Any = None,
         blas_threads: int | str | None = "auto",
     ) -> None:
-        if processes is None:
-            processes = cpu_count()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
+        too_few = "Number of processes must be at least 1"
+        processes = check_workers(processes, "processes", too_few) or default_workers()
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):

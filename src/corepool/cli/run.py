@@ -24,6 +24,7 @@ from typing import IO, Any
 
 from .. import errors
 from .._engine import protocol
+from ..options import check_timeout
 from .batch import (
     BACKLOG_LIMIT,
     FLUSH_SECONDS,
@@ -134,8 +135,10 @@ def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     parse_max_failures(args.max_failures)
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    try:
+        check_timeout(args.timeout, "--timeout")  # the library's rule: inf is no limit
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
     if args.workers is not None and args.workers < 1:
