@@ -46,7 +46,7 @@ from corepool.core import PoolCore
 from corepool.cpus import blas_thread_limit, cpu_count
 from corepool.errors import WorkerCrashed
 
-__all__ = ["CorepoolBackend", "WorkerCrashed", "register"]
+__all__ = ["CorepoolBackend", "JoblibWorkerCrashed", "register", "shutdown"]
 
 NAME = "corepool"
 
@@ -98,7 +98,9 @@ def _drop(core: PoolCore) -> None:
 
 
 @atexit.register
-def _stop_warm_pool() -> None:
+def shutdown() -> None:
+    """Stop the warm pool the backend keeps between ``Parallel`` calls (it restarts
+    on the next call); it is also stopped when the program exits."""
     with _lock:
         warm = _warm[1] if _warm is not None else None
     if warm is not None:
@@ -180,8 +182,8 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         """Pick (or start) the pool for this ``Parallel`` call; the number of workers."""
         n_jobs = self.effective_n_jobs(n_jobs)
         self.parallel = parallel
-        if n_jobs == 1 and self.task_timeout is None and not self.retries:
-            # Nothing to guard: run in the calling process, as loky does.
+        if n_jobs == 1:
+            # joblib runs one job in the calling process whatever the backend.
             raise FallbackToBackend(SequentialBackend(nesting_level=self.nesting_level))
         self._n_jobs = n_jobs
         self._core = _pool(
