@@ -279,3 +279,8 @@ def wait_for_path(path: str, seconds: float = 20.0) -> str:
             return "stalled"
         time.sleep(0.01)
     return "saw it"
+
+
+def note_start_then_sleep_args(args: tuple[str, float]) -> int:
+    """:func:`note_start_then_sleep` taking one tuple (for map-style calls)."""
+    return note_start_then_sleep(*args)
