@@ -157,6 +157,8 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         self.initializer = initializer
         self.initargs = tuple(initargs)
         self._core: PoolCore | None = None
+        self._lock = threading.Lock()
+        self._pending: set[Future[Any]] = set()  # batches submitted and not done
         self._n_jobs = 1
         self.parallel: Any = None
 
@@ -218,9 +220,16 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             except TypeError:
                 pass
         future = self._core.call(_run_batch, (func,), {}, timeout=timeout, retries=self.retries)
+        with self._lock:
+            self._pending.add(future)
+        future.add_done_callback(self._settled)
         if callback is not None:
             future.add_done_callback(callback)
         return future
+
+    def _settled(self, future: Future[Any]) -> None:
+        with self._lock:
+            self._pending.discard(future)
 
     def retrieve_result_callback(self, future: Future[Any]) -> Any:
         """The batch's results; a crashed worker is :class:`JoblibWorkerCrashed`."""
@@ -231,11 +240,15 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             raise error.with_traceback(crash.__traceback__) from None
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
-        """Stop what runs and what waits (its workers are replaced by a new pool)."""
-        if self._core is not None:
+        """Drop the batches not started; if some still run, stop them with their pool
+        (a new one starts), else the pool stays warm."""
+        with self._lock:
+            pending = list(self._pending)
+        running = [future for future in pending if not future.cancel()]
+        if self._core is not None and any(not future.done() for future in running):
             _drop(self._core)
             self._core = None
-        if ensure_ready:
+        if ensure_ready and self._core is None:
             self.configure(n_jobs=self._n_jobs, parallel=self.parallel)
 
     def terminate(self) -> None:
