@@ -96,11 +96,12 @@ def test_cancelling_stops_running_tasks_within_a_second(tmp_path: Path) -> None:
         hang = [(str(log), 600.0)] * 6
         work = asyncio.create_task(corepool.amap(tasks.note_start_then_sleep_args, hang, workers=2))
         pids = await started(log, 2)
+        workers = [psutil.Process(pid) for pid in pids]  # before they can be gone
         began = time.monotonic()
         work.cancel()
         with pytest.raises(asyncio.CancelledError):
             await work
-        _gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids], timeout=5)
+        _gone, alive = psutil.wait_procs(workers, timeout=5)
         stopped_after = time.monotonic() - began
         assert not alive
         after = await corepool.amap(tasks.pid_of, range(4), workers=2)
@@ -127,11 +128,11 @@ def test_cancelling_aimap_stops_its_running_tasks(tmp_path: Path) -> None:
 
     async def main() -> list[int]:
         work = asyncio.create_task(consume())
-        pids = await started(log, 2)
+        workers = [psutil.Process(pid) for pid in await started(log, 2)]
         work.cancel()
         with pytest.raises(asyncio.CancelledError):
             await work
-        _gone, alive = psutil.wait_procs([psutil.Process(pid) for pid in pids], timeout=1.0)
+        _gone, alive = psutil.wait_procs(workers, timeout=1.0)
         assert not alive
         return await corepool.amap(tasks.square, [3], workers=2)
 

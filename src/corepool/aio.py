@@ -164,14 +164,15 @@ async def core_aimap(
         await pieces.aclose()
 
 
-def _default_core(
-    on_error: str, workers: int | None, backend: str | None, address: Any, client: Any
-) -> PoolCore:
-    """The default pool of ``corepool.map`` for these options, after api's checks."""
+def _on_default_pool(options: dict[str, Any]) -> tuple[PoolCore, dict[str, Any]]:
+    """The default pool of ``corepool.map`` for a call's options (after api's checks),
+    and the options that are the call's own; the public functions pass ``locals()``."""
     from .api import _check, _default_pool
 
-    _check(on_error, workers)
-    return _default_pool(workers, backend, address, client)._core
+    options = dict(options)
+    pool = [options.pop(name) for name in ("workers", "backend", "address", "client")]
+    _check(options["on_error"], pool[0])
+    return _default_pool(*pool)._core, options
 
 
 async def amap(
@@ -200,19 +201,8 @@ async def amap(
         >>> asyncio.run(corepool.amap(abs, [-1, 2, -3], workers=2))
         [1, 2, 3]
     """
-    core = _default_core(on_error, workers, backend, address, client)
-    return await core_amap(
-        core,
-        fn,
-        iterable,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        on_error=on_error,
-        progress=progress,
-        retry_on=retry_on,
-    )
+    core, options = _on_default_pool(locals())
+    return await core_amap(core, **options)
 
 
 async def aimap(
@@ -243,19 +233,8 @@ async def aimap(
         >>> asyncio.run(main())
         [1, 2]
     """
-    core = _default_core(on_error, workers, backend, address, client)
-    results = core_aimap(
-        core,
-        fn,
-        iterable,
-        chunksize=chunksize,
-        ordered=ordered,
-        timeout=timeout,
-        retries=retries,
-        on_error=on_error,
-        progress=progress,
-        retry_on=retry_on,
-    )
+    core, options = _on_default_pool(locals())
+    results = core_aimap(core, **options)
     try:
         async for value in results:
             yield value

@@ -5,6 +5,7 @@
 >>> with joblib.parallel_config(backend="corepool", n_jobs=2):
 ...     joblib.Parallel()(joblib.delayed(abs)(x) for x in [-1, -2])
 [1, 2]
+>>> corepool.joblib.shutdown()  # optional: the pool is also stopped at exit
 
 Keyword arguments of ``parallel_config`` reach the pool: ``task_timeout`` (seconds per
 joblib task; the worker running an overdue task is stopped and replaced), ``retries``
@@ -45,6 +46,7 @@ except ImportError as exc:  # pragma: no cover - joblib is installed wherever te
 from corepool.core import PoolCore
 from corepool.cpus import blas_thread_limit, cpu_count
 from corepool.errors import WorkerCrashed
+from corepool.serialize import add_note
 
 __all__ = ["CorepoolBackend", "JoblibWorkerCrashed", "register", "shutdown"]
 
@@ -237,6 +239,8 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             return future.result()
         except WorkerCrashed as crash:
             error = JoblibWorkerCrashed(crash.message, crash.exitcode, crash.reason)
+            for note in getattr(crash, "__notes__", ()):
+                add_note(error, note)
             raise error.with_traceback(crash.__traceback__) from None
 
     def abort_everything(self, ensure_ready: bool = True) -> None:
