@@ -63,6 +63,11 @@ def test_retries_reach_the_pool(tmp_path: Path) -> None:
     with joblib.parallel_config(backend="corepool", n_jobs=2, retries=2):
         results = Parallel()(delayed(tasks.flaky)(str(tmp_path / "f"), 2) for _ in [0])
     assert results == ["ok after 3"]
+    only_oserror = joblib.parallel_config(
+        backend="corepool", n_jobs=2, retries=2, retry_on=(OSError,)
+    )
+    with only_oserror, pytest.raises(RuntimeError):  # not an OSError: not retried
+        Parallel()(delayed(tasks.flaky)(str(tmp_path / "g"), 1) for _ in [0])
 
 
 @pytest.mark.timeout(60)

@@ -75,10 +75,11 @@ def _pool(key: tuple[Any, ...]) -> PoolCore:
             return _warm[1]
         if _warm is not None:
             stale = _warm[1]
-        workers, backend, blas, initializer, initargs, max_tasks = key
+        workers, backend, blas, initializer, initargs, max_tasks, retry_on = key
         core = PoolCore(
             workers,
             backend,
+            retry_on=retry_on,
             thread_limit=blas_thread_limit(blas, workers),
             initializer=initializer,
             initargs=initargs,
@@ -133,7 +134,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
         *,
         task_timeout: float | None = None,
         retries: int = 0,
-        retry_on: tuple[type[BaseException], ...] | None = None,
+        retry_on: tuple[type[BaseException], ...] = (Exception,),
         blas_threads: int | str | None = "auto",
         pool_backend: str | None = "process",
         max_tasks_per_child: int | None = None,
@@ -152,7 +153,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
             raise ValueError(f"retries must be 0 or more, got {retries!r}")
         self.task_timeout = task_timeout
         self.retries = retries
-        self.retry_on = retry_on
+        self.retry_on = tuple(retry_on)
         self.blas_threads = blas_threads if inner_max_num_threads is None else inner_max_num_threads
         self.pool_backend = pool_backend
         self.max_tasks_per_child = max_tasks_per_child
@@ -198,6 +199,7 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                 self.initializer,
                 self.initargs,
                 self.max_tasks_per_child,
+                self.retry_on,
             )
         )
         return n_jobs
