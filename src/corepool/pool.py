@@ -365,6 +365,22 @@ class Pool:
         job = self._start(func, iterable, p.SINGLE, chunksize)
         return IMapIterator(self._core, job, False, "raise", progress or None, iterable)
 
+    # asyncio: thin delegations to corepool.aio ---------------------------------------
+    async def amap(self, func: Callable[..., Any], iterable: Iterable[Any], **options: Any) -> Any:
+        """``await``-able :meth:`map`; the per-call options of :func:`corepool.amap`
+        (``timeout`` and ``retries`` left out are the pool's)."""
+        self._check_running()
+        from .aio import core_amap
+
+        return await core_amap(self._core, func, iterable, **options)
+
+    def aimap(self, func: Callable[..., Any], iterable: Iterable[Any], **options: Any) -> Any:
+        """``async for`` over :meth:`imap`; options as for :func:`corepool.aimap`."""
+        self._check_running()
+        from .aio import core_aimap
+
+        return core_aimap(self._core, func, iterable, **options)
+
     # Lifetime -----------------------------------------------------------------------
     def close(self) -> None:
         """Accept no more tasks; workers exit once the submitted ones are done."""

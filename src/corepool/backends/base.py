@@ -55,6 +55,12 @@ class Backend(ABC):
         """The caller is done with ``job`` (finished or abandoned)."""
         return None
 
+    def stop_job(self, job: Job) -> None:
+        """Cancel ``job``: what has not started never runs; backends that can also
+        stop its running tasks (the process backend) do."""
+        job.cancel()
+        self.release(job)
+
     @abstractmethod
     def close(self) -> None:
         """Accept no new work; finish what is queued."""
