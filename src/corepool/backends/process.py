@@ -57,6 +57,9 @@ class ProcessBackend(Backend):
     def settle(self) -> None:
         self.engine.settle()
 
+    def stop_job(self, job: Job) -> None:
+        self.engine.stop_job(job)
+
     def close(self) -> None:
         self.engine.close()
 
