@@ -143,6 +143,14 @@ EXPECTED: dict[str, list[str]] = {
         r"^amap cancelled: the hung tasks are stopped, the other two never start$",
         r"^on the replaced workers: \[1, 2\], 0\.\d+ s after cancel\(\)$",
     ],
+    "worker_state.py": [
+        r"^first workers \(forked from this program\): [1-9]\d* tasks$",
+        r"^    SETTING = 'set under the guard'$",
+        r"^    numpy's first draw is the parent's next one \(seed 0\): True$",
+        r"^replacements \(from the fork server\): [1-9]\d* tasks$",
+        r"^    SETTING = \"the top level's value\"$",
+        r"^    numpy's first draw is the parent's next one \(seed 0\): False$",
+    ],
     "other_tools.py": [
         r"^sha256 of 4 x 25 MB, serial +[\d.]+ s$",
         r"^  corepool backend='thread' \(shares the buffers\) +[\d.]+ s$",
