@@ -18,9 +18,9 @@ import os
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")  # before numpy starts its threads
 
-import numpy as np  # noqa: E402
+import numpy as np
 
-import corepool  # noqa: E402
+import corepool
 
 SETTING = "the top level's value"
 PARENT = 0
