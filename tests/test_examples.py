@@ -143,6 +143,17 @@ EXPECTED: dict[str, list[str]] = {
         r"^amap cancelled: the hung tasks are stopped, the other two never start$",
         r"^on the replaced workers: \[1, 2\], 0\.\d+ s after cancel\(\)$",
     ],
+    "slow_loop.py": [
+        r"^ +ncalls +tottime +percall +cumtime +percall filename:lineno\(function\)$",
+        r"^ +1 +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ slow_loop.py:\d+\(slow_program\)$",
+        r"^the loop: [\d.]+ s wall, [\d.]+ s CPU \(\d+%\): CPU-bound$",
+        r"^numpy, the walks vectorised: [\d.]+ s \([\d.]+x faster than the loop\)$",
+        r"^corepool.map, second call: [\d.]+ s: [\d.]+x the loop's speed on \d+ usable CPUs$",
+        r"^same results as the loop: True$",
+        r"^progress=True: 40 results \(the bar went to stderr\)$",
+        r"^on_error='return': 4 results, failed: -4: ValueError\('a seed must be >= 0, not -4'\)$",
+        r"^backend='serial': ValueError\(.*\), raised in walk\(\) at line \d+, in this process$",
+    ],
     "worker_state.py": [
         r"^first workers \(forked from this program\): [1-9]\d* tasks$",
         r"^    SETTING = 'set under the guard'$",
