@@ -154,6 +154,24 @@ EXPECTED: dict[str, list[str]] = {
         r"^on_error='return': 4 results, failed: -4: ValueError\('a seed must be >= 0, not -4'\)$",
         r"^backend='serial': ValueError\(.*\), raised in walk\(\) at line \d+, in this process$",
     ],
+    "pitfalls.py": [
+        r"^multiprocessing \(fork\), numpy's global generator: 2 workers, "
+        r"first draws identical: True$",
+        r"^SeedSequence\(42\).spawn\(6\), one per task: 6 distinct of 6; "
+        r"the same on backend='serial': True$",
+        r"^while not queue.empty\(\): items missed in [1-5] of 5 runs$",
+        r"^sentinels: 2,000 of 2,000 items, exit codes \[0, 0\]$",
+        r"^join\(timeout=0.5\), still alive, terminate\(\), join\(\): exit code -15$",
+        r"^corepool.map\(..., timeout=0.5\): TaskTimeout$",
+        r"^as_completed: \[0.1, 0.3, 0.8\]$",
+        r"^wait\(FIRST_COMPLETED\): 1 done \(0.1 s\), 1 still running$",
+        r"^exception\(\): ValueError\(\"invalid literal for int\(\) with base 10: 'seven'\"\)$",
+        r"^cancel\(\): queued -> True, running -> False",
+        r"^multiprocessing.Pool inside a Pool task: AssertionError: daemonic processes are not",
+        r"^corepool.map inside a corepool task: \[45\]$",
+        r"^a Manager Lock held by a task killed by its timeout: acquire\(timeout=1\) -> False$",
+        r"^cloudpickle.dumps\(lookup\), a __main__ function using TABLE: [4-9]\.\d MB$",
+    ],
     "worker_state.py": [
         r"^first workers \(forked from this program\): [1-9]\d* tasks$",
         r"^    SETTING = 'set under the guard'$",
