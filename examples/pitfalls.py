@@ -6,6 +6,7 @@ where it changes something). Everything has a timeout: nothing here can hang.
 
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import time
@@ -14,6 +15,7 @@ from typing import Any
 
 import cloudpickle
 import numpy as np
+import psutil
 
 import corepool
 
@@ -192,6 +194,36 @@ def globals_travel() -> None:
     # --8<-- [end:globals_run]
 
 
+# --8<-- [start:freeze]
+def collect_in_child(conn: Any) -> None:
+    me = psutil.Process()
+    before = me.memory_full_info().uss  # memory private to this process
+    gc.collect()  # the collector writes to the header of every object it scans
+    conn.send((me.memory_full_info().uss - before) / 1e6)
+
+
+def private_growth() -> float:
+    """MB of the parent's pages a forked child copies by running the collector once."""
+    parent_end, child_end = FORK.Pipe()
+    child = FORK.Process(target=collect_in_child, args=(child_end,))
+    child.start()
+    grown: float = parent_end.recv()
+    child.join()
+    return grown
+# --8<-- [end:freeze]
+
+
+def memory() -> None:
+    # --8<-- [start:freeze_run]
+    data = [[i] for i in range(1_000_000)]  # a million small objects the collector tracks
+    print(f"forked child, gc.collect(): {private_growth():.1f} MB of shared pages copied")
+    gc.freeze()  # in the parent, before forking: existing objects leave the collector
+    print(f"the same after gc.freeze() in the parent: {private_growth():.1f} MB")
+    gc.unfreeze()
+    del data
+    # --8<-- [end:freeze_run]
+
+
 def main() -> None:
     random_numbers()
     queues()
@@ -200,6 +232,7 @@ def main() -> None:
     nested()
     locks()
     globals_travel()
+    memory()
 
 
 if __name__ == "__main__":

@@ -171,6 +171,8 @@ EXPECTED: dict[str, list[str]] = {
         r"^corepool.map inside a corepool task: \[45\]$",
         r"^a Manager Lock held by a task killed by its timeout: acquire\(timeout=1\) -> False$",
         r"^cloudpickle.dumps\(lookup\), a __main__ function using TABLE: [4-9]\.\d MB$",
+        r"^forked child, gc.collect\(\): [1-9]\d+\.\d MB of shared pages copied$",
+        r"^the same after gc.freeze\(\) in the parent: [0-4]\.\d MB$",
     ],
     "worker_state.py": [
         r"^first workers \(forked from this program\): [1-9]\d* tasks$",
