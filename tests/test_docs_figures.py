@@ -1,10 +1,10 @@
-"""Figures quoted in docs/comparison.md agree with the recorded run in docs/benchmarks.md.
+"""Figures quoted in docs/comparison.md agree with the recorded runs they come from.
 
 comparison.md quotes benchmark results in prose ("tiny tasks are about 17 times
-slower"). Each quote is listed here with the table cells it comes from: when
-benchmarks.md is regenerated and a figure moves, this test names the sentence to
-update. A quote that is reworded so that its pattern no longer matches fails too, so
-no figure silently stops being checked.
+slower"). Each quote is listed here with the table cells it comes from (in
+benchmarks.md, or the reliability matrix): when either is regenerated and a figure
+moves, this test names the sentence to update. A quote that is reworded so that its
+pattern no longer matches fails too, so no figure silently stops being checked.
 """
 
 from __future__ import annotations
@@ -57,6 +57,16 @@ def about(x: float) -> str:
 
 
 BENCH = parse_tables((DOCS / "benchmarks.md").read_text())
+# The reliability matrix is the page's first table, before any "##" heading.
+MATRIX = parse_tables((DOCS / "reliability.md").read_text())[""]
+
+
+def matrix_seconds(scenario: str, library: str) -> str:
+    """The "after N s" of a reliability matrix cell (scenario: its number, "2.")."""
+    [row] = [row for name, row in MATRIX.items() if name.startswith(scenario + " ")]
+    found = re.search(r"after ([\d.]+) s", row[library])
+    assert found, row[library]
+    return found.group(1)
 
 
 def cell(section: str, library: str, column: str) -> float:
@@ -103,6 +113,8 @@ FIGURES: list[tuple[str, Callable[[], str]]] = [
      lambda: f"{cell(FIRST, 'mpire', 'median (ms)'):.0f}"),
     (r"corepool is a pip install of four small packages and starts in ([\d.]+) s",
      lambda: f"{cell(COLD, 'corepool', 'median (s)'):.2f}"),
+    (r"a crashed worker fails the whole map \(after about ([\d.]+) s\)",
+     lambda: matrix_seconds("2.", "mpire")),
 ]
 
 # Libraries comparison.md calls equal to corepool on CPU-bound work: within the ~15%
