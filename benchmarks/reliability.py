@@ -646,14 +646,18 @@ worker tracebacks now, so `multiprocessing.Pool` is equal to corepool here.
 `ProcessPoolExecutor` and pebble again wait for the tasks.""",
     "9": """**Parent SIGKILLed.** Nothing runs in a SIGKILLed process, so only workers that
 watch for their parent's death can follow it. With *busy* workers, corepool is the only
-one of the six whose workers go. Its workers arm `PR_SET_PDEATHSIG`; under the default
-`forkserver` start method their parent is the fork server, which exits when your
-program does, once each worker has closed its own copy of the server's "client
-alive" pipe (a first version of corepool did not, and its busy workers lived on just
-like everyone else's: this table caught it). Idle workers also see their channel
-close. The five others leave busy workers running until their task ends. (corepool's
-cell was re-measured after that fix with `--only 9 --libraries corepool`; the other
-cells are from the full run.)""",
+one of the six whose workers go. Its workers arm `PR_SET_PDEATHSIG`. A worker forked
+straight from your program (see
+[how workers start](guide/processes.md#how-workers-start-and-what-each-one-sees))
+has your program as its parent; one started from the fork server has the server as
+its parent, which exits when your program does, once each worker has closed its own
+copy of the server's "client alive" pipe (a first version of corepool did not, and its
+busy workers lived on just like everyone else's: this table caught it). Idle workers
+also see their channel close. The five others leave busy workers running until their
+task ends. (corepool's cell was re-measured after that fix with `--only 9 --libraries
+corepool`; the other cells are from the full run.) The full run predates forking a
+program's first workers from it: in it, every corepool worker came from the fork
+server.""",
     "10": """**Same pool afterwards.** corepool's pool runs the next task after every
 failure above, and so does pebble's. joblib and mpire recover for the next call:
 joblib restarts its workers after a crash, and mpire starts new workers for every map

@@ -1,9 +1,9 @@
 """The ``if __name__ == "__main__":`` guard, and what happens without it.
 
-With the ``spawn`` and ``forkserver`` start methods (the default on macOS and Windows,
-and ``forkserver`` on Linux from Python 3.14; corepool uses ``forkserver`` on Linux),
-each worker imports your main script to find your functions. Code at the top level of
-the script then runs again in every worker, including the line that starts the pool.
+With the ``spawn`` start method (the default on macOS and Windows), each worker
+imports your main script to find your functions: code at the top level of the script
+runs again in every worker, including the line that starts the pool. corepool's fork
+server imports the script too (once), so an unguarded pool is started there as well.
 Each version below is written to a temporary file and run in a subprocess with a
 timeout, so this script itself cannot loop or hang.
 """
@@ -30,7 +30,7 @@ pool.close()
 
 NO_GUARD_COREPOOL = """
 import corepool
-print(corepool.map(abs, [-1, -2, -3]))                # runs again in every worker
+print(corepool.map(abs, [-1, -2, -3]))                # runs again where it is imported
 """
 
 WITH_GUARD = """
