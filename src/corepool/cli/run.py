@@ -36,7 +36,7 @@ from .batch import (
 )
 from .checks import check_arity, check_paths, code_fingerprint
 from .journal import Journal, JournalError, KeyFinder, RunProgress
-from .jsonl import call_kwargs, call_star, count_lines
+from .jsonl import call_kwargs, call_star, call_timed, count_lines
 from .lock import PathLock
 from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
@@ -208,7 +208,7 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
     from ..cpus import cpu_count
 
     try:
-        run_id = journal.start_run(resume_command(args, path), total)
+        run_id = journal.start_run(resume_command(args, path), total, args.retries)
         finder = KeyFinder(path, lookups=not journal.is_empty())
     except sqlite3.Error as exc:
         raise UsageError(f"cannot use the journal {path}: "
@@ -238,7 +238,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     committer = Committer(journal, run_id, out)
     batch = Batch(args, finder, stream, committer, progress, run_id)
     caller = _CALLERS.get(args.mode)
-    task = fn if caller is None else functools.partial(caller, fn)
+    task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
