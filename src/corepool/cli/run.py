@@ -214,6 +214,7 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
         raise UsageError(f"cannot use the journal {path}: "
                          f"{describe_failure(exc, path, args.output)}") from None
     out: Output | None = None
+    live = _start_dashboard(args, path)
     try:
         try:
             core = PoolCore(args.workers or cpu_count(), backend, **options)
@@ -226,9 +227,27 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
         finally:
             core.terminate()
     finally:
+        if live is not None:
+            live.close()
         finder.close()
         if out is not None:
             out.close()
+
+
+def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
+    """``--dashboard``: the live view of this run's journal, with its workers."""
+    if args.dashboard is None:
+        return None
+    from .dashboard import Dashboard, Workers
+
+    try:
+        live = Dashboard(path, port=args.dashboard, extra=Workers().html)
+    except OSError as exc:
+        raise UsageError(f"--dashboard: cannot listen on port {args.dashboard} "
+                         f"({exc})") from None
+    live.start()
+    print(f"corepool run: dashboard at {live.url}", file=sys.stderr, flush=True)
+    return live
 
 
 def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journal: Journal,
