@@ -37,8 +37,9 @@ h2{font-size:15px;margin:0 0 8px}
 .charts{display:flex;flex-wrap:wrap;gap:12px} .charts section{flex:1 1 440px}
 svg{width:100%;height:auto} .bar{fill:#457b9d} .bar.fail{fill:#e63946}
 .axis{font-size:10px;fill:#5b6670}
-table{border-collapse:collapse;width:100%} td,th{text-align:left;padding:3px 6px;
-border-bottom:1px solid #eef0f2;vertical-align:top;font-size:13px}
+table{border-collapse:collapse;width:100%} table.narrow{width:auto}
+td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f2;vertical-align:top;
+font-size:13px}
 td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
 .msg{max-width:520px;overflow-wrap:anywhere}
 pre{white-space:pre-wrap;font-size:12px;background:#f3f4f6;padding:6px;margin:4px 0}
@@ -80,7 +81,9 @@ def _seconds(value: float | None) -> str:
 
 
 def _card(label: str, value: Any, cls: str = "") -> str:
-    return f'<div class="card {cls}"><b>{_e(value)}</b><span>{_e(label)}</span></div>'
+    key = label.replace("failed: ", "failed-").replace(" ", "-")
+    return (f'<div class="card {cls}" data-key="{_e(key)}"><b>{_e(value)}</b>'
+            f"<span>{_e(label)}</span></div>")
 
 
 def _summary(view: dict[str, Any]) -> str:
@@ -146,8 +149,8 @@ def _charts(view: dict[str, Any]) -> str:
         chart = _bars([[n, 0] for n in durations["counts"]],
                       (_seconds(durations["low"]), _seconds(durations["high"])),
                       "task durations", "tasks")
-        note = (f"{durations['count']} timed tasks, mean {_seconds(durations['mean'])}; "
-                "a crash or an exception has no duration")
+        note = (f"{durations['count']} timed tasks (log scale), mean "
+                f"{_seconds(durations['mean'])}; a crash or an exception has no duration")
     else:
         chart, note = "", "no task durations recorded"
     second = f'<section><h2>Task durations</h2><p class="muted">{_e(note)}</p>{chart}</section>'
@@ -161,8 +164,9 @@ def _slowest(view: dict[str, Any]) -> str:
         for task in view["slowest"])
     if not rows:
         return ""
-    return ('<section id="slowest"><h2>Slowest tasks</h2><table><tr><th class="n">input line'
-            f'</th><th class="n">duration</th><th>outcome</th></tr>{rows}</table></section>')
+    return ('<section id="slowest"><h2>Slowest tasks</h2><table class="narrow"><tr>'
+            '<th class="n">input line</th><th class="n">duration</th><th>outcome</th></tr>'
+            f"{rows}</table></section>")
 
 
 def _failures(view: dict[str, Any]) -> str:

@@ -11,6 +11,7 @@ timing data still open: their charts are simply empty.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sqlite3
 import time
@@ -151,19 +152,23 @@ def _throughput(conn: sqlite3.Connection) -> dict[str, Any] | None:
 
 
 def _durations(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    low, high, count = conn.execute(
-        "SELECT min(seconds), max(seconds), count(seconds) FROM tasks").fetchone()
+    """A histogram of task durations on a log scale (equal ratios per bin): tiny tasks
+    and a few hung ones are both visible."""
+    low, high, count, total = conn.execute(
+        "SELECT min(seconds), max(seconds), count(seconds), sum(seconds) FROM tasks "
+        "WHERE seconds > 0").fetchone()
     if not count:
         return None
-    width = max((high - low) / _BINS, 1e-9)
+    floor = math.log10(low)
+    width = max((math.log10(high) - floor) / _BINS, 1e-6)
+    conn.create_function("log10", 1, math.log10, deterministic=True)
     counts = [0] * _BINS
     for index, n in conn.execute(
-            "SELECT CAST((seconds - ?) / ? AS INTEGER) AS b, count(*) FROM tasks "
-            "WHERE seconds IS NOT NULL GROUP BY b", (low, width)):
+            "SELECT CAST((log10(seconds) - ?) / ? AS INTEGER) AS b, count(*) FROM tasks "
+            "WHERE seconds > 0 GROUP BY b", (floor, width)):
         counts[min(int(index), _BINS - 1)] += n
-    total, = conn.execute("SELECT sum(seconds) FROM tasks").fetchone()
-    return {"low": low, "high": high, "width": width, "counts": counts,
-            "count": count, "mean": total / count}
+    return {"low": low, "high": high, "counts": counts, "count": count,
+            "mean": total / count}
 
 
 def _slowest(conn: sqlite3.Connection) -> list[dict[str, Any]]:
