@@ -168,7 +168,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self.send_header("X-Content-Type-Options", "nosniff")
         self.send_header("Content-Security-Policy",
                          "default-src 'none'; style-src 'unsafe-inline'; "
-                         "script-src 'unsafe-inline'; connect-src 'self'; img-src 'self'")
+                         "script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
         self.end_headers()
         self.wfile.write(body)
 

@@ -222,6 +222,7 @@ def page(view: dict[str, Any], *, api: str | None = None, interval: float = 1.0,
     return (
         '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
         f"<title>corepool: {_e(view['function'])}</title><style>{_STYLE}</style></head><body>"
         f"<header><h1>corepool run: {_e(view['function'])}</h1>"
         f"<p>journal {_e(view['journal'])} (mode {_e(view['mode'])})</p>{live}</header>"
