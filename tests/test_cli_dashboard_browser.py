@@ -79,9 +79,10 @@ def _errors(driver: Any) -> list[Any]:
 
 
 def _card(driver: Any, key: str) -> str:
-    from selenium.webdriver.common.by import By
-
-    return str(driver.find_element(By.CSS_SELECTOR, f'[data-key="{key}"] b').text)
+    """A summary card's value, read in one step (the live page swaps its elements)."""
+    return str(driver.execute_script(
+        "var e = document.querySelector(arguments[0]); return e ? e.textContent : null;",
+        f'[data-key="{key}"] b'))
 
 
 def _until(check: Callable[[], bool], limit: float, what: str) -> None:
@@ -122,6 +123,9 @@ def test_report_renders_counts_charts_and_escaped_failures(browser: Any, journal
     details.find_element(By.TAG_NAME, "summary").click()
     assert trace.is_displayed() and "ValueError" in trace.text
     assert _errors(browser) == []
+    height = browser.execute_script("return document.documentElement.scrollHeight;")
+    browser.set_window_size(1280, min(2400, int(height) + 140))
+    browser.execute_script("window.scrollTo(0, 0);")
     browser.save_screenshot(str(tmp_path / "report.png"))
     if os.environ.get("COREPOOL_SCREENSHOTS"):  # refresh the docs' picture
         shutil.copy(tmp_path / "report.png", DOCS / "dashboard-report.png")
@@ -144,6 +148,8 @@ def test_live_page_follows_a_running_batch(browser: Any, tmp_path: Path) -> None
         browser.execute_script("window.notReloaded = true;")
         first = int(_card(browser, "done"))
         _until(lambda: int(_card(browser, "done")) > first, 30, "the count never rose")
+        if os.environ.get("COREPOOL_SCREENSHOTS"):  # mid-run, for the docs
+            browser.save_screenshot(str(DOCS / "dashboard-live.png"))
         assert run.wait(timeout=60) == 1
         final = journal_counts(db)
         _until(lambda: _card(browser, "done") == str(final["done"]), 10,
@@ -152,8 +158,6 @@ def test_live_page_follows_a_running_batch(browser: Any, tmp_path: Path) -> None
         assert browser.execute_script("return window.notReloaded === true;")
         assert first < final["done"] == 200
         assert _errors(browser) == []
-        if os.environ.get("COREPOOL_SCREENSHOTS"):
-            browser.save_screenshot(str(DOCS / "dashboard-live.png"))
     finally:
         stop(run)
         if server is not None:
@@ -193,7 +197,7 @@ def test_run_dashboard_shows_the_workers_and_the_token_page_works(browser: Any,
         assert "needs its token" in browser.find_element(By.TAG_NAME, "body").text
         browser.get_log("browser")  # the 403 above is logged as an error, rightly
         browser.get(token_url)
-        before = browser.find_element(By.ID, "live").text
+        before = browser.find_element(By.ID, "live").text  # outside the swapped part
         _until(lambda: browser.find_element(By.ID, "live").text.startswith("live, updated")
                and browser.find_element(By.ID, "live").text != before, 15,
                "the page on 127.0.0.2 did not update with its token")
