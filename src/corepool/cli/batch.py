@@ -304,30 +304,31 @@ class Batch:
         whatever order they finished: recorded for the journal at once."""
         inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
         run_id, result, append = self.run_id, result_json, records.append
-        now, timeout = time.time(), self.args.timeout
+        now = time.time_ns() // 1_000_000
+        timeout = None if self.args.timeout is None else int(self.args.timeout * 1e6)
         chars = taken = failed = 0
         try:
             for position, value in enumerate(values, start):
                 digest, occurrence, line = inflight.pop(position)
                 failure = failures.get(position - start) if failures else None
-                seconds: float | None = None
+                micros: int | None = None
                 if failure is None:  # the common case: it ran and returned (call_timed)
-                    value, seconds = value
+                    value, micros = value
                     try:
                         payload = result(value)
                     except TypeError:
                         pass
                     else:
                         append((digest, occurrence, True, None, payload, line, run_id, now,
-                                seconds))
+                                micros))
                         done[position] = (True, payload, None)
                         chars += len(payload)
                         taken += 1
                         continue
                 elif isinstance(failure, errors.TaskTimeout):
-                    seconds = timeout
+                    micros = timeout
                 ok, payload, kind = self._outcome(value, failure)
-                append((digest, occurrence, ok, kind, payload, line, run_id, now, seconds))
+                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros))
                 done[position] = (ok, payload, kind)
                 chars += len(payload)
                 taken += 1

@@ -5,7 +5,8 @@ standard library's threaded HTTP server: ``GET /`` is the page, ``GET /api/view`
 JSON it polls (the view's data and its rendered HTML). Nothing else is served and no
 request changes anything; the journal is read as ``corepool status`` reads it, so a
 running batch is never blocked. The view is computed at most twice a second however
-many pages poll it.
+many pages poll it, and less often when it takes long: at most a tenth of the time
+goes to computing it (see :meth:`Dashboard.view`).
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; on any other address (even
 another loopback one) every request must carry the random token printed in the URL,
@@ -36,7 +37,8 @@ from .runview import collect
 __all__ = ["Dashboard", "Workers", "report", "serve"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-CACHE_SECONDS = 0.5
+CACHE_SECONDS = 1.0  # the view is recomputed at most this often ...
+CACHE_SHARE = 10  # ... and not before ten times as long as it took to compute
 
 
 def _error(command: str, path: str, exc: JournalError) -> int:
@@ -77,6 +79,7 @@ class Dashboard:
         self.token = None if host in LOCAL_HOSTS else secrets.token_urlsafe(16)
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
+        self._cost = 0.0
         dashboard = self
 
         class Handler(_Handler):
@@ -95,11 +98,15 @@ class Dashboard:
         return f"http://{shown}:{port}/{query}"
 
     def view(self) -> dict[str, Any]:
-        """The journal's view, recomputed when older than CACHE_SECONDS."""
+        """The journal's view, recomputed when older than CACHE_SECONDS and than
+        CACHE_SHARE times its last computation: a batch with millions of tasks loses at
+        most a tenth of one core to the pages that watch it."""
         with self._lock:
             now = time.monotonic()
-            if self._cached is None or now - self._cached[0] >= CACHE_SECONDS:
+            if (self._cached is None
+                    or now - self._cached[0] >= max(CACHE_SECONDS, CACHE_SHARE * self._cost)):
                 self._cached = (now, collect(self.path))
+                self._cost = time.monotonic() - now
             return self._cached[1]
 
     def allowed(self, query: str) -> bool:
@@ -111,7 +118,7 @@ class Dashboard:
 
     def start(self) -> None:
         """Serve in a daemon thread (``corepool run --dashboard``)."""
-        self._thread = threading.Thread(target=self.server.serve_forever,
+        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
                                         name="corepool-dashboard", daemon=True)
         self._thread.start()
 
