@@ -5,7 +5,7 @@ standard library's threaded HTTP server: ``GET /`` is the page, ``GET /api/view`
 JSON it polls (the view's data and its rendered HTML). Nothing else is served and no
 request changes anything; the journal is read as ``corepool status`` reads it, so a
 running batch is never blocked. The view is computed at most twice a second however
-many pages poll it, and less often when it takes long: at most a tenth of the time
+many pages poll it, and less often when it takes long: at most a twentieth of the time
 goes to computing it (see :meth:`Dashboard.view`).
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; on any other address (even
@@ -38,7 +38,7 @@ __all__ = ["Dashboard", "Workers", "report", "serve"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CACHE_SECONDS = 1.0  # the view is recomputed at most this often ...
-CACHE_SHARE = 10  # ... and not before ten times as long as it took to compute
+CACHE_SHARE = 20  # ... and not before 20 times as long as it took to compute
 
 
 def _error(command: str, path: str, exc: JournalError) -> int:
@@ -100,7 +100,7 @@ class Dashboard:
     def view(self) -> dict[str, Any]:
         """The journal's view, recomputed when older than CACHE_SECONDS and than
         CACHE_SHARE times its last computation: a batch with millions of tasks loses at
-        most a tenth of one core to the pages that watch it."""
+        most a twentieth of one core to the pages that watch it."""
         with self._lock:
             now = time.monotonic()
             if (self._cached is None

@@ -11,7 +11,6 @@ timing data still open: their charts are simply empty.
 from __future__ import annotations
 
 import json
-import math
 import os
 import sqlite3
 import time
@@ -26,7 +25,6 @@ __all__ = ["FAILURE_ROWS", "SLOWEST", "collect"]
 FAILURE_ROWS = 200  # failures listed (the count covers all of them)
 SLOWEST = 10
 _BUCKETS = 60  # bars of the throughput chart, at most
-_BINS = 24  # bars of the duration histogram
 _TEXT = 2_000  # characters of a message kept
 _TRACEBACK = 20_000  # characters of a traceback kept
 
@@ -55,15 +53,16 @@ def collect(path: str) -> dict[str, Any]:
         timed = "micros" in _columns(conn, "tasks")
         runs = _runs(conn)
         bad = _bad_lines(conn, runs[-1]["id"] if runs else None)
+        scan = _Scan(conn, runs, timed)
         view = {
             "journal": os.path.abspath(path),
             "function": meta.get("target"),
             "mode": meta.get("mode"),
             "generated": time.time(),
-            "summary": _summary(conn, runs, len(bad)),
+            "summary": _summary(scan, runs, len(bad)),
             "runs": runs,
-            "throughput": _throughput(conn) if timed else None,
-            "durations": _durations(conn) if timed else None,
+            "throughput": scan.throughput(),
+            "durations": scan.durations(),
             "slowest": _slowest(conn) if timed else [],
             "failures": _failures(conn, runs, bad),
         }
@@ -99,34 +98,88 @@ def _bad_lines(conn: sqlite3.Connection, run: int | None) -> list[tuple[int, str
         "SELECT line, payload FROM bad_lines WHERE run = ? ORDER BY line", (run,))]
 
 
-def _summary(conn: sqlite3.Connection, runs: list[dict[str, Any]],
-             bad: int) -> dict[str, Any]:
-    ok = 0
-    by_kind: dict[str, int] = {}
-    for is_ok, kind, count in conn.execute(
-            "SELECT ok, kind, count(*) FROM tasks GROUP BY ok, kind"):
-        if is_ok:
-            ok += count
+# Durations fall in fixed log-scale bins, 4 per decade from 1 µs to 10,000 s: the same
+# edges for every view, so no scan is needed to find the range first.
+_EDGES = [round(10 ** (i / 4)) for i in range(1, 41)]  # microseconds
+_BIN_OF = "CASE " + " ".join(f"WHEN micros < {edge} THEN {i}"
+                             for i, edge in enumerate(_EDGES)) + f" ELSE {len(_EDGES)} END"
+
+
+class _Scan:
+    """Everything the summary and the charts need, from one pass over the tasks (a
+    GROUP BY on outcome, failed run, finish-time bucket and duration bin)."""
+
+    def __init__(self, conn: sqlite3.Connection, runs: list[dict[str, Any]],
+                 timed: bool) -> None:
+        self.ok = 0
+        self.by_kind: dict[str, int] = {}
+        self.failed_runs: dict[int, int] = {}
+        self.buckets: dict[int, list[int]] = {}
+        self.bins: dict[int, int] = {}
+        self.timed = self.micros = 0
+        first = min((run["started"] for run in runs), default=0.0)
+        last = max((run["started"] + run["elapsed"] for run in runs), default=first)
+        self.start = int(first * 1000)
+        self.width = max(200, int((last - first) * 1000) // _BUCKETS + 1)  # milliseconds
+        if timed:
+            sql = ("SELECT ok, kind, CASE WHEN ok = 0 THEN run END, (finished - ?) / ?, "
+                   f"{_BIN_OF}, count(*), sum(micros), count(micros) FROM tasks "
+                   "GROUP BY 1, 2, 3, 4, 5")
+            rows = conn.execute(sql, (self.start, self.width))
         else:
-            by_kind[kind or "exception"] = by_kind.get(kind or "exception", 0) + count
+            rows = conn.execute("SELECT ok, kind, CASE WHEN ok = 0 THEN run END, NULL, NULL, "
+                                "count(*), NULL, 0 FROM tasks GROUP BY 1, 2, 3")
+        for ok, kind, run, bucket, bin_, count, micros, timed_count in rows:
+            if ok:
+                self.ok += count
+            else:
+                kind = kind or "exception"
+                self.by_kind[kind] = self.by_kind.get(kind, 0) + count
+                self.failed_runs[run] = self.failed_runs.get(run, 0) + count
+            if bucket is not None:
+                counts = self.buckets.setdefault(max(0, int(bucket)), [0, 0])
+                counts[0] += count
+                counts[1] += 0 if ok else count
+            if timed_count:
+                self.bins[int(bin_)] = self.bins.get(int(bin_), 0) + timed_count
+                self.timed += timed_count
+                self.micros += micros
+
+    def throughput(self) -> dict[str, Any] | None:
+        """Tasks (and failed ones) finished per time bucket."""
+        if not self.buckets:
+            return None
+        counts = [self.buckets.get(i, [0, 0]) for i in range(max(self.buckets) + 1)]
+        return {"start": self.start / 1000, "width": self.width / 1000, "counts": counts}
+
+    def durations(self) -> dict[str, Any] | None:
+        """The duration histogram, from the first to the last bin holding a task."""
+        if not self.bins:
+            return None
+        low, high = min(self.bins), max(self.bins)
+        return {"low": (_EDGES[low - 1] if low else 0) / 1e6,
+                "high": _EDGES[min(high, len(_EDGES) - 1)] / 1e6,
+                "counts": [self.bins.get(i, 0) for i in range(low, high + 1)],
+                "count": self.timed, "mean": self.micros / self.timed / 1e6}
+
+
+def _summary(scan: _Scan, runs: list[dict[str, Any]], bad: int) -> dict[str, Any]:
+    by_kind = dict(scan.by_kind)
     if bad:
         by_kind["input"] = bad
     failed = sum(by_kind.values())
     last = runs[-1] if runs else None
     elapsed = sum(run["elapsed"] for run in runs)
     executed = sum(run["executed"] or 0 for run in runs)
-    retried_failures = sum(
-        count for (count,) in conn.execute(
-            "SELECT count(*) FROM tasks JOIN runs ON tasks.run = runs.id "
-            "WHERE tasks.ok = 0 AND runs.retries > 0")
-    ) if "retries" in _columns(conn, "runs") else 0
+    retries = {run["id"]: run["retries"] for run in runs}
     return {
-        "done": ok + failed,
-        "ok": ok,
+        "done": scan.ok + failed,
+        "ok": scan.ok,
         "failed": failed,
         "failed_by_kind": dict(sorted(by_kind.items())),
         "retries": last["retries"] if last else 0,
-        "retried_failures": retried_failures,
+        "retried_failures": sum(count for run, count in scan.failed_runs.items()
+                                if retries.get(run)),
         "elapsed": elapsed,
         "rate": executed / elapsed if elapsed > 0 and executed else None,
         "state": last["state"] if last else None,
@@ -135,42 +188,6 @@ def _summary(conn: sqlite3.Connection, runs: list[dict[str, Any]],
         "recent_rate": last["rate"] if last and last["state"] == "running" else None,
         "runs": len(runs),
     }
-
-
-def _throughput(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    first, last = conn.execute(
-        "SELECT min(finished), max(finished) FROM tasks WHERE finished IS NOT NULL").fetchone()
-    if first is None:
-        return None
-    width = max(200, (last - first) // _BUCKETS + 1)  # milliseconds
-    counts = [[0, 0] for _ in range((last - first) // width + 1)]
-    for bucket, done, failed in conn.execute(
-            "SELECT (finished - ?) / ? AS b, count(*), sum(ok = 0) "
-            "FROM tasks WHERE finished IS NOT NULL GROUP BY b", (first, width)):
-        counts[min(int(bucket), len(counts) - 1)] = [done, failed or 0]
-    return {"start": first / 1000, "width": width / 1000, "counts": counts}
-
-
-def _durations(conn: sqlite3.Connection) -> dict[str, Any] | None:
-    """A histogram of task durations on a log scale (equal ratios per bin): tiny tasks
-    and a few hung ones are both visible. The bin of each row is found by SQLite
-    itself (a CASE over the bin edges), so no Python runs per task."""
-    low, high, count, total = conn.execute(
-        "SELECT min(micros), max(micros), count(micros), sum(micros) FROM tasks "
-        "WHERE micros IS NOT NULL").fetchone()
-    if not count:
-        return None
-    floor = math.log10(max(low, 1))
-    step = max((math.log10(max(high, 1)) - floor) / _BINS, 1e-6)
-    edges = [int(10 ** (floor + step * i)) for i in range(1, _BINS)]
-    case = " ".join(f"WHEN micros < {edge} THEN {i}" for i, edge in enumerate(edges))
-    counts = [0] * _BINS
-    for index, n in conn.execute(
-            f"SELECT CASE {case} ELSE {_BINS - 1} END AS b, count(*) FROM tasks "
-            "WHERE micros IS NOT NULL GROUP BY b"):
-        counts[int(index)] += n
-    return {"low": low / 1e6, "high": high / 1e6, "counts": counts, "count": count,
-            "mean": total / count / 1e6}
 
 
 def _slowest(conn: sqlite3.Connection) -> list[dict[str, Any]]:
