@@ -9,12 +9,14 @@ input (one JSON integer per line, ``square(x) = x * x``, 2 workers, a fresh jour
 
 off    ``python -m corepool run bench_task.py:square in.jsonl -o out.jsonl --workers 2
        --no-progress``
-live   the same with ``--dashboard``, and a client that fetches ``/api/view`` once a
-       second while it runs, as an open page does (the view is recomputed per fetch).
+live   the same with ``--dashboard``, and a client that fetches ``/api/view`` as often
+       as an open page does (every POLL_SECONDS) while it runs.
 base   (with ``--baseline-src``) ``off`` with another corepool source tree first on
        PYTHONPATH, e.g. the one before task timings were journalled.
 
-The report gives each arm's median seconds and its ratio to ``off``.
+The report gives each arm's median wall seconds and CPU seconds (the run and its
+workers: user + system), and their ratios to ``off``. On a shared machine the CPU
+seconds are the steadier measure.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from __future__ import annotations
 import argparse
 import os
 import random
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,11 +34,13 @@ import time
 import urllib.request
 from pathlib import Path
 
+from corepool.cli.htmlview import POLL_SECONDS
+
 TASK = "def square(x):\n    return x * x\n"
 
 
 def _poll(proc: subprocess.Popen[bytes], fetched: list[int]) -> None:
-    """Read the URL the run prints, then fetch the view once a second until it ends."""
+    """Read the URL the run prints, then fetch the view as a page does until it ends."""
     assert proc.stderr is not None
     line = proc.stderr.readline().decode()
     if "dashboard at " not in line:
@@ -48,10 +53,15 @@ def _poll(proc: subprocess.Popen[bytes], fetched: list[int]) -> None:
             fetched[0] += 1
         except OSError:
             return  # the run ended between poll() and the fetch
-        time.sleep(1.0)
+        time.sleep(POLL_SECONDS)
 
 
-def _once(folder: Path, arm: str, env: dict[str, str]) -> tuple[float, int]:
+def _cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _once(folder: Path, arm: str, env: dict[str, str]) -> tuple[float, float, int]:
     for name in os.listdir(folder):
         if name.startswith("out.jsonl"):
             os.remove(folder / name)
@@ -60,6 +70,7 @@ def _once(folder: Path, arm: str, env: dict[str, str]) -> tuple[float, int]:
     if arm == "live":
         command.append("--dashboard")
     fetched = [0]
+    cpu = _cpu()
     start = time.perf_counter()
     proc = subprocess.Popen(command, cwd=folder, env=env, stdout=subprocess.DEVNULL,
                             stderr=subprocess.PIPE)
@@ -67,12 +78,13 @@ def _once(folder: Path, arm: str, env: dict[str, str]) -> tuple[float, int]:
     poller.start()
     code = proc.wait()
     seconds = time.perf_counter() - start
+    cpu = _cpu() - cpu
     poller.join()
     assert proc.stderr is not None
     proc.stderr.close()
     if code != 0:
         raise SystemExit(f"{arm}: corepool run failed (exit {code})")
-    return seconds, fetched[0]
+    return seconds, cpu, fetched[0]
 
 
 def main() -> None:
@@ -87,6 +99,7 @@ def main() -> None:
     if args.baseline_src:
         envs["base"] = os.path.abspath(args.baseline_src)
     times: dict[str, list[float]] = {arm: [] for arm in envs}
+    cpus: dict[str, list[float]] = {arm: [] for arm in envs}
     fetches: list[int] = []
     with tempfile.TemporaryDirectory(prefix="corepool-dashcost-") as tmp:
         folder = Path(tmp)
@@ -97,18 +110,19 @@ def main() -> None:
             random.shuffle(arms)
             for arm in arms:
                 env = dict(os.environ, PYTHONPATH=envs[arm])
-                seconds, fetched = _once(folder, arm, env)
+                seconds, cpu, fetched = _once(folder, arm, env)
                 times[arm].append(seconds)
+                cpus[arm].append(cpu)
                 if arm == "live":
                     fetches.append(fetched)
-                print(f"round {round_ + 1} {arm:<4} {seconds:7.2f} s"
+                print(f"round {round_ + 1} {arm:<4} {seconds:7.2f} s, CPU {cpu:6.2f} s"
                       + (f" ({fetched} fetches)" if arm == "live" else ""), flush=True)
-    off = statistics.median(times["off"])
+    off, off_cpu = statistics.median(times["off"]), statistics.median(cpus["off"])
     print(f"\n{args.lines} lines, {args.rounds} rounds, medians:")
     for arm, values in times.items():
-        median = statistics.median(values)
+        median, cpu = statistics.median(values), statistics.median(cpus[arm])
         print(f"  {arm:<4} {median:7.2f} s  {args.lines / median:9.0f} rows/s  "
-              f"x{median / off:.3f} of off")
+              f"x{median / off:.3f} of off;  CPU {cpu:6.2f} s  x{cpu / off_cpu:.3f}")
     print(f"  live view fetches per run: {fetches}")
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 import psutil
 
-from .htmlview import api_body, page
+from .htmlview import POLL_SECONDS, api_body, page
 from .journal import JournalError
 from .recover import damage_advice, is_damage
 from .runview import collect
@@ -37,7 +37,7 @@ from .runview import collect
 __all__ = ["Dashboard", "Workers", "report", "serve"]
 
 LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
-CACHE_SECONDS = 1.0  # the view is recomputed at most this often ...
+CACHE_SECONDS = POLL_SECONDS / 2  # the view is recomputed at most this often ...
 CACHE_SHARE = 20  # ... and not before 20 times as long as it took to compute
 
 

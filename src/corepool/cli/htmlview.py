@@ -20,7 +20,9 @@ from typing import Any
 
 from .report import format_eta
 
-__all__ = ["fragment", "page"]
+__all__ = ["POLL_SECONDS", "api_body", "fragment", "page"]
+
+POLL_SECONDS = 2.0  # how often the live page asks for a new view
 
 _STYLE = """
 body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
@@ -212,7 +214,7 @@ def fragment(view: dict[str, Any], extra: str = "") -> str:
                     _runs(view)))
 
 
-def page(view: dict[str, Any], *, api: str | None = None, interval: float = 1.0,
+def page(view: dict[str, Any], *, api: str | None = None, interval: float = POLL_SECONDS,
          extra: str = "") -> str:
     """A whole page: the report, or with ``api`` (the JSON endpoint's URL) the live view,
     which fetches a new fragment every ``interval`` seconds."""
