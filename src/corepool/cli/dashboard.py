@@ -93,6 +93,8 @@ class Dashboard:
         """The page's address (with the token, when one is needed)."""
         host, port = self.server.server_address[:2]
         host = host.decode() if isinstance(host, bytes) else host
+        if host in ("0.0.0.0", "::"):  # every address: name one others can reach
+            host = socket.gethostname()
         shown = f"[{host}]" if ":" in host else host
         query = f"?token={self.token}" if self.token else ""
         return f"http://{shown}:{port}/{query}"
