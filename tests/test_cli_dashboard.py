@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import sqlite3
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from dashboard_helpers import (
     HOSTILE,
+    TASKS,
     corepool,
     fetch,
     journal_counts,
@@ -111,3 +113,18 @@ def test_another_address_needs_the_token(journal: Path) -> None:
         assert fetch(base + "api/view?token=" + token)[0] == 200
     finally:
         stop(proc)
+
+
+def test_run_dashboard_on_a_port_in_use_exits_2_before_running(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(TASKS)
+    (tmp_path / "in.jsonl").write_text("1\n2\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        done = corepool("run", "tasks.py:work", "in.jsonl", "-o", "out.jsonl",
+                        "--no-progress", "--dashboard", port, cwd=tmp_path)
+    assert done.returncode == 2 and f"--dashboard: cannot listen on port {port}" in done.stderr
+    with sqlite3.connect(tmp_path / "out.jsonl.journal.db") as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    assert not (tmp_path / "out.jsonl").exists()

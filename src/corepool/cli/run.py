@@ -207,31 +207,33 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
     from ..core import PoolCore
     from ..cpus import cpu_count
 
-    try:
-        run_id = journal.start_run(resume_command(args, path), total, args.retries)
-        finder = KeyFinder(path, lookups=not journal.is_empty())
-    except sqlite3.Error as exc:
-        raise UsageError(f"cannot use the journal {path}: "
-                         f"{describe_failure(exc, path, args.output)}") from None
-    out: Output | None = None
-    live = _start_dashboard(args, path)
+    live = _start_dashboard(args, path)  # before the run is recorded: it may fail
     try:
         try:
-            core = PoolCore(args.workers or cpu_count(), backend, **options)
-        except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
-            raise UsageError(f"cannot start the workers: {exc}") from None
+            run_id = journal.start_run(resume_command(args, path), total, args.retries)
+            finder = KeyFinder(path, lookups=not journal.is_empty())
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot use the journal {path}: "
+                             f"{describe_failure(exc, path, args.output)}") from None
+        out: Output | None = None
         try:
-            out = Output(args.output)
-            return _execute(args, fn, core, journal, finder, stream, out, path, total,
-                            started, run_id)
+            try:
+                core = PoolCore(args.workers or cpu_count(), backend, **options)
+            except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
+                raise UsageError(f"cannot start the workers: {exc}") from None
+            try:
+                out = Output(args.output)
+                return _execute(args, fn, core, journal, finder, stream, out, path, total,
+                                started, run_id)
+            finally:
+                core.terminate()
         finally:
-            core.terminate()
+            finder.close()
+            if out is not None:
+                out.close()
     finally:
         if live is not None:
             live.close()
-        finder.close()
-        if out is not None:
-            out.close()
 
 
 def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
