@@ -215,7 +215,8 @@ class Workers:
                             f'<td class="n">{cpu:.0f}%</td><td class="n">{age:.0f} s</td></tr>')
             gone = self._gone
         return ('<section id="workers"><h2>Workers</h2><p class="muted">processes of this '
-                f"run (pid {self._me.pid}); {gone} ended or replaced so far</p><table><tr>"
+                f"run (pid {self._me.pid}); {gone} ended or replaced so far</p>"
+                '<table class="narrow"><tr>'
                 '<th class="n">pid</th><th>state</th><th class="n">RSS</th>'
                 '<th class="n">CPU</th><th class="n">age</th></tr>'
                 f'{"".join(rows)}</table></section>')
