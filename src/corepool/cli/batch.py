@@ -141,6 +141,10 @@ class Batch:
         self.backlog: deque[_Entry] = deque()
         self.counts = Counts()
         self.limit, self.share = parse_max_failures(args.max_failures)
+        # A timed-out task's duration in the journal: its timeout (none for inf, 1e9+).
+        limit = args.timeout
+        self.timeout_micros = (int(limit * 1e6) if limit is not None and limit < 1e9
+                               else None)
         self.read_all = False
         # Rows needing no run put in the backlog (by the reader) and taken out (by the
         # main thread): each counter has one writer, so no lock is needed.
@@ -304,8 +308,7 @@ class Batch:
         whatever order they finished: recorded for the journal at once."""
         inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
         run_id, result, append = self.run_id, result_json, records.append
-        now = time.time_ns() // 1_000_000
-        timeout = None if self.args.timeout is None else int(self.args.timeout * 1e6)
+        now, timeout = time.time_ns() // 1_000_000, self.timeout_micros
         chars = taken = failed = 0
         try:
             for position, value in enumerate(values, start):
