@@ -115,9 +115,10 @@ def serve(db: Path, *options: str) -> tuple[subprocess.Popen[str], str]:
     return proc, line.split(": ", 1)[1].strip()
 
 
-def fetch(url: str, method: str = "GET") -> tuple[int, str]:
+def fetch(url: str, method: str = "GET",
+          headers: dict[str, str] | None = None) -> tuple[int, str]:
     """Status and body of one request."""
-    request = urllib.request.Request(url, method=method)
+    request = urllib.request.Request(url, method=method, headers=headers or {})
     try:
         with urllib.request.urlopen(request, timeout=20) as response:
             return response.status, response.read().decode()

@@ -94,6 +94,12 @@ def test_dashboard_serves_get_only_and_reads_only(journal: Path) -> None:
         assert fetch(url + "nothing")[0] == 404
         for method in ("POST", "PUT", "DELETE"):
             assert fetch(url + "api/view", method)[0] == 501
+        # A page of another site that resolves its name to 127.0.0.1 (DNS rebinding)
+        # sends its own name as Host: refused.
+        port = url.rsplit(":", 1)[1].strip("/")
+        for host in (f"evil.example:{port}", "evil.example"):
+            assert fetch(url + "api/view", headers={"Host": host})[0] == 403
+        assert fetch(url + "api/view", headers={"Host": f"localhost:{port}"})[0] == 200
     finally:
         stop(proc)
     assert sorted(os.listdir(journal.parent)) == before

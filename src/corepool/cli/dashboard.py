@@ -10,7 +10,8 @@ goes to computing it (see :meth:`Dashboard.view`).
 
 It binds 127.0.0.1 unless ``--host`` says otherwise; on any other address (even
 another loopback one) every request must carry the random token printed in the URL,
-or gets 403.
+or gets 403. Without a token, requests must name a local host (``Host:
+127.0.0.1:PORT``, ``localhost``), against DNS rebinding.
 """
 
 from __future__ import annotations
@@ -111,10 +112,15 @@ class Dashboard:
                 self._cost = time.monotonic() - now
             return self._cached[1]
 
-    def allowed(self, query: str) -> bool:
-        """Whether a request with this query string may see the view."""
+    def allowed(self, query: str, host: str | None) -> bool:
+        """Whether a request with this query string and Host header may see the view.
+
+        Without a token, only requests addressed to a local name pass: a web page
+        elsewhere cannot read the view by pointing its own name at 127.0.0.1 (DNS
+        rebinding), since its requests carry that name."""
         if self.token is None:
-            return True
+            name = urllib.parse.urlsplit(f"//{host or ''}").hostname or ""
+            return name in LOCAL_HOSTS
         given = urllib.parse.parse_qs(query).get("token", [""])[0]
         return hmac.compare_digest(given.encode(), self.token.encode())
 
@@ -150,7 +156,7 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         """The page, or its JSON; nothing else."""
         owner = self.owner
         parts = urllib.parse.urlsplit(self.path)
-        if not owner.allowed(parts.query):
+        if not owner.allowed(parts.query, self.headers.get("Host")):
             self._send(403, "text/plain", b"forbidden: this dashboard needs its token\n")
             return
         if parts.path not in ("/", "/api/view"):
