@@ -240,7 +240,8 @@ def test_skipping_finished_lines_keeps_a_bounded_backlog(tmp_path: Path) -> None
     assert first.returncode == 0, first.stderr
     journal = Journal(str(tmp_path / "out.jsonl.journal.db"))
     finder = KeyFinder(journal.path, lookups=True)
-    args = argparse.Namespace(retry_failed=False, mode="single", max_failures=None)
+    args = argparse.Namespace(retry_failed=False, mode="single", max_failures=None,
+                              timeout=None)
     with open(tmp_path / "in.jsonl", "rb") as stream:
         batch = runner.Batch(args, finder, stream, None, None, 0)  # type: ignore[arg-type]
         assert list(batch.feed()) == []  # nothing to run

@@ -141,6 +141,10 @@ class Batch:
         self.backlog: deque[_Entry] = deque()
         self.counts = Counts()
         self.limit, self.share = parse_max_failures(args.max_failures)
+        # A timed-out task's duration in the journal: its timeout (none for inf, 1e9+).
+        limit = args.timeout
+        self.timeout_micros = (int(limit * 1e6) if limit is not None and limit < 1e9
+                               else None)
         self.read_all = False
         # Rows needing no run put in the backlog (by the reader) and taken out (by the
         # main thread): each counter has one writer, so no lock is needed.
@@ -154,6 +158,8 @@ class Batch:
         self._feeder_waits = False
         self.stopping = False
         self.records: list[TaskRecord] = []
+        # Input lines found unusable (line, payload): added by the feeder, taken by flush.
+        self.bad: deque[tuple[int, str]] = deque()
         self.rows: list[str] = []
         self.chars = 0
         self.since = time.monotonic()
@@ -184,6 +190,7 @@ class Batch:
             if bad:
                 error = parse_line(raw, line, mode).error
                 known: _Known = (False, json.dumps(error), "input", False)
+                self.bad.append((line, known[1]))
             else:
                 digest = digest_of(value)
                 occurrence, done = find(digest)
@@ -301,24 +308,30 @@ class Batch:
         whatever order they finished: recorded for the journal at once."""
         inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
         run_id, result, append = self.run_id, result_json, records.append
+        now, timeout = time.time_ns() // 1_000_000, self.timeout_micros
         chars = taken = failed = 0
         try:
             for position, value in enumerate(values, start):
                 digest, occurrence, line = inflight.pop(position)
                 failure = failures.get(position - start) if failures else None
-                if failure is None:  # the common case: it ran and returned
+                micros: int | None = None
+                if failure is None:  # the common case: it ran and returned (call_timed)
+                    value, micros = value
                     try:
                         payload = result(value)
                     except TypeError:
                         pass
                     else:
-                        append((digest, occurrence, True, None, payload, line, run_id))
+                        append((digest, occurrence, True, None, payload, line, run_id, now,
+                                micros))
                         done[position] = (True, payload, None)
                         chars += len(payload)
                         taken += 1
                         continue
+                elif isinstance(failure, errors.TaskTimeout):
+                    micros = timeout
                 ok, payload, kind = self._outcome(value, failure)
-                append((digest, occurrence, ok, kind, payload, line, run_id))
+                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros))
                 done[position] = (ok, payload, kind)
                 chars += len(payload)
                 taken += 1
@@ -372,12 +385,13 @@ class Batch:
     def flush(self) -> None:
         """Hand the records and rows so far to the committer (journal, then output)."""
         self.since = time.monotonic()
-        if not self.rows and not self.records:
+        if not self.rows and not self.records and not self.bad:
             return
         rate = self.progress.update(self.counts.rows, self.counts.failures)
         records, self.records = self.records, []
+        bad = [self.bad.popleft() for _ in range(len(self.bad))]
         text = "\n".join(self.rows) + "\n" if self.rows else ""  # records alone: no row
         self.rows, self.chars = [], 0
         c = self.counts
         self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
-                                                      rate), copy.deepcopy(c))
+                                                      rate), copy.deepcopy(c), bad)

@@ -5,9 +5,19 @@ writer). Tables::
 
     meta   name -> value       schema version, the function (target), call mode and
                                the fingerprint of its code (see checks.code_fingerprint)
-    tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run
-    runs   one row per ``corepool run``: started, ended, state, counts, and while it
-           runs its progress (rows written of ``total``, recent rate), for ``status``
+    tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run, and when
+           it finished (``finished``, epoch milliseconds) and how long its call took in
+           the worker (``micros``, microseconds; NULL when unknown: a crash, an
+           exception). Integers, not REALs: smaller rows, a cheaper insert
+    runs   one row per ``corepool run``: started, ended, state, counts, ``retries``, and
+           while it runs its progress (rows written of ``total``, recent rate), for
+           ``status``
+    bad_lines  (run, line) -> payload: the input lines a run found unusable (kind
+           ``input``); they never run, so they are not tasks
+
+Journals of an older version lack ``finished``, ``micros``, ``retries`` and
+``bad_lines``: the writer adds them when it opens one (old rows keep NULL there), and
+the readers (``status``, ``report``, ``dashboard``) do without them.
 
 A task's key is the SHA-256 (16 bytes of it) of its input's canonical JSON plus its
 occurrence number
@@ -33,6 +43,7 @@ from typing import Any
 
 __all__ = [
     "SCHEMA_VERSION",
+    "TASK_COLUMNS",
     "Journal",
     "JournalError",
     "KeyFinder",
@@ -41,6 +52,7 @@ __all__ = [
     "Summary",
     "TaskRecord",
     "read_summary",
+    "ro_connect",
 ]
 
 SCHEMA_VERSION = "2"
@@ -55,6 +67,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     payload TEXT NOT NULL,
     line INTEGER NOT NULL,
     run INTEGER NOT NULL,
+    finished INTEGER,
+    micros INTEGER,
     PRIMARY KEY (digest, occurrence)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -70,17 +84,29 @@ CREATE TABLE IF NOT EXISTS runs (
     total INTEGER,
     rows INTEGER NOT NULL DEFAULT 0,
     rate REAL,
-    updated REAL
+    updated REAL,
+    retries INTEGER
 );
+CREATE TABLE IF NOT EXISTS bad_lines (
+    run INTEGER NOT NULL,
+    line INTEGER NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (run, line)
+) WITHOUT ROWID;
 """
 # Columns added to ``runs`` after the first version; older journals get them on open.
-_RUN_COLUMNS = {"total": "INTEGER", "rows": "INTEGER NOT NULL DEFAULT 0", "rate": "REAL",
-                "updated": "REAL"}
-_TASK_ROW = "INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)"
+_ADDED_COLUMNS = {
+    "runs": {"total": "INTEGER", "rows": "INTEGER NOT NULL DEFAULT 0", "rate": "REAL",
+             "updated": "REAL", "retries": "INTEGER"},
+    "tasks": {"finished": "INTEGER", "micros": "INTEGER"},
+}
+TASK_COLUMNS = "digest, occurrence, ok, kind, payload, line, run, finished, micros"
+_TASK_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+_TASK_ROW = f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES {_TASK_VALUES}"
 
 #: A finished task as :meth:`Journal.commit_tasks` takes it:
-#: ``(digest, occurrence, ok, kind, payload, line, run)``.
-TaskRecord = tuple[bytes, int, bool, "str | None", str, int, int]
+#: ``(digest, occurrence, ok, kind, payload, line, run, finished, micros)``.
+TaskRecord = tuple[bytes, int, bool, "str | None", str, int, int, int, "int | None"]
 
 
 class JournalError(Exception):
@@ -117,16 +143,18 @@ class Journal:
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
-            have = {row[1] for row in self.conn.execute("PRAGMA table_info(runs)")}
-            for name, declaration in _RUN_COLUMNS.items():
-                if name not in have:
-                    self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
+            for table, columns in _ADDED_COLUMNS.items():
+                have = {row[1] for row in self.conn.execute(f"PRAGMA table_info({table})")}
+                for name, declaration in columns.items():
+                    if name not in have:
+                        self.conn.execute(
+                            f"ALTER TABLE {table} ADD COLUMN {name} {declaration}")
         except sqlite3.DatabaseError as exc:
             self.conn.close()
             raise JournalError(f"{path} is not a usable corepool journal ({exc})") from exc
         if str(mode).lower() != "wal":
             raise JournalError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 7))
+        self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 9))
 
     def check(self) -> None:
         """Raise ``sqlite3.DatabaseError`` when the file's structure is damaged."""
@@ -187,14 +215,18 @@ class Journal:
         """No task recorded yet (a first run needs no lookups)."""
         return self.conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is None
 
-    def commit_tasks(self, records: list[TaskRecord], run: int, progress: RunProgress) -> None:
-        """Add (or replace, for ``--retry-failed``) finished tasks and the run's progress,
-        durably, in one transaction. ``records`` is sorted in place: keys in order make
-        the B-tree insert cheaper."""
+    def commit_tasks(self, records: list[TaskRecord], run: int, progress: RunProgress,
+                     bad: list[tuple[int, str]] | None = None) -> None:
+        """Add (or replace, for ``--retry-failed``) finished tasks, the ``bad`` input
+        lines ``(line, payload)`` and the run's progress, durably, in one transaction.
+        ``records`` is sorted in place: keys in order make the B-tree insert cheaper."""
         records.sort()
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self._insert(records)
+            if bad:
+                self.conn.executemany("INSERT OR REPLACE INTO bad_lines VALUES (?, ?, ?)",
+                                      [(run, line, payload) for line, payload in bad])
             self.conn.execute(
                 "UPDATE runs SET rows = ?, executed = ?, failed = ?, rate = ?, updated = ? "
                 "WHERE id = ?",
@@ -214,7 +246,7 @@ class Journal:
         size = self._rows_per_statement
         whole = len(records) - len(records) % size
         if whole:
-            statement = _TASK_ROW + ", (?, ?, ?, ?, ?, ?, ?)" * (size - 1)
+            statement = _TASK_ROW + f", {_TASK_VALUES}" * (size - 1)
             for start in range(0, whole, size):
                 self.conn.execute(
                     statement, list(itertools.chain.from_iterable(records[start:start + size]))
@@ -222,12 +254,13 @@ class Journal:
         self.conn.executemany(_TASK_ROW, records[whole:])
 
     # Runs -----------------------------------------------------------------------------
-    def start_run(self, command: str, total: int | None) -> int:
-        """Record the start of a run (``total``: input rows, if known); returns its id."""
+    def start_run(self, command: str, total: int | None, retries: int = 0) -> int:
+        """Record the start of a run (``total``: input rows, if known; ``retries``: more
+        attempts a failed task gets); returns its id."""
         cursor = self.conn.execute(
-            "INSERT INTO runs (started, state, command, pid, total) "
-            "VALUES (?, 'running', ?, ?, ?)",
-            (time.time(), command, os.getpid(), total),
+            "INSERT INTO runs (started, state, command, pid, total, retries) "
+            "VALUES (?, 'running', ?, ?, ?, ?)",
+            (time.time(), command, os.getpid(), total, retries),
         )
         return int(cursor.lastrowid or 0)
 
@@ -406,7 +439,7 @@ def read_summary(path: str, failures: int = 5) -> Summary:
     """Counts, the first ``failures`` failures and the runs of the journal at ``path``."""
     if not os.path.isfile(path):
         raise JournalError(f"no journal at {path}")
-    conn = _ro_connect(path)
+    conn = ro_connect(path)
     try:
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         ok = 0
@@ -439,7 +472,7 @@ def read_summary(path: str, failures: int = 5) -> Summary:
     return Summary(meta, ok, by_kind, first, runs)
 
 
-def _ro_connect(path: str) -> sqlite3.Connection:
+def ro_connect(path: str) -> sqlite3.Connection:
     """A connection that never changes the file nor adds files beside it (status must
     not create, migrate or litter a journal), and that works on a read-only one.
 

@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ __all__ = [
     "Parsed",
     "call_kwargs",
     "call_star",
+    "call_timed",
     "canonical_digest",
     "count_lines",
     "decode_value",
@@ -183,3 +185,12 @@ def call_star(fn: Callable[..., Any], args: Sequence[Any]) -> Any:
 def call_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     """``fn(**kwargs)`` (``--kwargs``)."""
     return fn(**kwargs)
+
+
+def call_timed(fn: Callable[..., Any], value: Any,
+               clock: Callable[[], int] = time.perf_counter_ns) -> tuple[Any, int]:
+    """``(fn(value), microseconds the call took)``: every task runs through this, so
+    the journal holds each task's duration, measured where it ran."""
+    start = clock()
+    result = fn(value)
+    return result, (clock() - start) // 1000

@@ -37,6 +37,18 @@ def _run(args: argparse.Namespace) -> int:
     return run(args)
 
 
+def _report(args: argparse.Namespace) -> int:
+    from .dashboard import report
+
+    return report(args.journal, args.output)
+
+
+def _dashboard(args: argparse.Namespace) -> int:
+    from .dashboard import serve
+
+    return serve(args.journal, args.host, args.port)
+
+
 def _status(args: argparse.Namespace) -> int:
     from .status import run
 
@@ -90,6 +102,23 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("journal", metavar="FILE.db", help="the journal of a corepool run")
     _json_option(status, "the report")
+    report = _subcommand(
+        subparsers, "report", _report,
+        "write a journal's summary, charts and failures as one self-contained HTML file",
+    )
+    report.add_argument("journal", metavar="FILE.db", help="the journal of a corepool run")
+    report.add_argument("-o", "--output", metavar="REPORT.html", default="report.html",
+                        help="where to write the page (default: report.html)")
+    dashboard = _subcommand(
+        subparsers, "dashboard", _dashboard,
+        "serve a journal's live view (read-only) while its batch runs, or after",
+    )
+    dashboard.add_argument("journal", metavar="FILE.db", help="the journal of a corepool run")
+    dashboard.add_argument("--port", type=int, default=0,
+                           help="the port (default: a free one, printed)")
+    dashboard.add_argument("--host", default="127.0.0.1",
+                           help="the address to listen on (default 127.0.0.1); on any other "
+                                "the URL carries a random token, needed by every request")
     return parser
 
 
@@ -129,6 +158,10 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--accept-changed-code", action="store_true",
                      help="keep the journal's results although the function's module changed "
                           "since they were computed")
+    run.add_argument("--dashboard", metavar="PORT", nargs="?", type=int, const=0,
+                     default=None,
+                     help="serve the live view on 127.0.0.1 while the batch runs (on PORT, "
+                          "or a free one), with its workers; prints the URL")
     run.add_argument("--recover", action="store_true",
                      help="if the journal is damaged, move it aside and keep every task it "
                           "still holds")

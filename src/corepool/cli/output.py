@@ -29,7 +29,7 @@ from .target import UsageError
 __all__ = ["PARTIAL_SUFFIX", "Committer", "Output"]
 
 PARTIAL_SUFFIX = ".partial"
-_Item = tuple[list[TaskRecord], str, RunProgress, Counts]
+_Item = tuple[list[TaskRecord], str, RunProgress, Counts, list[tuple[int, str]]]
 
 
 class Output:
@@ -88,20 +88,21 @@ class Committer:
         self._thread.start()
 
     def put(self, records: list[TaskRecord], rows: str, progress: RunProgress,
-            counts: Counts) -> None:
+            counts: Counts, bad: list[tuple[int, str]] | None = None) -> None:
         """Commit ``records`` with the run's ``progress``, then write ``rows``, after which
-        :attr:`committed` is ``counts``; raises what an earlier batch failed with."""
+        :attr:`committed` is ``counts`` (``bad``: input lines found unusable, for the
+        journal); raises what an earlier batch failed with."""
         if self.error is not None:
             raise self.error
-        self._batches.put((records, rows, progress, counts))
+        self._batches.put((records, rows, progress, counts, bad or []))
 
     def _loop(self) -> None:
         while (batch := self._batches.get()) is not None:
             if self.error is not None:
                 continue  # drop the rest: nothing after a failed commit is shown
-            records, rows, progress, counts = batch
+            records, rows, progress, counts, bad = batch
             try:
-                self.journal.commit_tasks(records, self.run, progress)
+                self.journal.commit_tasks(records, self.run, progress, bad)
                 self.out.write(rows)
                 self.committed = counts
             except BaseException as exc:

@@ -85,8 +85,8 @@ def salvage(path: str) -> tuple[str, int, int]:
         conn.execute("BEGIN IMMEDIATE")
         conn.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?)",
                          [(k, v) for k, v in meta.items() if k != "version"])
-        conn.executemany("INSERT OR REPLACE INTO tasks VALUES (?, ?, ?, ?, ?, ?, ?)",
-                         tasks.values())
+        conn.executemany("INSERT OR REPLACE INTO tasks (digest, occurrence, ok, kind, "
+                         "payload, line, run) VALUES (?, ?, ?, ?, ?, ?, ?)", tasks.values())
         conn.execute("COMMIT")
     finally:
         journal.close()

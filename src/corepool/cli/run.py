@@ -36,7 +36,7 @@ from .batch import (
 )
 from .checks import check_arity, check_paths, code_fingerprint
 from .journal import Journal, JournalError, KeyFinder, RunProgress
-from .jsonl import call_kwargs, call_star, count_lines
+from .jsonl import call_kwargs, call_star, call_timed, count_lines
 from .lock import PathLock
 from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
@@ -207,28 +207,49 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
     from ..core import PoolCore
     from ..cpus import cpu_count
 
-    try:
-        run_id = journal.start_run(resume_command(args, path), total)
-        finder = KeyFinder(path, lookups=not journal.is_empty())
-    except sqlite3.Error as exc:
-        raise UsageError(f"cannot use the journal {path}: "
-                         f"{describe_failure(exc, path, args.output)}") from None
-    out: Output | None = None
+    live = _start_dashboard(args, path)  # before the run is recorded: it may fail
     try:
         try:
-            core = PoolCore(args.workers or cpu_count(), backend, **options)
-        except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
-            raise UsageError(f"cannot start the workers: {exc}") from None
+            run_id = journal.start_run(resume_command(args, path), total, args.retries)
+            finder = KeyFinder(path, lookups=not journal.is_empty())
+        except sqlite3.Error as exc:
+            raise UsageError(f"cannot use the journal {path}: "
+                             f"{describe_failure(exc, path, args.output)}") from None
+        out: Output | None = None
         try:
-            out = Output(args.output)
-            return _execute(args, fn, core, journal, finder, stream, out, path, total,
-                            started, run_id)
+            try:
+                core = PoolCore(args.workers or cpu_count(), backend, **options)
+            except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
+                raise UsageError(f"cannot start the workers: {exc}") from None
+            try:
+                out = Output(args.output)
+                return _execute(args, fn, core, journal, finder, stream, out, path, total,
+                                started, run_id)
+            finally:
+                core.terminate()
         finally:
-            core.terminate()
+            finder.close()
+            if out is not None:
+                out.close()
     finally:
-        finder.close()
-        if out is not None:
-            out.close()
+        if live is not None:
+            live.close()
+
+
+def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
+    """``--dashboard``: the live view of this run's journal, with its workers."""
+    if args.dashboard is None:
+        return None
+    from .dashboard import Dashboard, Workers
+
+    try:
+        live = Dashboard(path, port=args.dashboard, extra=Workers().html)
+    except OSError as exc:
+        raise UsageError(f"--dashboard: cannot listen on port {args.dashboard} "
+                         f"({exc})") from None
+    live.start()
+    print(f"corepool run: dashboard at {live.url}", file=sys.stderr, flush=True)
+    return live
 
 
 def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journal: Journal,
@@ -238,7 +259,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     committer = Committer(journal, run_id, out)
     batch = Batch(args, finder, stream, committer, progress, run_id)
     caller = _CALLERS.get(args.mode)
-    task = fn if caller is None else functools.partial(caller, fn)
+    task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:

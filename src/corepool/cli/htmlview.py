@@ -1,0 +1,239 @@
+"""The HTML of ``corepool report`` and ``corepool dashboard``: one page, no network.
+
+Everything is drawn here in Python: the charts are inline SVG (a bar is a ``<rect>``),
+the tables plain HTML, so a report opens anywhere (a mail attachment, a browser with
+scripts off) and weighs a few tens of kilobytes. The live page is the same HTML plus a
+small inline script that fetches the newly rendered view from the dashboard's JSON
+endpoint and swaps it in, keeping open tracebacks open. No chart library: two bar
+charts do not need one, and an inlined library would be most of the page.
+
+Every text from the journal (messages, tracebacks, the command line) goes through
+:func:`html.escape` and is cut short by :mod:`~corepool.cli.runview`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import time
+from typing import Any
+
+from .report import format_eta
+
+__all__ = ["POLL_SECONDS", "api_body", "fragment", "page"]
+
+POLL_SECONDS = 2.0  # how often the live page asks for a new view
+
+_STYLE = """
+body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
+header{background:#1d3557;color:#fff;padding:12px 20px}
+header h1{font-size:18px;margin:0} header p{margin:2px 0 0;opacity:.85;font-size:12px}
+main{padding:12px 20px;max-width:1200px}
+section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 14px;
+margin:0 0 12px}
+h2{font-size:15px;margin:0 0 8px}
+.cards{display:flex;flex-wrap:wrap;gap:8px}
+.card{border:1px solid #dde1e6;border-radius:6px;padding:6px 12px;min-width:90px}
+.card b{display:block;font-size:20px} .card span{font-size:12px;color:#5b6670}
+.bad b{color:#b3261e} .good b{color:#1b7f3b}
+.charts{display:flex;flex-wrap:wrap;gap:12px} .charts section{flex:1 1 440px}
+svg{width:100%;height:auto} .bar{fill:#457b9d} .bar.fail{fill:#e63946}
+.axis{font-size:10px;fill:#5b6670}
+table{border-collapse:collapse;width:100%} table.narrow{width:auto}
+td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f2;vertical-align:top;
+font-size:13px}
+td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
+.msg{max-width:520px;overflow-wrap:anywhere}
+pre{white-space:pre-wrap;font-size:12px;background:#f3f4f6;padding:6px;margin:4px 0}
+.kind{font-weight:600} .state-running{color:#1b7f3b} .state-killed{color:#b3261e}
+.muted{color:#5b6670}
+"""
+
+# Polls the JSON endpoint and swaps the rendered view in; open <details> stay open.
+_SCRIPT = """
+(function(){
+  var main=document.getElementById('view'), status=document.getElementById('live');
+  function tick(){
+    fetch(main.dataset.api,{cache:'no-store'}).then(function(r){
+      if(!r.ok){throw new Error('HTTP '+r.status);} return r.json();
+    }).then(function(data){
+      var open=[];
+      main.querySelectorAll('details[open]').forEach(function(d){open.push(d.id);});
+      main.innerHTML=data.html;
+      open.forEach(function(id){var d=document.getElementById(id); if(d){d.open=true;}});
+      status.textContent='live, updated '+new Date().toLocaleTimeString();
+    }).catch(function(e){status.textContent='not updated: '+e.message;})
+      .then(function(){setTimeout(tick,INTERVAL);});
+  }
+  setTimeout(tick,INTERVAL);
+})();
+"""
+
+
+def _e(value: Any) -> str:
+    return html.escape("" if value is None else str(value), quote=True)
+
+
+def _seconds(value: float | None) -> str:
+    if value is None:
+        return "-"
+    if value < 0.001:
+        return f"{value * 1e6:.0f} µs"
+    if value < 1:
+        return f"{value * 1000:.1f} ms"
+    return f"{value:.2f} s" if value < 60 else format_eta(value)
+
+
+def _card(label: str, value: Any, cls: str = "") -> str:
+    key = label.replace("failed: ", "failed-").replace(" ", "-")
+    return (f'<div class="card {cls}" data-key="{_e(key)}"><b>{_e(value)}</b>'
+            f"<span>{_e(label)}</span></div>")
+
+
+def _summary(view: dict[str, Any]) -> str:
+    s = view["summary"]
+    cards = [_card("done", s["done"]), _card("ok", s["ok"], "good"),
+             _card("failed", s["failed"], "bad" if s["failed"] else "")]
+    cards += [_card(f"failed: {kind}", count, "bad")
+              for kind, count in s["failed_by_kind"].items()]
+    cards.append(_card("retries per task", s["retries"]))
+    cards.append(_card("failed after retries", s["retried_failures"]))
+    cards.append(_card("elapsed", _seconds(s["elapsed"])))
+    rate = s["rate"]
+    cards.append(_card("tasks/s", f"{rate:.1f}" if rate else "-"))
+    if s["state"] == "running":
+        total = s["total"]
+        cards.append(_card("rows written", f"{s['rows']}/{total}" if total else s["rows"]))
+        recent = s["recent_rate"]
+        if total and recent:
+            cards.append(_card("ETA", format_eta(max(0, total - s["rows"]) / recent)))
+    return (f'<section id="summary"><h2>Summary</h2><div class="cards">{"".join(cards)}'
+            "</div></section>")
+
+
+def _bars(series: list[list[int]], labels: tuple[str, str], title: str, unit: str) -> str:
+    """An SVG bar chart; each entry of ``series`` is ``[height, failed part]``."""
+    width, height, left, bottom = 560, 190, 44, 22
+    top = max((value for value, _ in series), default=0) or 1
+    step = (width - left - 4) / max(1, len(series))
+    parts = [f'<svg class="chart" viewBox="0 0 {width} {height}" role="img" '
+             f'aria-label="{_e(title)}">',
+             f'<line x1="{left}" y1="{height - bottom}" x2="{width}" y2="{height - bottom}" '
+             'stroke="#99a"/>',
+             f'<text class="axis" x="{left - 4}" y="12" text-anchor="end">{top}</text>',
+             f'<text class="axis" x="{left - 4}" y="{height - bottom}" '
+             'text-anchor="end">0</text>',
+             f'<text class="axis" x="{left}" y="{height - 6}">{_e(labels[0])}</text>',
+             f'<text class="axis" x="{width}" y="{height - 6}" text-anchor="end">'
+             f'{_e(labels[1])}</text>']
+    scale = (height - bottom - 8) / top
+    for index, (value, failed) in enumerate(series):
+        x = left + index * step
+        for part, cls in ((value, "bar"), (failed, "bar fail")):
+            if part:
+                h = max(1.0, part * scale)
+                parts.append(f'<rect class="{cls}" x="{x + 0.5:.1f}" y="{height - bottom - h:.1f}"'
+                             f' width="{max(1.0, step - 1):.1f}" height="{h:.1f}">'
+                             f'<title>{part} {_e(unit)}</title></rect>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _charts(view: dict[str, Any]) -> str:
+    through, durations = view["throughput"], view["durations"]
+    if through:
+        span = through["width"] * len(through["counts"])
+        chart = _bars(through["counts"], ("0 s", f"{span:.1f} s"),
+                      "tasks finished over time", "tasks (failed in red)")
+        note = f"tasks finished per {through['width']:.2f} s, failed in red"
+    else:
+        chart, note = "", "no timing data in this journal (written by an older corepool)"
+    first = f'<section><h2>Throughput</h2><p class="muted">{_e(note)}</p>{chart}</section>'
+    if durations:
+        chart = _bars([[n, 0] for n in durations["counts"]],
+                      (_seconds(durations["low"]), _seconds(durations["high"])),
+                      "task durations", "tasks")
+        note = (f"{durations['count']} timed tasks (log scale), mean "
+                f"{_seconds(durations['mean'])}; a crash or an exception has no duration")
+    else:
+        chart, note = "", "no task durations recorded"
+    second = f'<section><h2>Task durations</h2><p class="muted">{_e(note)}</p>{chart}</section>'
+    return f'<div class="charts">{first}{second}</div>'
+
+
+def _slowest(view: dict[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td class="n">{task["line"]}</td><td class="n">{_seconds(task["seconds"])}</td>'
+        f'<td>{"ok" if task["ok"] else _e(task["kind"])}</td></tr>'
+        for task in view["slowest"])
+    if not rows:
+        return ""
+    return ('<section id="slowest"><h2>Slowest tasks</h2><table class="narrow"><tr>'
+            '<th class="n">input line</th><th class="n">duration</th><th>outcome</th></tr>'
+            f"{rows}</table></section>")
+
+
+def _failures(view: dict[str, Any]) -> str:
+    failures = view["failures"]
+    total = view["summary"]["failed"]
+    if not failures:
+        return '<section id="failures"><h2>Failures</h2><p>None.</p></section>'
+    rows = []
+    for failure in failures:
+        trace = failure["traceback"]
+        message = f'<div class="msg">{_e(failure["message"])}</div>'
+        if trace:
+            message += (f'<details id="tb-{failure["line"]}"><summary>traceback</summary>'
+                        f"<pre>{_e(trace)}</pre></details>")
+        rows.append(
+            f'<tr class="failure"><td class="kind">{_e(failure["kind"])}</td>'
+            f'<td>{_e(failure["type"])}</td><td>{message}</td>'
+            f'<td class="n">{failure["line"]}</td><td class="n">{failure["attempts"]}</td></tr>')
+    shown = f" (first {len(failures)} of {total})" if total > len(failures) else ""
+    return (f'<section id="failures"><h2>Failures{shown}</h2><table><tr><th>kind</th>'
+            '<th>type</th><th>message</th><th class="n">input line</th>'
+            f'<th class="n">attempts</th></tr>{"".join(rows)}</table></section>')
+
+
+def _runs(view: dict[str, Any]) -> str:
+    rows = "".join(
+        f'<tr><td class="n">{run["id"]}</td><td>{time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(run["started"]))}</td>'  # noqa: E501
+        f'<td class="state-{_e(run["state"])}">{_e(run["state"])}</td>'
+        f'<td class="n">{run["executed"]}</td><td class="n">{run["failed"]}</td>'
+        f'<td class="n">{_seconds(run["elapsed"])}</td><td class="msg">{_e(run["command"])}</td>'
+        "</tr>" for run in view["runs"])
+    return ('<section id="runs"><h2>Runs</h2><table><tr><th class="n">#</th><th>started</th>'
+            '<th>state</th><th class="n">ran</th><th class="n">failed</th>'
+            f'<th class="n">elapsed</th><th>command</th></tr>{rows}</table></section>')
+
+
+def fragment(view: dict[str, Any], extra: str = "") -> str:
+    """The body of the view (everything the live page replaces on each update);
+    ``extra`` is more HTML (already escaped), shown after the summary."""
+    return "".join((_summary(view), extra, _charts(view), _slowest(view), _failures(view),
+                    _runs(view)))
+
+
+def page(view: dict[str, Any], *, api: str | None = None, interval: float = POLL_SECONDS,
+         extra: str = "") -> str:
+    """A whole page: the report, or with ``api`` (the JSON endpoint's URL) the live view,
+    which fetches a new fragment every ``interval`` seconds."""
+    generated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(view["generated"]))
+    live = ('<p id="live">live</p>' if api else f'<p id="live">report of {generated}</p>')
+    script = ("" if api is None else
+              "<script>" + _SCRIPT.replace("INTERVAL", str(int(interval * 1000))) + "</script>")
+    data_api = "" if api is None else f' data-api="{_e(api)}"'
+    return (
+        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
+        '<meta name="viewport" content="width=device-width, initial-scale=1">'
+        '<link rel="icon" href="data:,">'
+        f"<title>corepool: {_e(view['function'])}</title><style>{_STYLE}</style></head><body>"
+        f"<header><h1>corepool run: {_e(view['function'])}</h1>"
+        f"<p>journal {_e(view['journal'])} (mode {_e(view['mode'])})</p>{live}</header>"
+        f'<main id="view"{data_api}>{fragment(view, extra)}</main>{script}</body></html>\n'
+    )
+
+
+def api_body(view: dict[str, Any], extra: str = "") -> bytes:
+    """The JSON the live page polls: the view's data and its rendered fragment."""
+    return json.dumps({"view": view, "html": fragment(view, extra)}).encode()

@@ -1,0 +1,136 @@
+"""``corepool report`` and ``corepool dashboard`` over HTTP, on real journals."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from dashboard_helpers import (
+    HOSTILE,
+    TASKS,
+    corepool,
+    fetch,
+    journal_counts,
+    serve,
+    stop,
+    troubled_batch,
+)
+
+
+@pytest.fixture(scope="module")
+def journal(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return troubled_batch(tmp_path_factory.mktemp("batch"))
+
+
+def test_report_counts_every_kind_and_escapes_inputs(journal: Path, tmp_path: Path) -> None:
+    before = sorted(os.listdir(journal.parent))
+    done = corepool("report", str(journal), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sorted(os.listdir(journal.parent)) == before  # nothing created beside it
+    page = (tmp_path / "r.html").read_text()
+    counts = journal_counts(journal)
+    assert set(counts) >= {"failed-exception", "failed-timeout", "failed-crash",
+                           "failed-input"}
+    for key, value in counts.items():
+        assert f'data-key="{key}"><b>{value}</b>' in page
+    assert HOSTILE not in page
+    assert "bad input &lt;script&gt;alert(1)&lt;/script&gt;" in page
+    assert "http://" not in page and "https://" not in page  # nothing fetched from anywhere
+    assert page.count('<rect class="bar') > 3
+
+
+def test_report_of_a_journal_without_timing_data(tmp_path: Path) -> None:
+    """A journal of the format before task timings (no finished/seconds, no retries,
+    no bad_lines) still reports; a run on it adds the columns and keeps the old rows."""
+    db = tmp_path / "old.db"
+    with sqlite3.connect(db) as conn:
+        conn.executescript(
+            "CREATE TABLE meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);"
+            "CREATE TABLE tasks (digest BLOB NOT NULL, occurrence INTEGER NOT NULL, "
+            "ok INTEGER NOT NULL, kind TEXT, payload TEXT NOT NULL, line INTEGER NOT NULL, "
+            "run INTEGER NOT NULL, PRIMARY KEY (digest, occurrence)) WITHOUT ROWID;"
+            "CREATE TABLE runs (id INTEGER PRIMARY KEY, started REAL NOT NULL, ended REAL, "
+            "state TEXT NOT NULL, command TEXT NOT NULL, pid INTEGER NOT NULL, "
+            "executed INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, "
+            "pending INTEGER);"
+            "INSERT INTO meta VALUES ('version', '2'), ('target', 'tasks.py:work'), "
+            "('mode', 'single');"
+            "INSERT INTO runs VALUES (1, 1.0, 2.0, 'finished', 'corepool run', 1, 2, 1, 0);")
+        conn.execute("INSERT INTO tasks VALUES (?, 1, 1, NULL, '4', 1, 1)", (b"a" * 16,))
+        conn.execute("INSERT INTO tasks VALUES (?, 1, 0, 'exception', ?, 2, 1)",
+                     (b"b" * 16, json.dumps({"kind": "exception", "type": "E",
+                                             "message": "old", "traceback": None})))
+    done = corepool("report", str(db), "-o", str(tmp_path / "r.html"), cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    page = (tmp_path / "r.html").read_text()
+    assert 'data-key="ok"><b>1</b>' in page and 'data-key="failed"><b>1</b>' in page
+    assert "no timing data in this journal" in page
+
+
+def test_report_refuses_what_is_not_a_journal(tmp_path: Path) -> None:
+    (tmp_path / "x.db").write_text("not sqlite")
+    done = corepool("report", str(tmp_path / "x.db"), "-o", "r.html", cwd=tmp_path)
+    assert done.returncode == 2 and "corepool report:" in done.stderr
+    assert not (tmp_path / "r.html").exists()
+
+
+def test_dashboard_serves_get_only_and_reads_only(journal: Path) -> None:
+    before = sorted(os.listdir(journal.parent))
+    proc, url = serve(journal)
+    try:
+        assert url.startswith("http://127.0.0.1:") and "token" not in url
+        status, body = fetch(url + "api/view")
+        assert status == 200
+        data = json.loads(body)
+        counts = journal_counts(journal)
+        assert data["view"]["summary"]["done"] == counts["done"]
+        assert data["view"]["summary"]["failed_by_kind"]["timeout"] == 1
+        assert f'data-key="failed"><b>{counts["failed"]}</b>' in data["html"]
+        assert fetch(url + "nothing")[0] == 404
+        for method in ("POST", "PUT", "DELETE"):
+            assert fetch(url + "api/view", method)[0] == 501
+        # A page of another site that resolves its name to 127.0.0.1 (DNS rebinding)
+        # sends its own name as Host: refused.
+        port = url.rsplit(":", 1)[1].strip("/")
+        for host in (f"evil.example:{port}", "evil.example"):
+            assert fetch(url + "api/view", headers={"Host": host})[0] == 403
+        assert fetch(url + "api/view", headers={"Host": f"localhost:{port}"})[0] == 200
+    finally:
+        stop(proc)
+    assert sorted(os.listdir(journal.parent)) == before
+
+
+def test_another_address_needs_the_token(journal: Path) -> None:
+    proc, url = serve(journal, "--host", "127.0.0.2")
+    try:
+        assert url.startswith("http://127.0.0.2:") and "?token=" in url
+        base, token = url.split("?token=")
+        assert len(token) >= 20
+        assert fetch(base)[0] == 403
+        assert fetch(base + "api/view")[0] == 403
+        assert fetch(base + "api/view?token=" + token[:-1] + "x")[0] == 403
+        status, body = fetch(url)
+        assert status == 200 and f"/api/view?token={token}" in body
+        assert fetch(base + "api/view?token=" + token)[0] == 200
+    finally:
+        stop(proc)
+
+
+def test_run_dashboard_on_a_port_in_use_exits_2_before_running(tmp_path: Path) -> None:
+    (tmp_path / "tasks.py").write_text(TASKS)
+    (tmp_path / "in.jsonl").write_text("1\n2\n")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        done = corepool("run", "tasks.py:work", "in.jsonl", "-o", "out.jsonl",
+                        "--no-progress", "--dashboard", port, cwd=tmp_path)
+    assert done.returncode == 2 and f"--dashboard: cannot listen on port {port}" in done.stderr
+    with sqlite3.connect(tmp_path / "out.jsonl.journal.db") as conn:
+        assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
+    assert not (tmp_path / "out.jsonl").exists()
