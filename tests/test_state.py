@@ -24,8 +24,8 @@ from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
 from corepool.serialize import FailureInfo
 
 
-def pickle_one(item: object) -> bytes:
-    return pickle.dumps([item])
+def pickle_items(items: list[object]) -> bytes:
+    return pickle.dumps(items)
 
 
 class RecordingJob(Job):
@@ -49,7 +49,7 @@ def no_slot(wid: int) -> tuple[int, int, float]:
 
 
 def started_pool(workers: int = 2, **options) -> PoolState:  # type: ignore[no-untyped-def]
-    state = PoolState(workers, pickle_one=pickle_one, **options)
+    state = PoolState(workers, pickle_items=pickle_items, **options)
     actions = state.start(0.0)
     assert actions == [Start(i) for i in range(workers)]
     for wid in range(workers):
@@ -196,7 +196,7 @@ def test_exception_failure_with_retry_splits_the_delivery() -> None:
 
 
 def test_three_start_failures_break_the_pool() -> None:
-    state = PoolState(1, pickle_one=pickle_one)
+    state = PoolState(1, pickle_items=pickle_items)
     state.start(0.0)
     job = RecordingJob()
     state.add([chunk(job, 0, [0])], 0.0)

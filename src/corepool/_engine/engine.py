@@ -71,7 +71,7 @@ class ProcessEngine:
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            pickle_one=lambda item: pack([item], self.segments),
+            pickle_items=lambda items: pack(items, self.segments),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(

@@ -130,6 +130,11 @@ class Job:
         self.cache_function = style != p.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
 
+    @property
+    def lane(self) -> int:
+        """Its queue in the pool (see ``lanes.py``): a stream's own, or the calls' lane."""
+        return self.id if self.cache_function else -1
+
     # Called by backends -------------------------------------------------------------
     def deliver(self, piece: Piece) -> None:
         """Hand over finished tasks (any thread)."""

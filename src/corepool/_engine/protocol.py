@@ -21,8 +21,11 @@ Worker → parent::
 
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
+    (PART, chunk_seq, position)                    body: packed ([value], failures) of one
+                                                   task of a tracked chunk, sent as it ends
     (DONE, chunk_seq, busy_seconds, retiring, released)
-                                                   body: packed (values, failures);
+                                                   body: packed (values, failures) of the
+                                                   tasks not sent as PART;
                                                    retiring: past its memory limit, it exits;
                                                    released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
@@ -52,6 +55,7 @@ DROP_SHARED = "drop_shared"
 READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"
+PART = "part"
 UNREADABLE = "unreadable"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"

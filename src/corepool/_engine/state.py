@@ -15,27 +15,58 @@ Transitions of a worker::
 
 What a worker's death costs: the chunks it held are known (one channel per worker, FIFO).
 The first was running. If it held one task, that task failed (``WorkerCrashed``, or a
-retry while ``retries`` allow). If it held several, the exact task is known when the job
-tracks positions (jobs with a timeout); otherwise every task of that chunk is re-queued
+retry while ``retries`` allow). If it held several and the job tracks positions (jobs
+with a timeout), the exact task is known, and the tasks before it had sent their
+results one by one as they finished (``on_part``): they are kept, never run again, and
+the tasks after it go back as one chunk. Otherwise every task of that chunk is re-queued
 on its own, so that the culprit, if it crashes again, is identified alone. The chunks
-queued behind it had not started: they go back to the front of the queue unchanged.
-A task is never re-run more than ``retries`` times for failures pinned on it, so a poison
-input cannot loop.
+queued behind it had not started: they go back to the front of their job's lane
+unchanged (``lanes.py``: each job has its own, served in turn, so one job's failures
+never push its work ahead of the others'). A task is never re-run more than ``retries``
+times for failures pinned on it, so a poison input cannot loop.
+
+A task's timeout counts from the moment its worker took it (the worker's slot), not
+from when it was sent: a worker still starting, or busy with the chunk before, does
+not spend the next task's time.
 """
 
 from __future__ import annotations
 
-import enum
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
-from typing import Any, NamedTuple
+from typing import Any
 
 from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed
 from ..serialize import FailureInfo
-from . import protocol as p
 from .exits import describe_exit
 from .job import Job, Piece
+from .lanes import Lanes
+from .model import (
+    Action,
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    Quit,
+    Send,
+    Start,
+    Worker,
+    WorkerPhase,
+    error_from_worker,
+)
+
+__all__ = [
+    "Action",
+    "Chunk",
+    "Deliver",
+    "FailJob",
+    "Kill",
+    "PoolState",
+    "Quit",
+    "Send",
+    "Start",
+]
 
 KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3
@@ -43,106 +74,7 @@ PREFETCH_BELOW_SECONDS = 0.005
 RETIRED_KEPT = 64
 
 SlotReader = Callable[[int], tuple[int, int, float]]
-PickleOne = Callable[[Any], Any]  # one input -> the payload of a one-task chunk
-
-
-class Chunk:
-    """Inputs ``start .. start + count - 1`` of ``job``, pickled as a list in ``payload``.
-
-    ``items`` are the inputs themselves, kept while the chunk is out: retries and
-    isolation re-pickle them one by one, and error notes describe them, so the parent
-    never unpickles a task's input (which could run arbitrary reconstruction code).
-    """
-
-    __slots__ = ("attempt", "count", "items", "job", "origin", "payload", "seq", "start")
-
-    def __init__(
-        self,
-        job: Job,
-        origin: int,
-        start: int,
-        count: int,
-        payload: Any,  # bytes, or a sharedmem.Packed (bytes with shared-memory segments)
-        attempt: int = 0,  # failures already pinned on this (single) task
-        *,
-        items: list[Any] | None = None,
-    ) -> None:
-        self.job = job
-        self.origin = origin
-        self.start = start
-        self.count = count
-        self.payload = payload
-        self.attempt = attempt
-        self.seq = -1  # unique in the pool, set when it enters the queue
-        self.items = items
-
-    def __repr__(self) -> str:
-        return f"Chunk(seq={self.seq}, start={self.start}, count={self.count})"
-
-
-class WorkerPhase(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-
-
-class Worker:
-    """What the state knows of one worker process."""
-
-    def __init__(self, wid: int) -> None:
-        self.wid = wid
-        self.phase = WorkerPhase.STARTING
-        self.pid: int | None = None
-        self.queue: deque[Chunk] = deque()
-        self.known_jobs: set[int] = set()
-        self.to_forget: list[int] = []
-        self.budget: int | None = None  # tasks it may still be sent (maxtasksperchild)
-        self.quitting = False
-        self.kill_at: float | None = None
-        # When its last chunk finished: a lower bound for the next one's start.
-        self.free_since = 0.0
-        self.tasks = 0
-        self.failed = 0  # attempts that ended with an error here (retried or not)
-        self.retried = 0  # of those, the ones that were tried again
-        self.busy = 0.0
-        self.started_at = 0.0
-        self.ended_at: float | None = None
-
-
-# Actions ----------------------------------------------------------------------------
-# (Named tuples, not dataclasses: they are built per chunk, and dataclasses cost
-# milliseconds of a short program's start-up.)
-class Start(NamedTuple):
-    wid: int
-
-
-class Send(NamedTuple):
-    wid: int
-    chunk: Chunk
-    with_function: bool
-    forget: tuple[int, ...]
-
-
-class Quit(NamedTuple):
-    wid: int
-
-
-class Kill(NamedTuple):
-    wid: int
-    signum: int
-
-
-class Deliver(NamedTuple):
-    job: Job
-    piece: Piece
-
-
-class FailJob(NamedTuple):
-    job: Job
-    error: BaseException
-
-
-Action = Start | Send | Quit | Kill | Deliver | FailJob
+PickleItems = Callable[[list[Any]], Any]  # inputs -> the payload of a chunk of them
 
 
 class PoolState:
@@ -153,17 +85,17 @@ class PoolState:
         workers: int,
         *,
         max_tasks_per_child: int | None = None,
-        pickle_one: PickleOne,
+        pickle_items: PickleItems,
         kill_grace: float = KILL_GRACE_SECONDS,
         exit_reason: Callable[[int | None, int | None], str] | None = None,
     ) -> None:
         self.size = workers
         self.max_tasks_per_child = max_tasks_per_child
         self.kill_grace = kill_grace
-        self._pickle_one = pickle_one
+        self._pickle_items = pickle_items
         self._exit_reason = exit_reason or (lambda code, pid: describe_exit(code))
         self.workers: dict[int, Worker] = {}
-        self.ready: deque[Chunk] = deque()
+        self.ready = Lanes()  # chunks waiting for a worker, one lane per job
         self._wids = 0
         self._seqs = 0
         self.start_failures = 0
@@ -193,9 +125,15 @@ class PoolState:
 
     def _top_up(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        if self.broken is not None or (self.closing and self.idle()):
+        if self.broken is not None:
             return actions
-        while self._live() < self.size:
+        wanted = self.size
+        if self.closing:
+            # Closing: a worker is replaced only while queued work needs it. Replacing
+            # the idle workers that were just told to quit would start a new one per
+            # QUIT, for as long as the last running task lasts.
+            wanted = min(self.size, len(self.ready))
+        while self._live() < wanted:
             actions += self._new_worker(now)
         return actions
 
@@ -206,10 +144,7 @@ class PoolState:
     def _enqueue(self, chunk: Chunk, front: bool = False) -> None:
         chunk.seq = self._seqs
         self._seqs += 1
-        if front:
-            self.ready.appendleft(chunk)
-        else:
-            self.ready.append(chunk)
+        self.ready.push(chunk, front)
 
     def _requeue(self, chunks: list[Chunk]) -> None:
         for chunk in reversed(chunks):
@@ -228,10 +163,30 @@ class PoolState:
             chunk.origin,
             chunk.start + pos,
             1,
-            self._pickle_one(item),
+            self._pickle_items([item]),
             attempt,
             items=[item],
         )
+
+    def _tail(self, chunk: Chunk, lo: int) -> list[Chunk]:
+        """Tasks ``lo ..`` of ``chunk`` (none of which started) as one chunk."""
+        if lo >= chunk.count:
+            return []
+        if lo == 0:
+            return [
+                Chunk(
+                    chunk.job,
+                    chunk.origin,
+                    chunk.start,
+                    chunk.count,
+                    chunk.payload,
+                    items=chunk.items,
+                )
+            ]
+        assert chunk.items is not None, "a chunk of several tasks keeps its inputs"
+        items = chunk.items[lo:]
+        payload = self._pickle_items(items)
+        return [Chunk(chunk.job, chunk.origin, chunk.start + lo, len(items), payload, items=items)]
 
     def _singletons(self, chunk: Chunk, positions: Iterable[int]) -> list[Chunk]:
         return [self._single(chunk, pos) for pos in positions]
@@ -269,7 +224,7 @@ class PoolState:
                 if worker.phase is WorkerPhase.STOPPING or worker.quitting:
                     continue
                 while self.ready and len(worker.queue) < min(depth, self._capacity(worker, now)):
-                    chunk = self.ready.popleft()
+                    chunk = self.ready.pop()
                     if not chunk.job.claim():
                         continue
                     actions.append(self._send(worker, chunk, now))
@@ -377,6 +332,28 @@ class PoolState:
                 actions += self._stop(worker, signal.SIGTERM, 0.0)
         return actions
 
+    def on_part(
+        self, wid: int, seq: int, pos: int, values: list[Any], failures: dict[int, Any]
+    ) -> list[Action]:
+        """Task ``pos`` of the running chunk ``seq`` finished (a tracked job): keep it."""
+        worker = self.workers.get(wid)
+        if worker is None or not worker.queue or worker.queue[0].seq != seq:
+            return []
+        if pos != len(worker.part_values):
+            return []  # (cannot happen: the worker sends them in order)
+        offset = len(worker.part_values)
+        worker.part_values.extend(values)
+        for i, raw in failures.items():
+            worker.part_failures[offset + i] = raw
+        return []
+
+    def _pop_head(self, worker: Worker) -> tuple[Chunk, list[Any], dict[int, Any]]:
+        """Take the worker's running chunk off its queue, with the results it sent so far."""
+        chunk = worker.queue.popleft()
+        values, failures = worker.part_values, worker.part_failures
+        worker.part_values, worker.part_failures = [], {}
+        return chunk, values, failures
+
     def on_done(
         self,
         wid: int,
@@ -390,7 +367,11 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []  # a worker we already gave up on (timed out): its results are void
-        chunk = worker.queue.popleft()
+        chunk, part_values, part_failures = self._pop_head(worker)
+        if part_values:
+            offset = len(part_values)
+            part_failures.update({offset + i: raw for i, raw in failures.items()})
+            values, failures = part_values + values, part_failures
         if retiring:
             # Past its memory limit: it exits now, and what it was sent next never ran.
             worker.quitting = True
@@ -399,57 +380,39 @@ class PoolState:
         worker.free_since = now
         worker.busy += busy
         worker.tasks += chunk.count
-        worker.failed += len(failures)
+        chunk.job.sizer.observe(chunk.count, busy)
+        return self._settle(worker, chunk, values, failures) + self._after(now)
+
+    def _settle(
+        self, worker: Worker, chunk: Chunk, values: list[Any], failures: dict[int, Any]
+    ) -> list[Action]:
+        """Deliver the results of tasks ``0 .. len(values) - 1`` of ``chunk``, retrying
+        the failed ones that may be retried."""
         job = chunk.job
         if not failures:
-            job.sizer.observe(chunk.count, busy)
-            actions: list[Action] = [
-                Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))
-            ]
-            return actions + self._after(now)
-        job.sizer.observe(chunk.count, busy)
+            return [Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))]
+        worker.failed += len(failures)
         final: dict[int, BaseException] = {}
         retried: list[int] = []
         for pos, raw in sorted(failures.items()):
-            error = self._error_from_worker(chunk, pos, raw)
+            error = error_from_worker(chunk, pos, raw)
             if self._retries_left(chunk, error):
                 self._retry(chunk, pos)
                 retried.append(pos)
                 worker.retried += 1
             else:
                 final[pos] = error
-        # Deliver the chunk minus the retried tasks, as contiguous pieces.
-        actions = []
+        # Deliver the tasks minus the retried ones, as contiguous pieces.
+        actions: list[Action] = []
         lo = 0
-        for hi in [*retried, chunk.count]:
+        for hi in [*retried, len(values)]:
             if hi > lo:
                 piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
                 inputs = self._inputs(chunk, lo, hi) if piece_failures else None
                 piece = Piece(chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, inputs)
                 actions.append(Deliver(job, piece))
             lo = hi + 1
-        return actions + self._after(now)
-
-    def _error_from_worker(self, chunk: Chunk, pos: int, raw: Any) -> BaseException:
-        if isinstance(raw, tuple) and raw and raw[0] == p.RESULT_UNPICKLABLE:
-            info: FailureInfo = raw[1]
-            error: BaseException = SerializationError(
-                f"the result of task {chunk.start + pos} cannot be pickled: "
-                f"{info.type_name}: {info.message}"
-            )
-            return error
-        if isinstance(raw, tuple) and raw and raw[0] == p.MEMORY_LIMIT:
-            limit: int = raw[1]
-            error = WorkerCrashed(
-                f"task {chunk.start + pos} ran out of memory: it passed the worker memory "
-                f"limit of {limit:,} bytes (MemoryError); its worker was replaced",
-                None,
-                "memory limit",
-            )
-            error.__cause__ = raw[2].rebuild()
-            return error
-        assert isinstance(raw, FailureInfo)
-        return raw.rebuild()
+        return actions
 
     def on_unreadable(
         self, wid: int, seq: int, what: str, info: FailureInfo, now: float
@@ -458,7 +421,7 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []
-        chunk = worker.queue.popleft()
+        chunk = self._pop_head(worker)[0]
         worker.free_since = now
         job = chunk.job
         actions: list[Action] = []
@@ -531,11 +494,12 @@ class PoolState:
     def _crashed(
         self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
     ) -> list[Action]:
-        head = worker.queue.popleft()
-        rest = list(worker.queue)
-        worker.queue.clear()
-        self._requeue(rest)
+        head = worker.queue[0]
         if head.count > 1 and pos is None:
+            # Which task killed it is unknown: each one again on its own.
+            worker.queue.popleft()
+            self._requeue(list(worker.queue))
+            worker.queue.clear()
             self._requeue(self._singletons(head, range(head.count)))
             return []
         pos = pos or 0
@@ -546,9 +510,22 @@ class PoolState:
             exitcode,
             reason,
         )
-        actions = self._fail_task(head, pos, error, worker)
-        if head.count > 1:
-            self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
+        return self._lose_head(worker, pos, error)
+
+    def _lose_head(self, worker: Worker, pos: int, error: BaseException) -> list[Action]:
+        """The worker's running chunk ends at task ``pos``, failed with ``error`` (its
+        worker died or was stopped): the tasks before it keep the results they sent, the
+        tasks after it never started and go back to the queue as one chunk."""
+        head, values, failures = self._pop_head(worker)
+        self._requeue(list(worker.queue))
+        worker.queue.clear()
+        done = len(values)
+        self._requeue(self._tail(head, max(pos + 1, done)))
+        # Tasks that ran but whose results did not arrive (none, when the job is tracked).
+        self._requeue(self._singletons(head, range(done, pos)))
+        actions = self._settle(worker, head, values, failures) if done else []
+        if pos >= done:
+            actions += self._fail_task(head, pos, error, worker)
         return actions
 
     def on_tick(self, now: float, read_slot: SlotReader) -> list[Action]:
@@ -572,13 +549,7 @@ class PoolState:
                 f"(pid {worker.pid}) was stopped and replaced",
                 timeout,
             )
-            worker.queue.popleft()
-            rest = list(worker.queue)
-            worker.queue.clear()
-            self._requeue(rest)
-            if head.count > 1:
-                self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
-            actions += self._fail_task(head, pos, error, worker)
+            actions += self._lose_head(worker, pos, error)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
         if actions:
@@ -604,9 +575,9 @@ class PoolState:
         if timeout is None:
             return None, 0
         seq, pos, started = read_slot(worker.wid)
-        if seq == head.seq and pos >= 0:
-            return started + timeout, pos
-        return max(worker.free_since, started if seq == head.seq else 0.0) + timeout, 0
+        if seq != head.seq:
+            return None, 0  # not started yet: its clock starts when the worker takes it
+        return started + timeout, max(pos, 0)
 
     def next_deadline(self, read_slot: SlotReader) -> float | None:
         """The earliest moment :meth:`on_tick` may have something to do."""
@@ -634,7 +605,7 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []
-        chunk = worker.queue.popleft()
+        chunk = self._pop_head(worker)[0]
         worker.free_since = now
         if chunk.count > 1:
             self._requeue(self._singletons(chunk, range(chunk.count)))
@@ -649,7 +620,7 @@ class PoolState:
 
     def cancel(self, job: Job) -> None:
         """Drop the queued chunks of a job nobody waits for any more."""
-        self.ready = deque(c for c in self.ready if c.job is not job)
+        self.ready.drop(job.id, job.lane)
 
     def close(self, now: float) -> list[Action]:
         """No new work: each worker quits once its queue is done."""

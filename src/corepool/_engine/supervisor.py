@@ -26,7 +26,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ..errors import CorepoolError
+from ..errors import CorepoolError, SerializationError
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
@@ -223,6 +223,18 @@ class Supervisor:
     ) -> list[Action]:
         now = time.monotonic()
         kind = meta[0]
+        if kind == p.PART:
+            _, seq, pos = meta
+            try:
+                values, failures = unpack(body, fds)
+            except Exception as exc:
+                error = SerializationError(
+                    f"a task's result cannot be unpickled in the calling process: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+                values, failures = [None], {0: error}
+            return self.state.on_part(wid, seq, pos, values, failures)
         if kind != p.DONE:
             for fd in fds:
                 p.close_quietly(fd)

@@ -10,7 +10,9 @@ A chunk runs on one of two paths. The fast path applies the function with
 exception leaves the results so far in the list, so the failing position is known and
 the loop resumes after it. When the job has a timeout, the tracked path writes the
 position and start time of every task into the worker's shared slot, so the parent's
-supervisor can tell exactly which task overran its deadline.
+supervisor can tell exactly which task overran its deadline, and sends each task's
+result as soon as it ends (a ``PART`` frame), so that a later task of the chunk that
+kills the worker cannot take finished results with it.
 """
 
 from __future__ import annotations
@@ -129,21 +131,32 @@ def _run_fast(
 
 
 def _run_tracked(
-    fn: Callable[..., Any], items: Sequence[Any], style: int, slot: Any
-) -> tuple[list[Any], dict[int, Any]]:
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    style: int,
+    slot: Any,
+    sock: socket.socket,
+    seq: int,
+    memory_limit: int | None,
+) -> bool:
+    """Run each task with its position and start in the slot, and send each result as
+    it ends; True if a task hit the memory limit."""
     call = caller(fn, style)
-    results: list[Any] = []
-    failures: dict[int, Any] = {}
     clock = time.monotonic
+    hit_limit = False
     for pos, item in enumerate(items):
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = pos
+        failures: dict[int, Any] = {}
         try:
-            results.append(call(item))
+            value = call(item)
         except BaseException as exc:
-            failures[pos] = FailureInfo.capture(exc)
-            results.append(None)
-    return results, failures
+            value = None
+            failures[0] = FailureInfo.capture(exc)
+            if memory_limit is not None:
+                hit_limit = _mark_memory_errors(failures, memory_limit) or hit_limit
+        _send_results(sock, (p.PART, seq, pos), _pack_results([value], failures))
+    return hit_limit
 
 
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
@@ -349,15 +362,17 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             continue
         del body
         started = time.perf_counter()
+        retiring = False
         if track:
-            results, failures = _run_tracked(fn, items, style, slot)
+            retiring = _run_tracked(fn, items, style, slot, sock, seq, memory_limit)
+            results: list[Any] = []
+            failures: dict[int, Any] = {}
         else:
             results, failures = _run_fast(fn, items, style)
         busy = time.perf_counter() - started
         del items
-        retiring = False
         if memory_limit is not None:
-            retiring = _mark_memory_errors(failures, memory_limit)
+            retiring = _mark_memory_errors(failures, memory_limit) or retiring
             retiring = retiring or _memory()[1] > memory_limit
         packed = _pack_results(results, failures)
         del results
