@@ -176,3 +176,89 @@ def test_replacement_workers_do_not_rerun_the_main_script(tmp_path: Path) -> Non
     # The program itself, and the fork server that the replacements come from; not once
     # per replacement (20 of them).
     assert out["runs"] <= 2, out
+
+
+def test_imap_goes_on_after_a_failed_task_as_multiprocessing_does(tmp_path: Path) -> None:
+    out = run_program(
+        tmp_path,
+        """
+        import json, multiprocessing, corepool
+
+        def task(x):
+            if x == 3:
+                raise ValueError(x)
+            return x
+
+        def drain(results):
+            seen = []
+            while True:
+                try:
+                    seen.append(next(results))
+                except StopIteration:
+                    return seen
+                except ValueError as exc:
+                    seen.append(f"ValueError({exc})")
+
+        if __name__ == "__main__":
+            out = {}
+            for name, pool in (("stdlib", multiprocessing.Pool(2)), ("corepool", corepool.Pool(2))):
+                with pool:
+                    out[name] = [drain(pool.imap(task, range(10))),
+                                 sorted(map(str, drain(pool.imap_unordered(task, range(10)))))]
+            with corepool.Pool(2) as pool:
+                out["on_error"] = sorted(
+                    map(str, pool.imap_unordered(task, range(10), on_error="skip")))
+            print(json.dumps(out))
+        """,
+    )
+    assert out["corepool"] == out["stdlib"]
+    assert out["corepool"][0] == [0, 1, 2, "ValueError(3)", 4, 5, 6, 7, 8, 9]
+    assert out["on_error"] == ["0", "1", "2", "4", "5", "6", "7", "8", "9"]
+
+
+def test_a_small_call_is_not_starved_by_a_stream_with_failures(tmp_path: Path) -> None:
+    out = run_program(
+        tmp_path,
+        """
+        import itertools, json, os, statistics, threading, time, corepool
+
+        def task(x):
+            if x % 500 == 499:
+                time.sleep(60)  # hangs: stopped by the stream's 0.5 s timeout
+            if x % 700 == 350:
+                os._exit(1)
+            return x
+
+        if __name__ == "__main__":
+            corepool.map(abs, [-1], workers=2)
+            stop = threading.Event()
+            seen = []
+
+            def stream():
+                results = corepool.imap(task, itertools.count(), workers=2, timeout=0.5,
+                                        on_error="return")
+                for value in results:
+                    seen.append(value)
+                    if stop.is_set():
+                        break
+
+            thread = threading.Thread(target=stream)
+            thread.start()
+            while len(seen) < 2000:
+                time.sleep(0.05)
+            latencies = []
+            for _ in range(12):
+                started = time.monotonic()
+                assert corepool.map(abs, [-1], workers=2, timeout=0.5) == [1]
+                latencies.append(time.monotonic() - started)
+                time.sleep(0.1)
+            stop.set()
+            thread.join()
+            print(json.dumps({"max": max(latencies), "median": statistics.median(latencies),
+                              "stream": len(seen)}))
+        """,
+    )
+    # Alone, such a call takes about a millisecond; behind the stream it may wait for a
+    # worker to finish its chunk (or its hung task's 0.5 s), never for the stream.
+    assert out["median"] < 0.8, out
+    assert out["max"] < 2.5, out

@@ -20,9 +20,16 @@ from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
 from .backends import Backend, create_backend, resolve_backend_name
 from .progress import PoolStats, make_progress
 
-__all__ = ["ON_ERROR_CHOICES", "PoolCore", "parse_memory"]
+__all__ = ["ON_ERROR_CHOICES", "PoolCore", "Values", "check_on_error", "parse_memory"]
 
 ON_ERROR_CHOICES = ("raise", "return", "skip")
+
+
+def check_on_error(on_error: str) -> None:
+    """ValueError unless ``on_error`` is one of :data:`ON_ERROR_CHOICES`."""
+    if on_error not in ON_ERROR_CHOICES:
+        choices = ", ".join(ON_ERROR_CHOICES)
+        raise ValueError(f"on_error must be one of {choices}; got {on_error!r}")
 
 
 def _length(iterable: Iterable[Any]) -> int | None:
@@ -179,28 +186,20 @@ class PoolCore:
             self._finished(job)
 
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
-        """Flatten pieces into values, applying ``on_error``."""
-        for piece in pieces:
-            if not piece.failures:
-                if piece is TIMED_OUT:
-                    yield TIMED_OUT
-                yield from piece.values
-                continue
-            for pos, value in enumerate(piece.values):
-                error = piece.failures.get(pos)
-                if error is None:
-                    yield value
-                elif on_error == "raise":
-                    raise error
-                elif on_error == "return":
-                    yield error
+        """Flatten pieces into values, applying ``on_error``.
+
+        With ``"raise"``, a failed task raises its error in its place, and the next
+        ``next()`` goes on with the tasks after it, as ``multiprocessing``'s ``imap``
+        does: one failure does not end the iteration.
+        """
+        return Values(pieces, on_error)
 
     def collect(self, pieces: Iterator[Piece], on_error: str) -> list[Any]:
         """All values in a list; a piece without failures is copied in one go."""
         out: list[Any] = []
         for piece in pieces:
             if piece.failures:
-                out.extend(self.values(iter([piece]), on_error))
+                out.extend(Values(iter([piece]), on_error))
             else:
                 out.extend(piece.values)
         return out
@@ -308,3 +307,57 @@ class PoolCore:
     def stats(self) -> PoolStats:
         """Per-worker counters of the backend."""
         return self.backend.stats()
+
+
+class Values:
+    """The values of a job's pieces, one at a time; a raised failure does not end it.
+
+    (A generator cannot do this: once it raised, it is finished, and the job with it.)
+    """
+
+    __slots__ = ("_on_error", "_pending", "_piece", "_pieces", "_pos")
+
+    def __init__(self, pieces: Iterator[Piece], on_error: str) -> None:
+        self._pieces = pieces
+        self._on_error = on_error
+        self._piece: Piece | None = None  # the piece being read, from position _pos
+        self._pos = 0
+        self._pending: Iterator[Any] | None = None
+
+    def __iter__(self) -> Values:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            piece = self._piece
+            if piece is None:
+                piece = next(self._pieces)
+                if piece is TIMED_OUT:
+                    return TIMED_OUT
+                self._piece, self._pos = piece, 0
+                if not piece.failures:
+                    self._pending = iter(piece.values)
+            if self._pending is not None:
+                for value in self._pending:
+                    return value
+                self._pending = None
+                self._piece = None
+                continue
+            pos = self._pos
+            if pos >= len(piece.values):
+                self._piece = None
+                continue
+            self._pos = pos + 1
+            error = piece.failures.get(pos)
+            if error is None:
+                return piece.values[pos]
+            if self._on_error == "raise":
+                raise error
+            if self._on_error == "return":
+                return error
+
+    def close(self) -> None:
+        """Stop: the job's pieces are not wanted any more."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()

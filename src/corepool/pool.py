@@ -13,7 +13,7 @@ from typing import Any
 
 from ._engine import protocol as p
 from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
-from .core import PoolCore, parse_memory
+from .core import PoolCore, check_on_error, parse_memory
 from .cpus import blas_thread_limit, cpu_count
 from .progress import PoolStats
 
@@ -348,10 +348,16 @@ class Pool:
         chunksize: int | None = None,
         *,
         progress: Any = False,
+        on_error: str = "raise",
     ) -> IMapIterator:
-        """Lazy ordered results; reads the input only as far as the window allows."""
+        """Lazy ordered results; reads the input only as far as the window allows.
+
+        ``on_error`` as in :func:`corepool.imap`; with ``"raise"``, a failed task
+        raises in its place and the next ``next()`` goes on after it.
+        """
+        check_on_error(on_error)
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, True, "raise", progress or None, iterable)
+        return IMapIterator(self._core, job, True, on_error, progress or None, iterable)
 
     def imap_unordered(
         self,
@@ -360,10 +366,12 @@ class Pool:
         chunksize: int | None = None,
         *,
         progress: Any = False,
+        on_error: str = "raise",
     ) -> IMapIterator:
-        """Lazy results in completion order."""
+        """Lazy results in completion order. ``on_error`` as in :func:`corepool.imap`."""
+        check_on_error(on_error)
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, False, "raise", progress or None, iterable)
+        return IMapIterator(self._core, job, False, on_error, progress or None, iterable)
 
     # Lifetime -----------------------------------------------------------------------
     def close(self) -> None:
