@@ -5,13 +5,14 @@ an endless ``imap``, calls from ``submit``. One shared FIFO let whichever job qu
 first take every free worker, and when a chunk failed, its tasks, re-queued at the
 front one by one, went ahead of every other job's work. Here each job has a lane of
 its own (single calls, which are small and many, share one lane, in submission
-order), and the next free worker takes the next chunk from the next lane in turn. A
+order), and the next free worker takes the next chunk from the next lane in turn (a
+lane that appears, having had no turn yet, is next). A
 chunk put back after a failure goes to the front of its own lane only: it runs before
 the rest of its job, never before the other jobs' turns.
 
-Chunks stay here, in the parent, until a worker is free for them (at most one more
-is prefetched behind a running chunk known to be short, see ``PoolState``), so work
-that is cancelled before it starts never reached a worker.
+Chunks stay here, in the parent, until a worker is free for them (at most one more,
+of the same job, is prefetched behind a running chunk known to be short, see
+``PoolState._capacity``), so work cancelled before it starts never reached a worker.
 """
 
 from __future__ import annotations
@@ -51,16 +52,27 @@ class Lanes:
         key = chunk.job.lane
         lane = self._lanes.get(key)
         if lane is None:
-            lane = self._lanes[key] = deque()  # a new lane takes its turn after the others
+            # A job that had no turn yet goes first: the others had theirs already.
+            lane = self._lanes[key] = deque()
+            self._lanes.move_to_end(key, last=False)
         if front:
             lane.appendleft(chunk)
         else:
             lane.append(chunk)
         self._count += 1
 
-    def pop(self) -> Chunk:
-        """The next chunk of the lane whose turn it is; that lane goes to the back."""
-        key, lane = next(iter(self._lanes.items()))
+    def pop(self, key: int | None = None) -> Chunk | None:
+        """The next chunk of the lane whose turn it is (that lane goes to the back), or
+        of lane ``key`` only; None if there is none."""
+        if key is None:
+            if not self._lanes:
+                return None
+            key, lane = next(iter(self._lanes.items()))
+        else:
+            found = self._lanes.get(key)
+            if found is None:
+                return None
+            lane = found
         chunk = lane.popleft()
         self._count -= 1
         if lane:

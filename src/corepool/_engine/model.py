@@ -82,10 +82,10 @@ class Worker:
         self.budget: int | None = None  # tasks it may still be sent (maxtasksperchild)
         self.quitting = False
         self.kill_at: float | None = None
-        # Results of the running chunk's first tasks, sent one by one as they finished
-        # (tracked jobs): they survive the worker if a later task of the chunk kills it.
-        self.part_values: list[Any] = []
-        self.part_failures: dict[int, Any] = {}
+        # Results of the running chunk's tasks sent on their own as they finished
+        # (tracked jobs, results too large for the worker's result log): position ->
+        # (value, failure or None).
+        self.parts: dict[int, tuple[Any, Any]] = {}
         # When its last chunk finished: a lower bound for the next one's start.
         self.free_since = 0.0
         self.tasks = 0

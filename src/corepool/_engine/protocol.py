@@ -22,10 +22,11 @@ Worker → parent::
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
     (PART, chunk_seq, position)                    body: packed ([value], failures) of one
-                                                   task of a tracked chunk, sent as it ends
-    (DONE, chunk_seq, busy_seconds, retiring, released)
-                                                   body: packed (values, failures) of the
-                                                   tasks not sent as PART;
+                                                   task of a tracked chunk whose result
+                                                   did not fit its result log, sent as it ends
+    (DONE, chunk_seq, busy_seconds, retiring, released, sent)
+                                                   body: packed (values, failures), None
+                                                   at the positions ``sent`` as PART;
                                                    retiring: past its memory limit, it exits;
                                                    released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle

@@ -37,7 +37,7 @@ from collections import deque
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed
+from ..errors import BrokenPool, CorepoolError, SerializationError, TaskTimeout, WorkerCrashed
 from ..serialize import FailureInfo
 from .exits import describe_exit
 from .job import Job, Piece
@@ -56,6 +56,10 @@ from .model import (
     error_from_worker,
 )
 
+# A result announced as sent on its own but never received (cannot happen: the frames
+# come in order on one channel); the task fails rather than vanish.
+_LOST = CorepoolError("the task's result was lost on its way from the worker")
+
 __all__ = [
     "Action",
     "Chunk",
@@ -72,6 +76,7 @@ KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3
 PREFETCH_BELOW_SECONDS = 0.005
 RETIRED_KEPT = 64
+ACK_POLL_SECONDS = 0.05  # how often to look for the start of a chunk with a timeout
 
 SlotReader = Callable[[int], tuple[int, int, float]]
 PickleItems = Callable[[list[Any]], Any]  # inputs -> the payload of a chunk of them
@@ -106,6 +111,8 @@ class PoolState:
         # in one record (wid -1), so a pool that replaces workers for days stays small.
         self.retired: deque[Worker] = deque()
         self.retired_earlier = Worker(-1)
+        # A worker's result log, read when it dies or is stopped (the supervisor's).
+        self.read_log: Callable[[int, int], dict[int, tuple[Any, Any]]] = lambda wid, seq: {}
 
     # Helpers --------------------------------------------------------------------
     def _new_worker(self, now: float) -> list[Action]:
@@ -201,7 +208,8 @@ class PoolState:
         wait while other workers idle. So a worker gets a second chunk (which hides the
         round trip between chunks) only while it runs a chunk of a job whose measured
         time per task says it will finish within :data:`PREFETCH_BELOW_SECONDS`, and
-        which has not already run past that estimate (an outlier).
+        which has not already run past that estimate (an outlier); and the second chunk
+        is the same job's (same lane's), never another job's.
         """
         if not worker.queue:
             return 1
@@ -224,7 +232,11 @@ class PoolState:
                 if worker.phase is WorkerPhase.STOPPING or worker.quitting:
                     continue
                 while self.ready and len(worker.queue) < min(depth, self._capacity(worker, now)):
-                    chunk = self.ready.pop()
+                    # Behind a running chunk, only its own job's next one: another job's
+                    # chunk would wait there if the running one turns out to be slow.
+                    chunk = self.ready.pop(worker.queue[0].job.lane if worker.queue else None)
+                    if chunk is None:
+                        break
                     if not chunk.job.claim():
                         continue
                     actions.append(self._send(worker, chunk, now))
@@ -335,24 +347,17 @@ class PoolState:
     def on_part(
         self, wid: int, seq: int, pos: int, values: list[Any], failures: dict[int, Any]
     ) -> list[Action]:
-        """Task ``pos`` of the running chunk ``seq`` finished (a tracked job): keep it."""
+        """Task ``pos`` of the running chunk ``seq`` finished and sent its result alone."""
         worker = self.workers.get(wid)
-        if worker is None or not worker.queue or worker.queue[0].seq != seq:
-            return []
-        if pos != len(worker.part_values):
-            return []  # (cannot happen: the worker sends them in order)
-        offset = len(worker.part_values)
-        worker.part_values.extend(values)
-        for i, raw in failures.items():
-            worker.part_failures[offset + i] = raw
+        if worker is not None and worker.queue and worker.queue[0].seq == seq:
+            worker.parts[pos] = (values[0], failures.get(0))
         return []
 
-    def _pop_head(self, worker: Worker) -> tuple[Chunk, list[Any], dict[int, Any]]:
-        """Take the worker's running chunk off its queue, with the results it sent so far."""
+    def _pop_head(self, worker: Worker) -> tuple[Chunk, dict[int, tuple[Any, Any]]]:
+        """Take the worker's running chunk off its queue, with the results it sent alone."""
         chunk = worker.queue.popleft()
-        values, failures = worker.part_values, worker.part_failures
-        worker.part_values, worker.part_failures = [], {}
-        return chunk, values, failures
+        parts, worker.parts = worker.parts, {}
+        return chunk, parts
 
     def on_done(
         self,
@@ -363,15 +368,16 @@ class PoolState:
         failures: dict[int, Any],
         now: float,
         retiring: bool = False,
+        sent: tuple[int, ...] = (),
     ) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []  # a worker we already gave up on (timed out): its results are void
-        chunk, part_values, part_failures = self._pop_head(worker)
-        if part_values:
-            offset = len(part_values)
-            part_failures.update({offset + i: raw for i, raw in failures.items()})
-            values, failures = part_values + values, part_failures
+        chunk, parts = self._pop_head(worker)
+        for pos in sent:  # their results came before, on their own
+            values[pos], raw = parts.get(pos, (None, _LOST))
+            if raw is not None:
+                failures[pos] = raw
         if retiring:
             # Past its memory limit: it exits now, and what it was sent next never ran.
             worker.quitting = True
@@ -514,16 +520,25 @@ class PoolState:
 
     def _lose_head(self, worker: Worker, pos: int, error: BaseException) -> list[Action]:
         """The worker's running chunk ends at task ``pos``, failed with ``error`` (its
-        worker died or was stopped): the tasks before it keep the results they sent, the
-        tasks after it never started and go back to the queue as one chunk."""
-        head, values, failures = self._pop_head(worker)
+        worker died or was stopped): the tasks before it keep the results they logged or
+        sent, the tasks after it never started and go back to the queue as one chunk."""
+        head = worker.queue[0]
+        known = self.read_log(worker.wid, head.seq) if head.job.timeout is not None else {}
+        head, parts = self._pop_head(worker)
+        known.update(parts)
         self._requeue(list(worker.queue))
         worker.queue.clear()
-        done = len(values)
+        done = 0
+        while done in known:
+            done += 1
         self._requeue(self._tail(head, max(pos + 1, done)))
-        # Tasks that ran but whose results did not arrive (none, when the job is tracked).
+        # Tasks that ran but whose results are not known (none, when the job is tracked).
         self._requeue(self._singletons(head, range(done, pos)))
-        actions = self._settle(worker, head, values, failures) if done else []
+        actions: list[Action] = []
+        if done:
+            values = [known[i][0] for i in range(done)]
+            failures = {i: known[i][1] for i in range(done) if known[i][1] is not None}
+            actions += self._settle(worker, head, values, failures)
         if pos >= done:
             actions += self._fail_task(head, pos, error, worker)
         return actions
@@ -537,19 +552,28 @@ class PoolState:
                     worker.kill_at = None
                     actions.append(Kill(worker.wid, signal.SIGKILL))
                 continue
-            found = self._overdue(worker, now, read_slot)
-            if found is None:
+            deadline, pos, started = self._deadline(worker, read_slot)
+            if not started or deadline is None or now < deadline:
                 continue
             head = worker.queue[0]
-            pos = found
             timeout = head.job.timeout
             assert timeout is not None
-            error = TaskTimeout(
-                f"task {head.start + pos} ran longer than its {timeout:g} s timeout; its worker "
-                f"(pid {worker.pid}) was stopped and replaced",
-                timeout,
-            )
-            actions += self._lose_head(worker, pos, error)
+            if pos < 0 and head.count > 1:
+                # Stuck unpickling a chunk's inputs: which one is unknown, so each
+                # goes again on its own (the one that hangs again then fails alone).
+                worker.queue.popleft()
+                worker.parts = {}
+                self._requeue(list(worker.queue))
+                worker.queue.clear()
+                self._requeue(self._singletons(head, range(head.count)))
+            else:
+                pos = max(pos, 0)
+                error = TaskTimeout(
+                    f"task {head.start + pos} ran longer than its {timeout:g} s timeout; its "
+                    f"worker (pid {worker.pid}) was stopped and replaced",
+                    timeout,
+                )
+                actions += self._lose_head(worker, pos, error)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
         if actions:
@@ -561,32 +585,36 @@ class PoolState:
         worker.kill_at = now + self.kill_grace
         return [Kill(worker.wid, signum)]
 
-    def _overdue(self, worker: Worker, now: float, read_slot: SlotReader) -> int | None:
-        deadline, pos = self._deadline(worker, read_slot)
-        if deadline is None or now < deadline:
-            return None
-        return pos
+    def _deadline(
+        self, worker: Worker, read_slot: SlotReader, now: float = 0.0
+    ) -> tuple[float | None, int, bool]:
+        """When the worker's running task times out, its position (-1: the chunk's
+        inputs are being unpickled), and whether the worker has taken the chunk yet.
 
-    def _deadline(self, worker: Worker, read_slot: SlotReader) -> tuple[float | None, int]:
+        A task's clock starts when the worker takes its chunk (the slot says so), not
+        when it was sent. Until then, the deadline returned is only a time to look at
+        the slot again (nothing wakes the supervisor when a worker takes a chunk):
+        soon enough to see the start well before the task's time runs out.
+        """
         if not worker.queue or worker.phase is not WorkerPhase.RUNNING:
-            return None, 0
+            return None, 0, False
         head = worker.queue[0]
         timeout = head.job.timeout
         if timeout is None:
-            return None, 0
+            return None, 0, False
         seq, pos, started = read_slot(worker.wid)
         if seq != head.seq:
-            return None, 0  # not started yet: its clock starts when the worker takes it
-        return started + timeout, max(pos, 0)
+            return now + min(timeout / 4, ACK_POLL_SECONDS), 0, False
+        return started + timeout, pos, True
 
-    def next_deadline(self, read_slot: SlotReader) -> float | None:
+    def next_deadline(self, read_slot: SlotReader, now: float = 0.0) -> float | None:
         """The earliest moment :meth:`on_tick` may have something to do."""
         best: float | None = None
         for worker in self.workers.values():
             if worker.phase is WorkerPhase.STOPPING:
                 candidate = worker.kill_at
             else:
-                candidate = self._deadline(worker, read_slot)[0]
+                candidate = self._deadline(worker, read_slot, now)[0]
             if candidate is not None and (best is None or candidate < best):
                 best = candidate
         return best

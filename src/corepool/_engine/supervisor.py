@@ -30,6 +30,7 @@ from ..errors import CorepoolError, SerializationError
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
+from .resultlog import LOG_BYTES, read_log
 from .state import (
     Action,
     Chunk,
@@ -46,10 +47,11 @@ from .state import (
 class _Proc:
     """A worker process and its end of the channel, as the supervisor sees them."""
 
-    def __init__(self, process: Any, sock: socket.socket, slot: Any) -> None:
+    def __init__(self, process: Any, sock: socket.socket, slot: Any, log: Any) -> None:
         self.process = process
         self.sock = sock
         self.slot = slot
+        self.log = log
         self.reader = p.FrameReader(sock)
         self.writer = p.FrameWriter(sock)
         self.writing = False
@@ -72,6 +74,7 @@ class Supervisor:
     ) -> None:
         self._ctx = context
         self.state = state
+        state.read_log = self._read_log
         self._init_blob = init_blob
         # The user's own thread variables, read now: a fork server started earlier
         # would hand the workers a stale environment.
@@ -153,7 +156,7 @@ class Supervisor:
             finally:
                 self.started.set()
             while not (self._stop_when_done and not self._procs):
-                deadline = self.state.next_deadline(self._read_slot)
+                deadline = self.state.next_deadline(self._read_slot, time.monotonic())
                 timeout = None
                 if deadline is not None:
                     timeout = max(0.0, deadline - time.monotonic())
@@ -202,6 +205,13 @@ class Supervisor:
         seq, pos, started = slot[0], slot[1], slot[2]
         return int(seq), int(pos), float(started)
 
+    def _read_log(self, wid: int, seq: int) -> dict[int, tuple[Any, Any]]:
+        """What worker ``wid`` logged of chunk ``seq`` (nothing if it had not begun it)."""
+        proc = self._procs.get(wid)
+        if proc is None or int(proc.slot[worker_module.SLOT_SEQ]) != seq:
+            return {}
+        return read_log(proc.log, int(proc.slot[worker_module.SLOT_LOG]))
+
     def _on_channel(self, wid: int, mask: int) -> None:
         proc = self._procs.get(wid)
         if proc is None:
@@ -241,12 +251,12 @@ class Supervisor:
         if kind in (p.DONE, p.UNREADABLE):
             self._received(wid, meta[1], released=kind == p.DONE and meta[4])
         if kind == p.DONE:
-            _, seq, busy, retiring, _ = meta
+            _, seq, busy, retiring, _, sent = meta
             try:
                 values, failures = unpack(body, fds)
             except Exception as exc:
                 return self.state.on_result_unreadable(wid, seq, exc, now)
-            return self.state.on_done(wid, seq, busy, values, failures, now, retiring)
+            return self.state.on_done(wid, seq, busy, values, failures, now, retiring, sent)
         if kind == p.READY:
             return self.state.on_ready(wid, meta[1], now)
         if kind == p.UNREADABLE:
@@ -376,6 +386,7 @@ class Supervisor:
         parent_end, child_end = p.new_channel()
         slot = ctx.RawArray("d", worker_module.SLOT_SIZE)
         slot[worker_module.SLOT_SEQ] = -1
+        log = ctx.RawArray("B", LOG_BYTES)
         inherited = None if inherited is None else (*inherited, parent_end.fileno())
         process = ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
@@ -387,6 +398,7 @@ class Supervisor:
                 self._threads,
                 self._memory_limit,
                 inherited,
+                log,
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,
@@ -401,7 +413,7 @@ class Supervisor:
             return
         p.close_quietly(child_end)
         self.state.on_spawned(wid, process.pid)
-        proc = _Proc(process, parent_end, slot)
+        proc = _Proc(process, parent_end, slot, log)
         self._procs[wid] = proc
         self._selector.register(parent_end, selectors.EVENT_READ, ("chan", wid))
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
