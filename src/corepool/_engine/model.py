@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import enum
 from collections import deque
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
-from ..errors import SerializationError, WorkerCrashed
+from ..errors import BrokenPool, SerializationError, WorkerCrashed
 from ..serialize import FailureInfo
 from . import protocol as p
+from .exits import describe_exit
 from .job import Job, Piece
 
 __all__ = [
@@ -26,6 +28,7 @@ __all__ = [
     "Worker",
     "WorkerPhase",
     "error_from_worker",
+    "start_failure_error",
 ]
 
 
@@ -62,6 +65,34 @@ class Chunk:
     def __repr__(self) -> str:
         return f"Chunk(seq={self.seq}, start={self.start}, count={self.count})"
 
+    def alone(self, pos: int, pickle_items: Callable[[list[Any]], Any], attempt: int = 0) -> Chunk:
+        """Task ``pos`` as a chunk of its own (``attempt``: failures pinned on it)."""
+        if self.count == 1:
+            return Chunk(
+                self.job, self.origin, self.start, 1, self.payload, attempt, items=self.items
+            )
+        assert self.items is not None, "a chunk of several tasks keeps its inputs"
+        item = self.items[pos]
+        payload = pickle_items([item])
+        return Chunk(self.job, self.origin, self.start + pos, 1, payload, attempt, items=[item])
+
+    def after(self, lo: int, pickle_items: Callable[[list[Any]], Any]) -> list[Chunk]:
+        """Tasks ``lo ..`` (none of which started) as one chunk; [] if there are none."""
+        if lo >= self.count:
+            return []
+        if lo == 0:
+            return [
+                Chunk(self.job, self.origin, self.start, self.count, self.payload, items=self.items)
+            ]
+        assert self.items is not None, "a chunk of several tasks keeps its inputs"
+        items = self.items[lo:]
+        payload = pickle_items(items)
+        return [Chunk(self.job, self.origin, self.start + lo, len(items), payload, items=items)]
+
+    def inputs(self, lo: int, hi: int) -> list[Any] | None:
+        """The inputs of tasks ``lo .. hi - 1``, if kept."""
+        return None if self.items is None else self.items[lo:hi]
+
 
 class WorkerPhase(enum.Enum):
     STARTING = "starting"
@@ -94,6 +125,16 @@ class Worker:
         self.busy = 0.0
         self.started_at = 0.0
         self.ended_at: float | None = None
+
+    def absorb(self, old: Worker, now: float) -> None:
+        """Add an ended worker's counters to this summary record (started at 0: its
+        "end" is the summed lifetimes)."""
+        self.tasks += old.tasks
+        self.failed += old.failed
+        self.retried += old.retried
+        self.busy += old.busy
+        lifetime = (old.ended_at or now) - old.started_at
+        self.ended_at = (self.ended_at or 0.0) + lifetime
 
 
 # Actions ----------------------------------------------------------------------------
@@ -156,3 +197,14 @@ def error_from_worker(chunk: Chunk, pos: int, raw: Any) -> BaseException:
     assert isinstance(raw, FailureInfo)
     rebuilt: BaseException = raw.rebuild()
     return rebuilt
+
+
+def start_failure_error(exitcode: int | None, times: int) -> BrokenPool:
+    """The error of a pool whose workers exited while starting, ``times`` in a row."""
+    return BrokenPool(
+        f"worker processes exit while starting ({describe_exit(exitcode)}), "
+        f"{times} times in a row. If the script that creates the pool runs "
+        'it at import time, put that code under `if __name__ == "__main__":` - '
+        "worker processes import the main script, and must not start pools themselves. "
+        "The workers' own error, if any, is printed above."
+    )

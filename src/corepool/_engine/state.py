@@ -54,6 +54,7 @@ from .model import (
     Worker,
     WorkerPhase,
     error_from_worker,
+    start_failure_error,
 )
 
 # A result announced as sent on its own but never received (cannot happen: the frames
@@ -158,48 +159,13 @@ class PoolState:
             self._enqueue(chunk, front=True)
 
     def _single(self, chunk: Chunk, pos: int, attempt: int = 0) -> Chunk:
-        """Task ``pos`` of ``chunk`` as a chunk of its own."""
-        if chunk.count == 1:
-            return Chunk(
-                chunk.job, chunk.origin, chunk.start, 1, chunk.payload, attempt, items=chunk.items
-            )
-        assert chunk.items is not None, "a chunk of several tasks keeps its inputs"
-        item = chunk.items[pos]
-        return Chunk(
-            chunk.job,
-            chunk.origin,
-            chunk.start + pos,
-            1,
-            self._pickle_items([item]),
-            attempt,
-            items=[item],
-        )
+        return chunk.alone(pos, self._pickle_items, attempt)
 
     def _tail(self, chunk: Chunk, lo: int) -> list[Chunk]:
-        """Tasks ``lo ..`` of ``chunk`` (none of which started) as one chunk."""
-        if lo >= chunk.count:
-            return []
-        if lo == 0:
-            return [
-                Chunk(
-                    chunk.job,
-                    chunk.origin,
-                    chunk.start,
-                    chunk.count,
-                    chunk.payload,
-                    items=chunk.items,
-                )
-            ]
-        assert chunk.items is not None, "a chunk of several tasks keeps its inputs"
-        items = chunk.items[lo:]
-        payload = self._pickle_items(items)
-        return [Chunk(chunk.job, chunk.origin, chunk.start + lo, len(items), payload, items=items)]
+        return chunk.after(lo, self._pickle_items)
 
     def _singletons(self, chunk: Chunk, positions: Iterable[int]) -> list[Chunk]:
-        return [self._single(chunk, pos) for pos in positions]
-
-    def _inputs(self, chunk: Chunk, lo: int, hi: int) -> list[Any] | None:
-        return None if chunk.items is None else chunk.items[lo:hi]
+        return [chunk.alone(pos, self._pickle_items) for pos in positions]
 
     def _capacity(self, worker: Worker, now: float) -> int:
         """Chunks a worker may hold: a second one only behind a chunk known to be short.
@@ -285,7 +251,7 @@ class PoolState:
             worker.retried += 1
             return []
         piece = Piece(
-            chunk.start + pos, [None], {0: error}, chunk.origin, self._inputs(chunk, pos, pos + 1)
+            chunk.start + pos, [None], {0: error}, chunk.origin, chunk.inputs(pos, pos + 1)
         )
         return [Deliver(chunk.job, piece)]
 
@@ -329,20 +295,19 @@ class PoolState:
 
     def _break(self, error: BrokenPool) -> list[Action]:
         self.broken = error
-        actions: list[Action] = []
-        jobs: dict[int, Job] = {}
-        for worker in self.workers.values():
-            for chunk in worker.queue:
-                jobs[chunk.job.id] = chunk.job
-            worker.queue.clear()
-        for chunk in self.ready:
-            jobs[chunk.job.id] = chunk.job
+        return self._stop_all(0.0, error)
+
+    def _stop_all(self, now: float, error: BaseException) -> list[Action]:
+        """Drop every chunk, fail their jobs with ``error``, stop every worker."""
+        jobs = {chunk.job.id: chunk.job for chunk in self.ready}
         self.ready.clear()
-        actions += [FailJob(job, error) for job in jobs.values()]
+        actions: list[Action] = []
         for worker in self.workers.values():
+            jobs.update((chunk.job.id, chunk.job) for chunk in worker.queue)
+            worker.queue.clear()
             if worker.phase is not WorkerPhase.STOPPING:
-                actions += self._stop(worker, signal.SIGTERM, 0.0)
-        return actions
+                actions += self._stop(worker, signal.SIGTERM, now)
+        return [FailJob(job, error) for job in jobs.values()] + actions
 
     def on_part(
         self, wid: int, seq: int, pos: int, values: list[Any], failures: dict[int, Any]
@@ -414,7 +379,7 @@ class PoolState:
         for hi in [*retried, len(values)]:
             if hi > lo:
                 piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
-                inputs = self._inputs(chunk, lo, hi) if piece_failures else None
+                inputs = chunk.inputs(lo, hi) if piece_failures else None
                 piece = Piece(chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, inputs)
                 actions.append(Deliver(job, piece))
             lo = hi + 1
@@ -460,14 +425,7 @@ class PoolState:
         worker.ended_at = now
         self.retired.append(worker)
         if len(self.retired) > RETIRED_KEPT:
-            old = self.retired.popleft()
-            total = self.retired_earlier  # started at 0: its "end" is the summed lifetimes
-            total.tasks += old.tasks
-            total.failed += old.failed
-            total.retried += old.retried
-            total.busy += old.busy
-            lifetime = (old.ended_at or now) - old.started_at
-            total.ended_at = (total.ended_at or 0.0) + lifetime
+            self.retired_earlier.absorb(self.retired.popleft(), now)
         actions: list[Action] = []
         expected = worker.phase is WorkerPhase.STOPPING or (worker.quitting and not worker.queue)
         if not expected:
@@ -477,7 +435,7 @@ class PoolState:
                 self._requeue(list(worker.queue))
                 worker.queue.clear()
                 if self.start_failures >= MAX_START_FAILURES and self.broken is None:
-                    return self._break(self._start_failure_error(exitcode))
+                    return self._break(start_failure_error(exitcode, MAX_START_FAILURES))
             elif worker.queue:
                 head = worker.queue[0]
                 pos = None
@@ -487,15 +445,6 @@ class PoolState:
                         pos = slot_pos
                 actions += self._crashed(worker, exitcode, now, pos)
         return actions + self._after(now)
-
-    def _start_failure_error(self, exitcode: int | None) -> BrokenPool:
-        return BrokenPool(
-            f"worker processes exit while starting ({describe_exit(exitcode)}), "
-            f"{MAX_START_FAILURES} times in a row. If the script that creates the pool runs "
-            'it at import time, put that code under `if __name__ == "__main__":` - '
-            "worker processes import the main script, and must not start pools themselves. "
-            "The workers' own error, if any, is printed above."
-        )
 
     def _crashed(
         self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
@@ -672,19 +621,7 @@ class PoolState:
     def terminate(self, now: float, error: BaseException) -> list[Action]:
         """Stop every worker now; fail every unfinished job with ``error``."""
         self.closing = True
-        jobs: dict[int, Job] = {}
-        for chunk in self.ready:
-            jobs[chunk.job.id] = chunk.job
-        self.ready.clear()
-        actions: list[Action] = []
-        for worker in self.workers.values():
-            for chunk in worker.queue:
-                jobs[chunk.job.id] = chunk.job
-            worker.queue.clear()
-            if worker.phase is not WorkerPhase.STOPPING:
-                actions += self._stop(worker, signal.SIGTERM, now)
-        actions += [FailJob(job, error) for job in jobs.values()]
-        return actions
+        return self._stop_all(now, error)
 
     def idle(self) -> bool:
         """Nothing queued and nothing running."""
