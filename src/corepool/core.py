@@ -197,11 +197,19 @@ class PoolCore:
     def collect(self, pieces: Iterator[Piece], on_error: str) -> list[Any]:
         """All values in a list; a piece without failures is copied in one go."""
         out: list[Any] = []
-        for piece in pieces:
-            if piece.failures:
-                out.extend(Values(iter([piece]), on_error))
-            else:
-                out.extend(piece.values)
+        try:
+            for piece in pieces:
+                if piece.failures:
+                    out.extend(Values(iter([piece]), on_error))
+                else:
+                    out.extend(piece.values)
+        except BaseException:
+            # Stop the job now: the error's traceback keeps the pieces alive (in a
+            # cycle, through the failed piece), and with them the job's feeder thread.
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            raise
         return out
 
     def call(
