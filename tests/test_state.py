@@ -10,16 +10,8 @@ import pytest
 
 from corepool._engine import protocol as p
 from corepool._engine.job import CallJob, Job, Piece
-from corepool._engine.state import (
-    Chunk,
-    Deliver,
-    FailJob,
-    Kill,
-    PoolState,
-    Quit,
-    Send,
-    Start,
-)
+from corepool._engine.model import Chunk, Deliver, FailJob, Kill, Quit, Send, Start
+from corepool._engine.state import PoolState
 from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
 from corepool.serialize import FailureInfo
 

@@ -22,7 +22,7 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from .state import Chunk
+    from .model import Chunk
 
 CALLS_LANE = -1  # the lane every single call (apply_async, submit) shares
 

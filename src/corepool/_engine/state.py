@@ -61,17 +61,7 @@ from .model import (
 # come in order on one channel); the task fails rather than vanish.
 _LOST = CorepoolError("the task's result was lost on its way from the worker")
 
-__all__ = [
-    "Action",
-    "Chunk",
-    "Deliver",
-    "FailJob",
-    "Kill",
-    "PoolState",
-    "Quit",
-    "Send",
-    "Start",
-]
+__all__ = ["PoolState"]  # (the records it works with are in model.py)
 
 KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3

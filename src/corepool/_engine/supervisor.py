@@ -30,18 +30,9 @@ from ..errors import CorepoolError, SerializationError
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
+from .model import Action, Chunk, Deliver, FailJob, Kill, Quit, Send, Start
 from .resultlog import LOG_BYTES, read_log
-from .state import (
-    Action,
-    Chunk,
-    Deliver,
-    FailJob,
-    Kill,
-    PoolState,
-    Quit,
-    Send,
-    Start,
-)
+from .state import PoolState
 
 
 class _Proc:
