@@ -374,3 +374,4 @@ def test_a_map_that_raised_leaves_no_feeder_thread_behind() -> None:
             assert feeders() == 0
     finally:
         gc.enable()
+

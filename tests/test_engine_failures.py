@@ -262,3 +262,35 @@ def test_a_small_call_is_not_starved_by_a_stream_with_failures(tmp_path: Path) -
     # worker to finish its chunk (or its hung task's 0.5 s), never for the stream.
     assert out["median"] < 0.8, out
     assert out["max"] < 2.5, out
+
+
+def test_a_map_that_failed_after_its_input_was_read_stops_its_feeder(tmp_path: Path) -> None:
+    out = run_program(
+        tmp_path,
+        """
+        import json, os, threading, time, corepool
+
+        def task(x):
+            if x == 0:
+                os._exit(1)  # fails at once; the other tasks take a second
+            time.sleep(1)
+            return x
+
+        def feeders():
+            return sum(t.name == "corepool-feeder" for t in threading.enumerate())
+
+        if __name__ == "__main__":
+            with corepool.Pool(2) as pool:
+                # Eleven inputs in chunks of two: the sixth chunk is short, so the input
+                # is known to be over while the window (six chunks) is full.
+                try:
+                    pool.map(task, range(11), chunksize=2)
+                except corepool.WorkerCrashed:
+                    pass
+                deadline = time.monotonic() + 5
+                while feeders() and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                print(json.dumps({"feeders": feeders()}))
+        """,
+    )
+    assert out["feeders"] == 0

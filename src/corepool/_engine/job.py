@@ -327,6 +327,7 @@ class StreamJob(Job):
         consumed_by_origin: dict[int, int] = {}
         next_index = 0
         seen_end = False
+        finished = False
         try:
             while True:
                 if ordered:
@@ -343,6 +344,7 @@ class StreamJob(Job):
                     and self.total is not None
                     and self._consumed(ordered, next_index, consumed_by_origin)
                 ):
+                    finished = True
                     if self.input_error is not None:
                         raise self.input_error
                     return
@@ -361,7 +363,9 @@ class StreamJob(Job):
                     self._release(item, consumed_by_origin)
                     yield item
         finally:
-            if self.total is None or self._failure is not None:
+            if not finished or self._failure is not None:
+                # Left early (an error raised, the loop broken): stop the job, also when
+                # its input was read already: nobody takes its other results.
                 self.cancel()
 
     def _consumed(self, ordered: bool, next_index: int, by_origin: dict[int, int]) -> bool:
@@ -412,6 +416,8 @@ def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> No
             if got is None:
                 return
             run_chunk(*got)
+            if job.total is not None:
+                return  # that was the last chunk: waiting for room again could be forever
     except BaseException as exc:  # never leave the consumer waiting for a dead feeder
         job.fail(exc)
 
