@@ -294,3 +294,37 @@ def test_a_map_that_failed_after_its_input_was_read_stops_its_feeder(tmp_path: P
         """,
     )
     assert out["feeders"] == 0
+
+
+def test_results_of_a_chunk_larger_than_the_result_log_survive_a_crash(tmp_path: Path) -> None:
+    out = run_program(
+        tmp_path,
+        """
+        import json, os, corepool
+        from multiprocessing.sharedctypes import RawArray
+
+        N = 30_000  # results of ~100 bytes: about three times what a result log holds
+
+        def remember(array):
+            global runs
+            runs = array
+
+        def task(x):
+            runs[x] += 1
+            if x == N - 1:
+                os._exit(1)
+            return "x" * 90 + str(x)
+
+        if __name__ == "__main__":
+            counts = RawArray("i", N)
+            with corepool.Pool(1, task_timeout=60, initializer=remember,
+                               initargs=(counts,)) as pool:
+                results = list(pool.imap(task, range(N), chunksize=N, on_error="return"))
+            print(json.dumps({
+                "right": sum(r == "x" * 90 + str(i) for i, r in enumerate(results[:-1])),
+                "last": type(results[-1]).__name__,
+                "ran_twice": sum(c > 1 for c in counts[: N - 1]),
+            }))
+        """,
+    )
+    assert out == {"right": 29_999, "last": "WorkerCrashed", "ran_twice": 0}

@@ -24,6 +24,7 @@ Worker → parent::
     (PART, chunk_seq, position)                    body: packed ([value], failures) of one
                                                    task of a tracked chunk whose result
                                                    did not fit its result log, sent as it ends
+    (LOGGED, chunk_seq)                            body: a full result log's entries
     (DONE, chunk_seq, busy_seconds, retiring, released, sent)
                                                    body: packed (values, failures), None
                                                    at the positions ``sent`` as PART;
@@ -57,6 +58,7 @@ READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"
 PART = "part"
+LOGGED = "logged"
 UNREADABLE = "unreadable"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"

@@ -9,8 +9,9 @@ in the worker's slot, written after the entry. The parent reads the log only whe
 worker is gone or stopped; a chunk that finishes sends its results in ``DONE`` as
 usual, and the log starts over with the next chunk.
 
-A result that does not fit (large, or with out-of-band buffers such as a NumPy array,
-or the log is full) goes to the parent at once in a ``PART`` frame instead.
+A result that does not fit (large, or with out-of-band buffers such as a NumPy array)
+goes to the parent at once in a ``PART`` frame instead; a full log is sent whole in a
+``LOGGED`` frame (the same entries) and starts over.
 
 Entry layout: position (int32), length (uint32), kind (byte), then the data: for kind
 ``MARSHAL``, ``marshal.dumps(value)`` (plain built-in values, three times cheaper to
@@ -36,9 +37,11 @@ _MARSHAL_TYPES = frozenset({int, float, str, bytes, bool, type(None), complex, t
 class LogWriter:
     """The worker's side: append entries, and publish the length in the slot."""
 
-    __slots__ = ("_buf", "_end", "_out_of_band", "_slot", "_slot_index", "_used")
+    __slots__ = ("_buf", "_end", "_out_of_band", "_slot", "_slot_index", "_used", "on_full")
 
     def __init__(self, log: Any, slot: Any, slot_index: int) -> None:
+        # Called with the log's entries when it is full, before it starts over.
+        self.on_full: Any = None
         self._buf = memoryview(log).cast("B")
         self._end = len(self._buf)
         self._slot = slot
@@ -70,11 +73,17 @@ class LogWriter:
                 out_of_band.clear()
                 return False
             kind = PICKLE
+        if len(data) > ENTRY_MAX:
+            return False
         start = self._used
         body = start + _HEADER.size
         stop = body + len(data)
-        if stop > self._end or len(data) > ENTRY_MAX:
-            return False
+        if stop > self._end:
+            if self.on_full is None or start == 0:
+                return False
+            self.on_full(self._buf[:start])
+            self.reset()
+            start, body, stop = 0, _HEADER.size, _HEADER.size + len(data)
         buf = self._buf
         _HEADER.pack_into(buf, start, pos, len(data), kind)
         buf[body:stop] = data

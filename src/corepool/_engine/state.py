@@ -308,6 +308,13 @@ class PoolState:
             worker.parts[pos] = (values[0], failures.get(0))
         return []
 
+    def on_logged(self, wid: int, seq: int, entries: dict[int, tuple[Any, Any]]) -> list[Action]:
+        """The running chunk's result log filled up and came whole: keep its entries."""
+        worker = self.workers.get(wid)
+        if worker is not None and worker.queue and worker.queue[0].seq == seq:
+            worker.parts.update(entries)
+        return []
+
     def _pop_head(self, worker: Worker) -> tuple[Chunk, dict[int, tuple[Any, Any]]]:
         """Take the worker's running chunk off its queue, with the results it sent alone."""
         chunk = worker.queue.popleft()

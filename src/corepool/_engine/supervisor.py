@@ -224,6 +224,8 @@ class Supervisor:
     ) -> list[Action]:
         now = time.monotonic()
         kind = meta[0]
+        if kind == p.LOGGED:
+            return self.state.on_logged(wid, meta[1], read_log(body, len(body)))
         if kind == p.PART:
             _, seq, pos = meta
             try:

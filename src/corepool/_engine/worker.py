@@ -149,6 +149,7 @@ def _run_tracked(
     results: list[Any] = []
     failures: dict[int, Any] = {}
     sent: list[int] = []
+    log.on_full = lambda entries: p.send_blocking(sock, (p.LOGGED, seq), entries)
     for pos, item in enumerate(items):
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = pos
