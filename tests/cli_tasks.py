@@ -64,3 +64,22 @@ def paced(x: int, delay: float) -> int:
 def length(text: str) -> int:
     """The length of a string."""
     return len(text)
+
+
+def mul(a: int, b: int) -> int:
+    """a * b: needs two arguments (for the --star hint)."""
+    return a * b
+
+
+def padded(x: int) -> str:
+    """A 500-character result (fills a small disk quickly)."""
+    return f"{x:>500}"
+
+
+def zero_waits(x: int, log: str) -> int:
+    """Append ``x`` to the file ``log``; 0 waits a minute (holds a worker), others return x."""
+    with open(log, "a") as f:
+        f.write(f"{x}\n")
+    if x == 0:
+        time.sleep(60)
+    return x

@@ -1,23 +1,33 @@
 """Real clusters for the tests: a ``dask scheduler`` and two ``dask worker`` processes
-started with Dask's command line on 127.0.0.1, and a local Ray.
+started with Dask's command line on 127.0.0.1, a local Ray, and a Ray head started
+with ``ray start --head``.
 
-Each is started once per test session (see ``conftest.py``) and torn down at its end;
-their processes are registered in :data:`SESSION_ROOTS` so that the no-process-left
-check does not count them (or the worker processes Dask's nannies restart).
+The Dask cluster and the local Ray are started once per test session (see
+``conftest.py``) and torn down at its end; their processes are registered in
+:data:`SESSION_ROOTS` so that the no-process-left check does not count them (or the
+worker processes Dask's nannies restart). Should the run die before its teardown
+(SIGKILL, ``os._exit``), the run's reaper (``reaper.py``, started by
+:func:`start_reaper`) kills whatever it started.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
+import signal
+import socket
 import subprocess
 import sys
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO
 
 import psutil
+
+import reaper
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 START_TIMEOUT = 60.0
@@ -135,3 +145,116 @@ def in_session_tree(pid: int) -> bool:
     except psutil.NoSuchProcess:
         return True
     return any(p.pid in SESSION_ROOTS for p in chain)
+
+
+def start_reaper() -> subprocess.Popen[bytes]:
+    """Tag this test run's environment (inherited by every process it starts) and start
+    the reaper that kills the tagged processes when the run ends, however it ends."""
+    tag = uuid.uuid4().hex[:16]
+    # Appended: a test run started by a test run is tagged for both.
+    runs = os.environ.get(reaper.VARIABLE, "").split()
+    os.environ[reaper.VARIABLE] = " ".join([*runs, tag])
+    env = {k: v for k, v in os.environ.items() if k != reaper.VARIABLE}  # not tagged itself
+    return subprocess.Popen(
+        [sys.executable, os.path.join(TESTS, "reaper.py"), tag, str(os.getpid())],
+        stdin=subprocess.PIPE,
+        env=env,
+        start_new_session=True,  # outside the run's process group and its signals
+    )
+
+
+def stop_reaper(process: subprocess.Popen[bytes]) -> None:
+    """The run ends normally: the reaper sweeps (finding nothing, normally) and exits."""
+    assert process.stdin is not None
+    try:
+        process.stdin.write(b"end\n")
+        process.stdin.close()
+    except OSError:
+        pass
+    try:
+        process.wait(40)
+    except subprocess.TimeoutExpired:
+        process.kill()
+
+
+def run_tag() -> str:
+    """The tag of this test run (the last one in the reaper's variable)."""
+    return os.environ[reaper.VARIABLE].split()[-1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def script_environment() -> dict[str, str]:
+    """The environment of a user's program: corepool importable, nothing of tests/."""
+    import corepool
+
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("COREPOOL_BACKEND", "DASK_", "RAY_ADDRESS"))
+    }
+    env["PYTHONPATH"] = os.path.dirname(os.path.dirname(os.path.abspath(corepool.__file__)))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@dataclass
+class RayHead:
+    """A Ray head node on this machine, started as users start one: ``ray start --head``
+    (with ``--block``, so that the command stays the parent of what it starts)."""
+
+    workdir: Path
+    address: str = ""
+    process: subprocess.Popen[bytes] | None = None
+    temp_dir: str = field(default_factory=lambda: f"/tmp/corepool-ray-{uuid.uuid4().hex[:8]}")
+
+    def start(self) -> RayHead:
+        port = free_port()
+        log = open(self.workdir / "ray.log", "wb")  # noqa: SIM115 - the child holds it
+        env = script_environment()
+        env["RAY_AUTH_MODE"] = "disabled"  # a loopback test cluster: no token to hand out
+        command = [
+            os.path.join(os.path.dirname(sys.executable), "ray"), "start", "--head", "--block",
+            "--port", str(port), "--num-cpus", "2", "--include-dashboard", "false",
+            "--dashboard-agent-listen-port", str(free_port()),
+            "--object-store-memory", str(100 * 2**20), "--disable-usage-stats",
+            # Its own short temporary directory: Unix socket paths must stay short.
+            "--temp-dir", self.temp_dir,
+        ]  # fmt: skip
+        with log:
+            self.process = subprocess.Popen(
+                command, cwd=self.workdir, env=env, stdout=log, stderr=log,
+                start_new_session=True,
+            )  # fmt: skip
+        text = self.workdir / "ray.log"
+        _wait_for(
+            lambda: "Ray runtime started" in text.read_text() or self.process.poll() is not None,
+            "ray start --head",
+        )
+        if self.process.poll() is not None:
+            raise RuntimeError(f"ray start failed:\n{text.read_text()}")
+        self.address = f"127.0.0.1:{port}"
+        return self
+
+    def stop(self) -> None:
+        """SIGTERM: ``ray start --block`` stops what it started; then kill what is left."""
+        if self.process is None:
+            return
+        group = self.process.pid
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(30)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            os.killpg(group, signal.SIGKILL)  # whatever of its session survived
+        except ProcessLookupError:
+            pass
+        self.process.wait(10)
+        shutil.rmtree(self.temp_dir, ignore_errors=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
@@ -31,16 +32,46 @@ def dask_cluster(tmp_path_factory: pytest.TempPathFactory) -> Iterator[clusters.
         cluster.stop()
 
 
-def _uses_ray(item: pytest.Item) -> bool:
+# The user programs of tests/cluster_job.py: scripts to copy and run, not test modules.
+collect_ignore = ["cluster_job.py", "cluster_job_helpers.py", "reaper.py"]
+
+_reaper: subprocess.Popen[bytes] | None = None
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Register the marker; start the reaper that kills whatever this run started
+    when it ends, also when it dies before its fixtures' teardown (issue 19, item 17)."""
+    global _reaper
+    config.addinivalue_line(
+        "markers", "own_ray: starts a Ray of its own (runs before the session's Ray starts)"
+    )
+    if _reaper is None:
+        _reaper = clusters.start_reaper()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    global _reaper
+    if _reaper is not None:
+        clusters.stop_reaper(_reaper)
+        _reaper = None
+
+
+def _ray_group(item: pytest.Item) -> int:
+    """0: no Ray; 1: a Ray of its own; 2: the session's Ray."""
+    if item.get_closest_marker("own_ray") is not None:
+        return 1
     callspec = getattr(item, "callspec", None)
     in_ray_file = item.nodeid.startswith("tests/test_backend_ray.py")
-    return in_ray_file or (callspec is not None and callspec.params.get("backend") == "ray")
+    uses_session_ray = callspec is not None and callspec.params.get("backend") == "ray"
+    return 2 if in_ray_file or uses_session_ray else 0
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Run the Ray tests last: ``ray.init`` leaves signal handlers in this process that
-    forked worker processes inherit, which would slow every later ``fork`` pool test."""
-    items.sort(key=_uses_ray)  # stable: the order within each group is kept
+    forked worker processes inherit, which would slow every later ``fork`` pool test.
+    The tests that start a Ray of their own go before the session's Ray starts: one Ray
+    at a time on the machine."""
+    items.sort(key=_ray_group)  # stable: the order within each group is kept
 
 
 @pytest.fixture(scope="session")

@@ -251,3 +251,36 @@ def note_start_then_sleep(path: str, seconds: float) -> int:
         f.write(f"{os.getpid()}\n")
     time.sleep(seconds)
     return os.getpid()
+
+
+def buffer_kind(array: Any) -> str:
+    """What a numpy array's memory is in the worker: ``mmap`` when it came through
+    shared memory, ``bytearray``/``bytes`` when it came inline in the pickle."""
+    owner = array
+    while getattr(owner, "base", None) is not None:
+        owner = owner.base
+    if isinstance(owner, memoryview):
+        owner = owner.obj
+    return type(owner).__name__
+
+
+def blas_threads(_: Any = None) -> int:
+    """The most threads any BLAS/OpenMP pool of this process may use."""
+    from threadpoolctl import threadpool_info
+
+    return max((pool["num_threads"] for pool in threadpool_info()), default=0)
+
+
+def wait_for_path(path: str, seconds: float = 20.0) -> str:
+    """Wait (up to ``seconds``) until ``path`` exists."""
+    deadline = time.monotonic() + seconds
+    while not os.path.exists(path):
+        if time.monotonic() > deadline:
+            return "stalled"
+        time.sleep(0.01)
+    return "saw it"
+
+
+def note_start_then_sleep_args(args: tuple[str, float]) -> int:
+    """:func:`note_start_then_sleep` taking one tuple (for map-style calls)."""
+    return note_start_then_sleep(*args)

@@ -36,6 +36,7 @@ assert not left, left
 """
 
 
+@pytest.mark.own_ray
 def test_a_ray_started_by_the_pool_is_shut_down_with_it() -> None:
     """Run where no Ray is initialised: the pool starts a local Ray, and stops it.
 

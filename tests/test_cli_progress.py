@@ -242,13 +242,13 @@ def test_skipping_finished_lines_keeps_a_bounded_backlog(tmp_path: Path) -> None
     finder = KeyFinder(journal.path, lookups=True)
     args = argparse.Namespace(retry_failed=False, mode="single", max_failures=None)
     with open(tmp_path / "in.jsonl", "rb") as stream:
-        batch = runner._Batch(args, finder, stream, None, None, 0)  # type: ignore[arg-type]
+        batch = runner.Batch(args, finder, stream, None, None, 0)  # type: ignore[arg-type]
         assert list(batch.feed()) == []  # nothing to run
     in_memory = [e for e in batch.backlog if isinstance(e, tuple)]
-    spilled = [e for e in batch.backlog if isinstance(e, runner._Spilled)]
+    spilled = [e for e in batch.backlog if isinstance(e, runner.Spilled)]
     assert len(in_memory) == runner.BACKLOG_LIMIT
     assert sum(s.last - s.first + 1 for s in spilled) == n - runner.BACKLOG_LIMIT
-    batch.drain_known()
+    batch.drain()
     assert not batch.backlog and batch.counts.reused == n and batch.counts.ok == n
     assert [json.loads(r) for r in batch.rows] == rows(tmp_path / "out.jsonl")
     finder.close()

@@ -34,8 +34,9 @@ def test_mkdocs_build_strict(tmp_path: Path) -> None:
 
 
 def test_every_lesson_script_is_on_a_page() -> None:
-    """Each example is included by some lesson page, so none is left out of the site."""
-    pages = "".join(p.read_text() for p in (ROOT / "docs" / "lessons").glob("*.md"))
+    """Each example is included by some lesson or guide page, so none is left out."""
+    folders = [ROOT / "docs" / "lessons", ROOT / "docs" / "guide"]
+    pages = "".join(p.read_text() for folder in folders for p in folder.glob("*.md"))
     for script in sorted((ROOT / "examples").glob("*.py")):
         assert f'"examples/{script.name}' in pages, f"no lesson includes {script.name}"
 

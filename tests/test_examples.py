@@ -130,6 +130,19 @@ EXPECTED: dict[str, list[str]] = {
         r"^loop.run_in_executor\(corepool.Executor\(\)\) +[\d.]+ s; the loop's longest stall",
         r"^asyncio.wrap_future\(pool.submit\(...\)\) +[\d.]+ s; the loop's longest stall",
     ],
+    "sklearn_joblib.py": [
+        r"^GridSearchCV on corepool: best \{'C': [\d.]+, 'gamma': .*\}, score 0\.\d+$",
+        r"^the same scores as on loky: True$",
+        r"^task_timeout=1.0: TaskTimeout after 1\.\d s$",
+        r"^os._exit\(3\) in a task: JoblibWorkerCrashed, a corepool.WorkerCrashed: True$",
+        r"^the pool goes on: \[4, 5\]$",
+    ],
+    "asyncio_api.py": [
+        r"^amap: \[0, 1, 4, 9, 16, 25, 36, 49\]; the loop ticked [1-9]\d+ times meanwhile$",
+        r"^aimap: first result \d+ \(of 8\), the rest still running$",
+        r"^amap cancelled: the hung tasks are stopped, the other two never start$",
+        r"^on the replaced workers: \[1, 2\], 0\.\d+ s after cancel\(\)$",
+    ],
     "other_tools.py": [
         r"^sha256 of 4 x 25 MB, serial +[\d.]+ s$",
         r"^  corepool backend='thread' \(shares the buffers\) +[\d.]+ s$",

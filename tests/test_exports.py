@@ -11,7 +11,8 @@ import pytest
 import corepool
 
 CONTRACT = {
-    "map", "imap", "starmap", "Pool", "Executor", "shared", "cpu_count", "get_context",
+    "map", "imap", "starmap", "amap", "aimap", "Pool", "Executor", "shared", "cpu_count",
+    "get_context",
     "CorepoolError", "TaskError", "TaskTimeout", "WorkerCrashed", "SerializationError",
 }
 

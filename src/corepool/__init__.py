@@ -19,6 +19,8 @@ _WHERE = {
     "map": "api",
     "imap": "api",
     "starmap": "api",
+    "amap": "aio",
+    "aimap": "aio",
     "Pool": "pool",
     "AsyncResult": "pool",
     "Executor": "executor",
@@ -52,6 +54,8 @@ __all__ = [
     "WorkerCrashed",
     "WorkerStats",
     "__version__",
+    "aimap",
+    "amap",
     "cpu_count",
     "get_context",
     "imap",
@@ -61,6 +65,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
+    from .aio import aimap, amap
     from .api import imap, map, starmap
     from .context import get_context
     from .cpus import cpu_count

@@ -1,55 +1,157 @@
 """``corepool.map / imap / starmap`` on a reusable default pool.
 
-The first call starts a pool; later calls reuse it, so they pay no start-up. It is
-restarted only when a call asks for another number of workers, another backend or
-another cluster (``address`` / ``client``),
-and it is shut down when the program exits (the ``atexit`` hook is registered when
-the first pool starts, not at import).
+The first call starts a pool; later calls reuse it, so they pay no start-up. A call
+that asks for another number of workers, another backend or another cluster
+(``address`` / ``client``) starts a new default pool, and the old one is *retired*:
+stopped at once if no call is using it, else when the last call using it finishes,
+so that threads calling with different options never break each other's calls.
+Every default pool is stopped when the program exits (the ``atexit`` hook, and the
+fork hook that gives a forked child a registry of its own, are registered when a
+pool starts, not at import).
+
+A call made inside a corepool task is *nested* (:mod:`corepool.nesting` has the
+rule): with no ``backend=`` it runs on threads or serially. One made from a task of
+the thread or serial backend gets a pool of its own for the call, so it can never
+wait behind the pool whose thread runs it.
 """
 
 from __future__ import annotations
 
 import atexit
+import os
 import threading
+import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from ._engine import protocol as p
+from ._engine.job import Piece
 from .backends import resolve_backend_name
-from .core import ON_ERROR_CHOICES, PoolCore
-from .cpus import cpu_count
-from .pool import Pool
+from .core import PoolCore
+from .cpus import blas_thread_limit
+from .nesting import default_workers, in_thread_task, inner_default
+from .options import check_on_error, check_workers
 
 __all__ = ["imap", "map", "shutdown_default_pool", "starmap"]
 
-_lock = threading.Lock()
-_default: tuple[tuple[Any, ...], Pool] | None = None
-_atexit_registered = False
+
+class _Lease:
+    """A pool that one call uses; :meth:`release` once, when the call is over."""
+
+    __slots__ = ("_entry", "core")
+
+    def __init__(self, entry: _Entry) -> None:
+        self._entry: _Entry | None = entry
+        self.core = entry.core
+
+    def release(self) -> None:
+        entry, self._entry = self._entry, None
+        if entry is not None:
+            entry.release()
+
+
+class _Entry:
+    """A default pool, the calls using it, and whether a newer one has replaced it."""
+
+    __slots__ = ("core", "key", "retired", "users")
+
+    def __init__(self, key: tuple[Any, ...], core: PoolCore, retired: bool = False) -> None:
+        self.key = key
+        self.core = core
+        self.retired = retired  # stopped when its last user is done
+        self.users = 0
+
+    def release(self) -> None:
+        with _lock:
+            self.users -= 1
+            stop = self.retired and self.users == 0
+            if stop:
+                _retired.discard(self)
+        if stop:
+            self.core.terminate()
+
+
+# Reentrant: a dropped imap gives its lease back from a garbage-collector callback,
+# which may run in a thread that holds the lock already.
+_lock = threading.RLock()
+_current: _Entry | None = None
+_retired: set[_Entry] = set()  # replaced while calls still use them
+_hooks_registered = False
+
+
+def _reset_after_fork() -> None:
+    """A forked child owns none of its parent's pools (a worker forked while this
+    module's lock was held would otherwise wait for it forever)."""
+    global _lock, _current
+    _lock = threading.RLock()
+    _current = None
+    _retired.clear()
+
+
+def _lease(
+    workers: int | None, backend: str | None, address: str | None = None, client: Any = None
+) -> _Lease:
+    """The pool for a call with these options, held until the lease is released."""
+    global _current, _hooks_registered
+    workers = check_workers(workers)
+    private = in_thread_task()
+    nested = inner_default(workers) if backend is None else None
+    if nested is not None:
+        backend, workers = nested
+    # The client by identity: another Client object is another cluster connection.
+    key = (workers or default_workers(), resolve_backend_name(backend), address, id(client), client)
+    if private:  # this call's own pool, stopped when it ends
+        own = _Entry(key, _start(key), retired=True)
+        own.users = 1
+        return _Lease(own)
+    stale: _Entry | None = None
+    with _lock:
+        if not _hooks_registered and hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=_reset_after_fork)  # before the first fork
+            _hooks_registered = True
+        entry = _current
+        if entry is None or entry.key[:4] != key[:4] or entry.core.closed:
+            stale = _current
+            entry = _current = _Entry(key, _start(key))
+            # Exit handlers run last-registered first: ours must stop the pool before
+            # the handlers its backend registered (Dask's) tear the cluster down.
+            atexit.unregister(_stop_all)
+            atexit.register(_stop_all)
+            if stale is not None:
+                stale.retired = True
+                if stale.users:
+                    _retired.add(stale)
+                    stale = None
+        entry.users += 1
+    if stale is not None:
+        stale.core.terminate()
+    return _Lease(entry)
+
+
+def _start(key: tuple[Any, ...]) -> PoolCore:
+    workers, backend, address, _, client = key
+    return PoolCore(
+        workers,
+        backend,
+        address=address,
+        client=client,
+        thread_limit=blas_thread_limit("auto", workers),  # as a Pool's default
+    )
 
 
 def _default_pool(
     workers: int | None, backend: str | None, address: str | None = None, client: Any = None
-) -> Pool:
-    global _default, _atexit_registered
-    # The client by identity: another Client object is another cluster connection.
-    key = (workers or cpu_count(), resolve_backend_name(backend), address, id(client), client)
-    with _lock:
-        if _default is not None:
-            old_key, pool = _default
-            if old_key[:4] == key[:4] and not pool._core.closed:
-                return pool
-            pool.terminate()
-            _default = None
-        pool = Pool(key[0], backend=key[1], address=address, client=client)
-        _default = (key, pool)
-        if not _atexit_registered:
-            atexit.register(shutdown_default_pool)
-            _atexit_registered = True
-        return pool
+) -> PoolCore:
+    """The default pool that a call with these options would use now."""
+    lease = _lease(workers, backend, address, client)
+    lease.release()
+    return lease.core
 
 
 def shutdown_default_pool() -> None:
     """Stop the default pool behind ``corepool.map`` (it restarts on the next call).
+
+    A call still using it keeps it until that call finishes.
 
     Examples:
         >>> import corepool
@@ -58,18 +160,29 @@ def shutdown_default_pool() -> None:
         >>> corepool.map(abs, [-1], workers=2)  # starts a new default pool
         [1]
     """
-    global _default
+    global _current
     with _lock:
-        if _default is not None:
-            _default[1].terminate()
-            _default = None
+        entry, _current = _current, None
+        if entry is not None:
+            entry.retired = True
+            if entry.users:
+                _retired.add(entry)
+                entry = None
+    if entry is not None:
+        entry.core.terminate()
 
 
-def _check(on_error: str, workers: int | None) -> None:
-    if on_error not in ON_ERROR_CHOICES:
-        raise ValueError(f"on_error must be one of {', '.join(ON_ERROR_CHOICES)}; got {on_error!r}")
-    if workers is not None and workers < 1:
-        raise ValueError(f"workers must be at least 1, got {workers}")
+def _stop_all() -> None:
+    """At exit: every default pool, in use or not."""
+    global _current
+    with _lock:
+        entries = _retired.copy()
+        if _current is not None:
+            entries.add(_current)
+        _current = None
+        _retired.clear()
+    for entry in entries:
+        entry.core.terminate()
 
 
 def _run(
@@ -89,23 +202,53 @@ def _run(
     address: str | None = None,
     client: Any = None,
     keeps_all: bool = True,
-) -> tuple[PoolCore, Iterator[Any]]:
-    """Start ``fn`` over ``iterable`` on the default pool; the public functions pass their
-    own arguments through (``**locals()``), so their signatures stay explicit."""
-    _check(on_error, workers)
-    core = _default_pool(workers, backend, address, client)._core
-    job = core.stream_job(
-        fn,
-        iterable,
-        style,
-        chunksize=chunksize,
-        timeout=timeout,
-        retries=retries,
-        retry_on=retry_on,
-    )
-    return core, core.pieces(
+) -> tuple[_Lease, Iterator[Piece]]:
+    """Start ``fn`` over ``iterable`` on a default pool, leased for the call; the public
+    functions pass their own arguments through (``**locals()``), so their signatures
+    stay explicit."""
+    check_on_error(on_error)
+    lease = _lease(workers, backend, address, client)
+    try:
+        core = lease.core
+        job = core.stream_job(
+            fn,
+            iterable,
+            style,
+            chunksize=chunksize,
+            timeout=timeout,
+            retries=retries,
+            retry_on=retry_on,
+        )
+    except BaseException:
+        lease.release()
+        raise
+    pieces = core.pieces(
         job, ordered=ordered, progress=progress, iterable=iterable, keeps_all=keeps_all
     )
+    return lease, pieces
+
+
+def _collect(started: tuple[_Lease, Iterator[Piece]], on_error: str) -> list[Any]:
+    lease, pieces = started
+    try:
+        return lease.core.collect(pieces, on_error)
+    finally:
+        lease.release()
+
+
+def _iterate(started: tuple[_Lease, Iterator[Piece]], on_error: str) -> Iterator[Any]:
+    lease, pieces = started
+    values = _values(lease, lease.core.values(pieces, on_error))
+    # An iterator dropped before its first value never runs its ``finally``.
+    weakref.finalize(values, lease.release)
+    return values
+
+
+def _values(lease: _Lease, values: Iterator[Any]) -> Iterator[Any]:
+    try:
+        yield from values
+    finally:
+        lease.release()
 
 
 def map(
@@ -140,8 +283,7 @@ def map(
         >>> corepool.map(lambda x: 10 // x, [5, 0, 2], workers=2, on_error="return")
         [2, ZeroDivisionError('integer division or modulo by zero'), 5]
     """
-    core, pieces = _run(p.SINGLE, **locals())
-    return core.collect(pieces, on_error)
+    return _collect(_run(p.SINGLE, **locals()), on_error)
 
 
 def starmap(
@@ -167,8 +309,7 @@ def starmap(
         >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
         [8, 9]
     """
-    core, pieces = _run(p.STAR, **locals())
-    return core.collect(pieces, on_error)
+    return _collect(_run(p.STAR, **locals()), on_error)
 
 
 def imap(
@@ -199,5 +340,4 @@ def imap(
         [3, 2, 1, 0]
     """
     # Lazy: results wait for the consumer, and the window bounds how many.
-    core, pieces = _run(p.SINGLE, keeps_all=False, **locals())
-    return core.values(pieces, on_error)
+    return _iterate(_run(p.SINGLE, keeps_all=False, **locals()), on_error)

@@ -18,18 +18,33 @@ from typing import Any
 from ._engine.dispatch import ChunkSizer, window_size
 from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
 from .backends import Backend, create_backend, resolve_backend_name
+from .cpus import cpu_count
+from .nesting import default_workers, inner_default
+from .options import (
+    ON_ERROR_CHOICES,
+    check_retries,
+    check_timeout,
+    check_workers,
+    warn_many_processes,
+)
 from .progress import PoolStats, make_progress
 
-__all__ = ["ON_ERROR_CHOICES", "PoolCore", "Values", "check_on_error", "parse_memory"]
+__all__ = [
+    "ON_ERROR_CHOICES",
+    "PROCESS_ONLY_OPTIONS",
+    "PoolCore",
+    "Values",
+    "parse_memory",
+]
 
-ON_ERROR_CHOICES = ("raise", "return", "skip")
-
-
-def check_on_error(on_error: str) -> None:
-    """ValueError unless ``on_error`` is one of :data:`ON_ERROR_CHOICES`."""
-    if on_error not in ON_ERROR_CHOICES:
-        choices = ", ".join(ON_ERROR_CHOICES)
-        raise ValueError(f"on_error must be one of {choices}; got {on_error!r}")
+#: Options that only worker processes can honour: a pool given one of them keeps the
+#: process backend even inside a task (see :mod:`corepool.nesting`).
+PROCESS_ONLY_OPTIONS = (
+    "context",
+    "start_method",
+    "max_tasks_per_child",
+    "memory_limit",
+)
 
 
 def _length(iterable: Iterable[Any]) -> int | None:
@@ -91,16 +106,17 @@ class PoolCore:
         retry_on: tuple[type[BaseException], ...] = (Exception,),
         **backend_options: Any,
     ) -> None:
-        if task_timeout is not None and task_timeout <= 0:
-            raise ValueError(
-                f"task_timeout must be a positive number of seconds, got {task_timeout!r}"
-            )
-        if retries < 0:
-            raise ValueError(f"retries must be 0 or more, got {retries!r}")
+        workers = check_workers(workers) or default_workers()
+        if backend is None and not any(backend_options.get(o) for o in PROCESS_ONLY_OPTIONS):
+            nested = inner_default(workers)  # Pool() / Executor() inside a task
+            if nested is not None:
+                backend, workers = nested[0], nested[1] or workers
         self.workers = workers
         self.backend_name = resolve_backend_name(backend)
-        self.task_timeout = task_timeout
-        self.retries = retries
+        if self.backend_name == "process":
+            warn_many_processes(workers, cpu_count())
+        self.task_timeout = check_timeout(task_timeout, "task_timeout")
+        self.retries = check_retries(retries)
         self.retry_on = retry_on
         self._lock = threading.Lock()
         self._open_jobs: set[Job] = set()
@@ -143,8 +159,8 @@ class PoolCore:
             iterable,
             style,
             window=window_size(slots),
-            timeout=self.task_timeout if timeout is None else timeout,
-            retries=self.retries if retries is None else retries,
+            timeout=self._timeout(timeout),
+            retries=self.retries if retries is None else check_retries(retries),
             retry_on=self.retry_on if retry_on is None else retry_on,
             sizer=ChunkSizer(slots, chunksize, _length(iterable)),
         )
@@ -228,8 +244,8 @@ class PoolCore:
         job = CallJob(
             fn,
             future,
-            timeout=self.task_timeout if timeout is None else timeout,
-            retries=self.retries if retries is None else retries,
+            timeout=self._timeout(timeout),
+            retries=self.retries if retries is None else check_retries(retries),
             retry_on=self.retry_on,
             sizer=self._call_sizer(fn),
         )
@@ -242,6 +258,10 @@ class PoolCore:
             self._finished(job)
             raise
         return future
+
+    def _timeout(self, timeout: Any) -> float | None:
+        """A call's own timeout if it gives one, else the pool's ``task_timeout``."""
+        return self.task_timeout if timeout is None else check_timeout(timeout)
 
     def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
         """One duration estimate per function, shared by its calls: once its calls are
@@ -316,6 +336,9 @@ class PoolCore:
         """Per-worker counters of the backend."""
         return self.backend.stats()
 
+    def pids(self) -> list[int]:
+        """Process ids of the backend's live worker processes (none for threads)."""
+        return self.backend.pids()
 
 class Values:
     """The values of a job's pieces, one at a time; a raised failure does not end it.

@@ -11,7 +11,9 @@ from typing import Any
 
 from ._engine import protocol as p
 from .core import PoolCore
-from .cpus import blas_thread_limit, cpu_count
+from .cpus import blas_thread_limit
+from .nesting import default_workers
+from .options import check_workers
 from .pool import IMapIterator
 from .progress import PoolStats
 
@@ -51,10 +53,8 @@ class Executor(concurrent.futures.Executor):
         client: Any = None,
         blas_threads: int | str | None = "auto",
     ) -> None:
-        if max_workers is None:
-            max_workers = cpu_count()
-        elif max_workers <= 0:
-            raise ValueError("max_workers must be greater than 0")
+        too_few = "max_workers must be greater than 0"
+        max_workers = check_workers(max_workers, "max_workers", too_few) or default_workers()
         if initializer is not None and not callable(initializer):
             raise TypeError("initializer must be a callable")
         if max_tasks_per_child is not None:

@@ -13,8 +13,10 @@ from typing import Any
 
 from ._engine import protocol as p
 from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
-from .core import PoolCore, check_on_error, parse_memory
-from .cpus import blas_thread_limit, cpu_count
+from .core import PoolCore, parse_memory
+from .cpus import blas_thread_limit
+from .nesting import default_workers
+from .options import check_on_error, check_workers
 from .progress import PoolStats
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool"]
@@ -172,10 +174,8 @@ class Pool:
         client: Any = None,
         blas_threads: int | str | None = "auto",
     ) -> None:
-        if processes is None:
-            processes = cpu_count()
-        if processes < 1:
-            raise ValueError("Number of processes must be at least 1")
+        too_few = "Number of processes must be at least 1"
+        processes = check_workers(processes, "processes", too_few) or default_workers()
         if maxtasksperchild is not None and (
             not isinstance(maxtasksperchild, int) or maxtasksperchild <= 0
         ):
@@ -372,6 +372,22 @@ class Pool:
         check_on_error(on_error)
         job = self._start(func, iterable, p.SINGLE, chunksize)
         return IMapIterator(self._core, job, False, on_error, progress or None, iterable)
+
+    # asyncio: thin delegations to corepool.aio ---------------------------------------
+    async def amap(self, func: Callable[..., Any], iterable: Iterable[Any], **options: Any) -> Any:
+        """``await``-able :meth:`map`; the per-call options of :func:`corepool.amap`
+        (``timeout`` and ``retries`` left out are the pool's)."""
+        self._check_running()
+        from .aio import core_amap
+
+        return await core_amap(self._core, func, iterable, **options)
+
+    def aimap(self, func: Callable[..., Any], iterable: Iterable[Any], **options: Any) -> Any:
+        """``async for`` over :meth:`imap`; options as for :func:`corepool.aimap`."""
+        self._check_running()
+        from .aio import core_aimap
+
+        return core_aimap(self._core, func, iterable, **options)
 
     # Lifetime -----------------------------------------------------------------------
     def close(self) -> None:

@@ -54,17 +54,18 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def dumps_code(obj: Any, what: str) -> bytes:
+def dumps_code(obj: Any, what: str, dumps: Callable[[Any], bytes] | None = None) -> bytes:
     """Pickle a function (or initializer and its arguments) for the workers.
 
     A function the workers can import (a module's, or an importable ``__main__``'s)
     goes by reference, as ``multiprocessing`` sends it: a few bytes, and the workers
     use their own import of it. Anything else (a lambda, a closure, a function from
     ``python -c``) goes by value through cloudpickle. ``what`` names it in the error,
-    e.g. ``"the function <lambda>"``.
+    e.g. ``"the function <lambda>"``; ``dumps`` replaces :func:`dumps_data` (the
+    cluster backends send ``__main__`` by value).
     """
     try:
-        return dumps_data(obj)
+        return (dumps or dumps_data)(obj)
     except Exception as exc:
         raise SerializationError(
             f"{what} cannot be pickled ({_why(exc)}). Functions are sent to the worker "

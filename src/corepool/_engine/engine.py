@@ -153,6 +153,12 @@ class ProcessEngine:
 
         self.supervisor.call(command)
 
+    def stop_job(self, job: Job) -> None:
+        """Cancel ``job`` and stop (and replace) the workers running its tasks."""
+        job.cancel()
+        state = self.state
+        self.supervisor.call(lambda now: state.stop_job(job, now))
+
     def close(self) -> None:
         """Finish queued work, then let the workers exit."""
         state = self.state

@@ -596,6 +596,23 @@ class PoolState:
         """Drop the queued chunks of a job nobody waits for any more."""
         self.ready.drop(job.id, job.lane)
 
+    def stop_job(self, job: Job, now: float) -> list[Action]:
+        """Drop a cancelled job's queued chunks and stop the workers running its tasks
+        (as a timeout does; what they queued behind it goes back to the queue)."""
+        self.cancel(job)
+        actions: list[Action] = []
+        for worker in list(self.workers.values()):
+            if worker.phase is WorkerPhase.STOPPING or not worker.queue:
+                continue
+            if worker.queue[0].job is not job:
+                continue
+            rest = [c for c in list(worker.queue)[1:] if c.job is not job]
+            worker.queue.clear()
+            self._requeue(rest)
+            actions += self._stop(worker, signal.SIGTERM, now)
+            self.restarts += 1
+        return actions + self._after(now) if actions else actions
+
     def close(self, now: float) -> list[Action]:
         """No new work: each worker quits once its queue is done."""
         self.closing = True

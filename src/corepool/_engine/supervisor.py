@@ -150,7 +150,8 @@ class Supervisor:
                 deadline = self.state.next_deadline(self._read_slot, time.monotonic())
                 timeout = None
                 if deadline is not None:
-                    timeout = max(0.0, deadline - time.monotonic())
+                    # Capped: select() overflows past about 24 days; a wake-up looks again.
+                    timeout = min(max(0.0, deadline - time.monotonic()), 86400.0)
                 for key, mask in self._selector.select(timeout):
                     kind, wid = key.data
                     if kind == "wake":

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
+from .. import nesting
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
@@ -311,6 +312,7 @@ def main(
     close, so that only the parent holds them.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    nesting.mark_worker_process(threads[0])  # corepool called by a task runs nested
     if inherited is not None:
         _close_inherited(inherited)
     _let_the_fork_server_go()

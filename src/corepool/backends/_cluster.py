@@ -13,6 +13,10 @@ iterator, and this is the back-pressure they lack. A subclass says how to submit
 chunk and runs the collector that calls :meth:`ClusterBackend.finished` /
 :meth:`ClusterBackend.crashed` / :meth:`ClusterBackend.broken` for each chunk.
 
+The function, the inputs and the initializer are pickled by :mod:`._byvalue`, which
+sends the caller's ``__main__`` and the modules next to its script by value: the
+workers cannot import them.
+
 A chunk whose worker died (Dask's ``KilledWorker``, Ray's ``WorkerCrashedError``) is
 split: each of its tasks is resubmitted alone, so the task that kills its worker is the
 only one to fail, with :class:`~corepool.errors.WorkerCrashed`, once its retries are
@@ -34,9 +38,9 @@ from typing import Any
 from .._engine.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from ..errors import CorepoolError, SerializationError, WorkerCrashed
 from ..progress import PoolStats, WorkerStats
-from ..serialize import FailureInfo, dumps_code, dumps_data, find_unpicklable, loads
+from ..serialize import FailureInfo, dumps_code, find_unpicklable, loads
 from ..sharedmem import Shared, reducing_shared_with
-from . import _remote
+from . import _byvalue, _remote
 from .base import Backend
 
 __all__ = ["Chunk", "ClusterBackend", "reject_local_options"]
@@ -62,6 +66,19 @@ def reject_local_options(backend: str, **options: Any) -> None:
                 f"{name}= is an option of the process backend; the {backend} backend's "
                 "workers are started by the cluster, not by corepool"
             )
+
+
+def _missing_module_advice(cause: BaseException, backend: str) -> str:
+    """What to do when the workers lack a module the function or the inputs need."""
+    name = getattr(cause, "name", None)
+    if not isinstance(cause, ModuleNotFoundError) or not name:
+        return ""
+    return (
+        f". The {backend} workers cannot import {name!r}{_byvalue.why_by_reference(name)}: "
+        "install it on every worker (as for any cluster program), or put the directory "
+        "that holds it on the workers' PYTHONPATH. Modules in your script's own directory "
+        "are sent by value unless they cannot be pickled (see docs/cluster.md)"
+    )
 
 
 class ClusterBackend(Backend):
@@ -125,7 +142,7 @@ class ClusterBackend(Backend):
             with self._lock:
                 ref = self._shared.get(key)
             if ref is None:
-                ref = self.place_shared(handle.value)
+                ref = self.place_shared(_byvalue.portable(handle.value))
                 with self._lock:
                     self._shared[key] = ref
                 # The cluster's copy goes when the caller's handle does.
@@ -146,7 +163,9 @@ class ClusterBackend(Backend):
             name = getattr(job.fn, "__qualname__", type(job.fn).__name__)
             used: dict[str, Any] = {}
             with self._pickling(used):
-                blob = self._specs[job.id] = dumps_code(spec, f"the function {name}")
+                blob = self._specs[job.id] = dumps_code(
+                    spec, f"the function {name}", _byvalue.dumps
+                )
             self._spec_shared[job.id] = used
         return blob
 
@@ -178,7 +197,7 @@ class ClusterBackend(Backend):
         used = dict(self._spec_shared.get(job.id, {}))
         try:
             with self._pickling(used):
-                blob = dumps_data(items)
+                blob = _byvalue.dumps(items)
         except Exception:
             self._send_picklable(job, origin, start, items)
             return
@@ -198,7 +217,7 @@ class ClusterBackend(Backend):
             raise
 
     def _send_picklable(self, job: Job, origin: int, start: int, items: list[Any]) -> None:
-        bad = find_unpicklable(items)
+        bad = find_unpicklable(items, _byvalue.dumps)
         run_start = 0
         for pos in [*sorted(bad), len(items)]:
             if pos > run_start:
@@ -240,11 +259,12 @@ class ClusterBackend(Backend):
             self._split(chunk)
             return
         subject = "the function" if what == "function" else f"the input of task {chunk.start}"
+        cause = info.rebuild()
         error = SerializationError(
             f"{subject} cannot be unpickled on the {self.name} worker: "
-            f"{info.type_name}: {info.message}"
+            f"{info.type_name}: {info.message}{_missing_module_advice(cause, self.name)}"
         )
-        error.__cause__ = info.rebuild()
+        error.__cause__ = cause
         if what == "function":
             job.cancel()
             job.fail(error)

@@ -16,7 +16,8 @@ from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
-from ..errors import TaskTimeout
+from ..errors import BrokenPool, TaskTimeout
+from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
 
@@ -54,6 +55,12 @@ class Backend(ABC):
         """The caller is done with ``job`` (finished or abandoned)."""
         return None
 
+    def stop_job(self, job: Job) -> None:
+        """Cancel ``job``: what has not started never runs; backends that can also
+        stop its running tasks (the process backend) do."""
+        job.cancel()
+        self.release(job)
+
     @abstractmethod
     def close(self) -> None:
         """Accept no new work; finish what is queued."""
@@ -75,19 +82,49 @@ class Backend(ABC):
         return []
 
 
+def initialize(
+    initializer: Callable[..., Any], initargs: tuple[Any, ...]
+) -> BrokenPool | None:
+    """Run a pool's initializer in this thread (the serial and thread backends); the
+    error that breaks the pool if it raises, as on the process backend."""
+    try:
+        initializer(*initargs)
+    except BaseException as exc:
+        error = BrokenPool(
+            f"the worker initializer raised {type(exc).__name__}: {exc}; "
+            "no task can run in this pool"
+        )
+        error.__cause__ = exc
+        return error
+    return None
+
+
 def run_inline(
     job: Job,
     origin: int,
     start: int,
     items: list[Any],
     *,
+    level: int,
     catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
 ) -> Piece:
     """Run a chunk in this thread with the job's retries; the serial and thread backends.
 
     A timeout cannot stop code running in this thread: a task that ran past it is
     reported as :class:`TaskTimeout` once it returns, and its result is dropped.
+    The tasks run at nesting ``level`` (what a corepool call inside them runs on).
     """
+    with running_task(level):
+        return _run_chunk(job, origin, start, items, catch)
+
+
+def _run_chunk(
+    job: Job,
+    origin: int,
+    start: int,
+    items: list[Any],
+    catch: type[BaseException] | tuple[type[BaseException], ...],
+) -> Piece:
     call: Callable[[Any], Any] = caller(job.fn, job.style)
     if live_handles():
         plain = call

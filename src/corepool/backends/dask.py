@@ -35,7 +35,7 @@ from distributed.scheduler import KilledWorker
 from .._engine.worker import THREAD_VARIABLES
 from ..errors import BrokenPool
 from ..serialize import dumps_code, loads
-from . import _remote
+from . import _byvalue, _remote
 from ._cluster import ClusterBackend, reject_local_options
 
 __all__ = ["DaskBackend", "create"]
@@ -134,7 +134,7 @@ class DaskBackend(ClusterBackend):
         self._collector.start()
 
     def _register_initializer(self, initializer: Any, initargs: tuple[Any, ...]) -> None:
-        blob = dumps_code((initializer, tuple(initargs)), "the initializer")
+        blob = dumps_code((initializer, tuple(initargs)), "the initializer", _byvalue.dumps)
         self._plugin = f"corepool-init-{self._token}"
         try:
             self.client.register_plugin(_Initializer(blob), name=self._plugin)

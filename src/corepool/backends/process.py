@@ -54,6 +54,9 @@ class ProcessBackend(Backend):
     def release(self, job: Job) -> None:
         self.engine.release(job)
 
+    def stop_job(self, job: Job) -> None:
+        self.engine.stop_job(job)
+
     def close(self) -> None:
         self.engine.close()
 

@@ -7,11 +7,13 @@ For debugging: plain tracebacks, ``pdb`` and print statements work as in a loop,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Piece, StreamJob
+from ..nesting import level
 from ..progress import PoolStats, WorkerStats
-from .base import Backend, run_inline
+from .base import Backend, initialize, run_inline
 
 
 class SerialBackend(Backend):
@@ -20,15 +22,26 @@ class SerialBackend(Backend):
     name: ClassVar[str] = "serial"
     reports_timeouts_on_time: ClassVar[bool] = False
 
-    def __init__(self, workers: int = 1, **_: Any) -> None:
+    def __init__(
+        self,
+        workers: int = 1,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        **_: Any,
+    ) -> None:
         self.workers = 1
+        self._broken = None if initializer is None else initialize(initializer, initargs)
         self._started = time.monotonic()
         self._tasks = self._failed = self._retried = 0
         self._busy = 0.0
 
     def _run(self, job: StreamJob | CallJob, origin: int, start: int, items: list[Any]) -> None:
+        if self._broken is not None:
+            job.fail(self._broken)
+            return
         began = time.perf_counter()
-        piece: Piece = run_inline(job, origin, start, items)
+        piece: Piece = run_inline(job, origin, start, items, level=level() + 1)
         self._busy += time.perf_counter() - began
         self._tasks += len(piece.values)
         self._failed += len(piece.failures)

@@ -5,7 +5,8 @@ on I/O; CPU-bound pure-Python code does not run in parallel here (use processes)
 A thread cannot be stopped from outside: a task past its timeout fails for the caller
 with :class:`~corepool.errors.TaskTimeout` at once, a fresh thread takes its place, and
 the overrunning thread finishes its task in the background and then exits; its result
-is dropped.
+is dropped. Nothing waits for such a thread, nor for one still running a task when the
+pool is terminated: not ``join``, not Ctrl-C, not the program's exit (daemon threads).
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ from collections.abc import Callable
 from typing import Any, ClassVar
 
 from .._engine.job import CallJob, Job, Piece, StreamJob, start_feeder
-from ..errors import CorepoolError, TaskTimeout
+from ..errors import BrokenPool, CorepoolError, TaskTimeout
+from ..nesting import level
 from ..progress import PoolStats, WorkerStats
-from .base import Backend, run_inline
+from .base import Backend, initialize, run_inline
 
 _STOP = object()
 
@@ -84,11 +86,26 @@ class ThreadBackend(Backend):
 
     name: ClassVar[str] = "thread"
 
-    def __init__(self, workers: int, **_: Any) -> None:
+    def __init__(
+        self,
+        workers: int,
+        *,
+        initializer: Callable[..., Any] | None = None,
+        initargs: tuple[Any, ...] = (),
+        **_: Any,
+    ) -> None:
         self.workers = workers
+        self._initializer = initializer  # run by each thread, as by ThreadPool's
+        self._initargs = initargs
+        self._broken: BrokenPool | None = None
         self._units: queue.SimpleQueue[Any] = queue.SimpleQueue()
         self._lock = threading.Lock()
-        self._threads: list[threading.Thread] = []
+        self._level = level() + 1  # of the tasks: a corepool call in them is nested
+        # The threads that serve the queue; one whose task overran its timeout leaves
+        # (it is nobody's to wait for: shutdown and Ctrl-C do not wait for it).
+        self._threads: dict[int, threading.Thread] = {}
+        self._running: set[int] = set()  # threads running a task
+        self._terminated = False
         self._counters: dict[int, list[float]] = {}
         self._ids = itertools.count()
         self._restarts = 0
@@ -101,30 +118,62 @@ class ThreadBackend(Backend):
 
     def _spawn(self) -> None:
         tid = next(self._ids)
-        self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
         thread = threading.Thread(
             target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
         )
-        with self._lock:
-            self._threads.append(thread)
-        thread.start()
+        with self._lock:  # so that close() counts it, and join() sees it started
+            if self._closed:
+                return
+            self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
+            self._threads[tid] = thread
+            thread.start()
 
     def _loop(self, tid: int) -> None:
+        if self._initializer is not None:
+            self._initialize()
         while True:
             unit = self._units.get()
             if unit is _STOP:
                 return
             job, origin, start, items = unit
-            if job.cancelled:
+            with self._lock:
+                stopped = self._terminated
+                failure = self._broken
+                run = not (stopped or failure or job.cancelled)
+                if run:
+                    self._running.add(tid)
+            if stopped:
+                job.fail(CorepoolError("the pool was terminated before this task ran"))
+            elif failure is not None:
+                job.fail(failure)
+            if not run:
                 continue
-            if job.timeout is None:
-                began = time.perf_counter()
-                piece = run_inline(job, origin, start, items, catch=BaseException)
-                self._count(tid, piece, time.perf_counter() - began)
-                job.deliver(piece)
-                continue
-            if not self._run_watched(tid, job, origin, start, items):
-                return  # our task overran its timeout: a fresh thread replaced us
+            try:
+                on_time = self._run_unit(tid, job, origin, start, items)
+            finally:
+                with self._lock:
+                    self._running.discard(tid)
+                    left_behind = tid not in self._threads
+            if left_behind or not on_time:
+                return  # timed out, or terminated while running: replaced or not needed
+
+    def _initialize(self) -> None:
+        """Run the initializer in this thread; if it raises, no task can run here."""
+        assert self._initializer is not None
+        error = initialize(self._initializer, self._initargs)
+        if error is not None:
+            with self._lock:
+                self._broken = self._broken or error
+
+    def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
+        """Run a unit; False if a task of it overran its timeout (it was answered for)."""
+        if job.timeout is not None:
+            return self._run_watched(tid, job, origin, start, items)
+        began = time.perf_counter()
+        piece = run_inline(job, origin, start, items, level=self._level, catch=BaseException)
+        self._count(tid, piece, time.perf_counter() - began)
+        job.deliver(piece)
+        return True
 
     def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
         assert job.timeout is not None
@@ -145,14 +194,16 @@ class ThreadBackend(Backend):
                 job.deliver(Piece(index, [None], {0: error}, origin, [item]))
                 with self._lock:
                     self._restarts += 1
-                if not self._closed:
-                    self._spawn()
+                    self._threads.pop(tid, None)
+                self._spawn()
 
             token = self._watchdog.watch(time.monotonic() + timeout, expire)
             began = time.perf_counter()
-            piece = run_inline(job, origin, index, [item], catch=BaseException)
+            piece = run_inline(
+                job, origin, index, [item], level=self._level, catch=BaseException
+            )
             if not self._watchdog.finish(token):
-                return False
+                return False  # expire() answers for this task and replaces this thread
             self._count(tid, piece, time.perf_counter() - began)
             job.deliver(piece)
         return True
@@ -179,16 +230,21 @@ class ThreadBackend(Backend):
             raise CorepoolError("the thread pool is closed")
 
     def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             count = len(self._threads)
         for _ in range(count):
             self._units.put(_STOP)
 
     def terminate(self) -> None:
-        # Threads cannot be killed: drop queued work and let running tasks end.
+        # Threads cannot be killed: drop queued work, and leave the running tasks to
+        # end in the background, as a timed-out one does (join does not wait for them).
+        with self._lock:
+            self._terminated = True
+            for tid in self._running:
+                self._threads.pop(tid, None)
         while True:
             try:
                 unit = self._units.get_nowait()
@@ -201,7 +257,7 @@ class ThreadBackend(Backend):
     def join(self, timeout: float | None = None) -> bool:
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
-            threads = list(self._threads)
+            threads = list(self._threads.values())
         for thread in threads:
             remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
             thread.join(remaining)
@@ -212,12 +268,12 @@ class ThreadBackend(Backend):
     def stats(self) -> PoolStats:
         now = time.monotonic()
         with self._lock:
-            threads = list(self._threads)
+            threads = dict(self._threads)
         workers = [
             WorkerStats(
                 tid,
                 None,
-                threads[tid].is_alive() if tid < len(threads) else False,
+                tid in threads and threads[tid].is_alive(),
                 int(c[0]),
                 int(c[1]),
                 c[2],

@@ -3,7 +3,8 @@
 One database file in WAL mode (readers such as ``corepool status`` never block the
 writer). Tables::
 
-    meta   name -> value       schema version, the function (target) and call mode
+    meta   name -> value       schema version, the function (target), call mode and
+                               the fingerprint of its code (see checks.code_fingerprint)
     tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run
     runs   one row per ``corepool run``: started, ended, state, counts, and while it
            runs its progress (rows written of ``total``, recent rate), for ``status``
@@ -106,10 +107,13 @@ class Journal:
 
     def __init__(self, path: str) -> None:
         self.path = path
+        # Used by one thread at a time: the runner's, then its writer's, then again the
+        # runner's once the writer is done.
         try:
-            # Used by one thread at a time: the runner's, then its writer's, then again
-            # the runner's once the writer is done.
             self.conn = _connect(path, threads=True)
+        except sqlite3.Error as exc:
+            raise JournalError(f"cannot open the journal {path} ({exc})") from exc
+        try:
             mode = self.conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             self.conn.execute("PRAGMA synchronous = FULL")
             self.conn.executescript(_SCHEMA)
@@ -118,18 +122,28 @@ class Journal:
                 if name not in have:
                     self.conn.execute(f"ALTER TABLE runs ADD COLUMN {name} {declaration}")
         except sqlite3.DatabaseError as exc:
-            raise JournalError(f"{path} is not a usable corepool journal ({exc})") from None
+            self.conn.close()
+            raise JournalError(f"{path} is not a usable corepool journal ({exc})") from exc
         if str(mode).lower() != "wal":
             raise JournalError(f"{path}: SQLite refused WAL mode (got {mode!r})")
         self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 7))
+
+    def check(self) -> None:
+        """Raise ``sqlite3.DatabaseError`` when the file's structure is damaged."""
+        problems = [row[0] for row in self.conn.execute("PRAGMA quick_check(5)")]
+        if problems != ["ok"]:
+            raise sqlite3.DatabaseError(
+                "database disk image is malformed: " + "; ".join(map(str, problems)))
 
     # Identity -------------------------------------------------------------------------
     def meta(self) -> dict[str, str]:
         """Everything in the ``meta`` table."""
         return dict(self.conn.execute("SELECT name, value FROM meta").fetchall())
 
-    def claim(self, target: str, mode: str, *, force: bool) -> None:
-        """Bind this journal to ``target`` and ``mode``, or refuse one made for others."""
+    def claim(self, target: str, mode: str, code: str | None, *, force: bool,
+              accept_changed_code: bool) -> None:
+        """Bind this journal to ``target``, ``mode`` and the ``code`` fingerprint, or
+        refuse one made for others (``force``) or by other code (``accept_changed_code``)."""
         meta = self.meta()
         version = meta.get("version")
         if version is not None and version != SCHEMA_VERSION:
@@ -140,17 +154,28 @@ class Journal:
         if "target" in meta and not force:
             differences = []
             if meta["target"] != target:
-                differences.append(f"function {meta['target']} (not {target})")
+                differences.append(f"function {meta['target']} (this run: {target})")
             if meta.get("mode") != mode:
-                differences.append(f"mode --{meta.get('mode')} (not --{mode})")
+                differences.append(f"{_mode(meta.get('mode', '?'))} (this run: {_mode(mode)})")
             if differences:
                 raise JournalError(
                     f"the journal {self.path} was made for {' and '.join(differences)}. "
                     "Give another --journal (or -o) for this batch, or --force to reuse "
                     "its results anyway"
                 )
+        old_code = meta.get("code")
+        if (old_code is not None and code is not None and old_code != code
+                and not accept_changed_code and not self.is_empty()):
+            raise JournalError(
+                f"the code of {target} changed since the results in {self.path} were "
+                "computed (its module's source differs), so they may be stale. Either start "
+                "a new journal (another -o or --journal, or move this one aside) to run "
+                "everything with the new code, or add --accept-changed-code to keep the "
+                "journal's results and run only what is missing with the new code"
+            )
         self.conn.execute("BEGIN IMMEDIATE")
-        for name, value in (("version", SCHEMA_VERSION), ("target", target), ("mode", mode)):
+        values = [("version", SCHEMA_VERSION), ("target", target), ("mode", mode)]
+        for name, value in values + ([("code", code)] if code is not None else []):
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
         self.conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('created', ?)", (_iso(time.time()),)
@@ -408,17 +433,38 @@ def read_summary(path: str, failures: int = 5) -> Summary:
         )
         runs = [RunInfo(*row) for row in conn.execute(f"SELECT {columns} FROM runs ORDER BY id")]
     except sqlite3.DatabaseError as exc:
-        raise JournalError(f"{path} is not a corepool journal ({exc})") from None
+        raise JournalError(f"cannot read the journal {path} ({exc})") from exc
     finally:
         conn.close()
     return Summary(meta, ok, by_kind, first, runs)
 
 
 def _ro_connect(path: str) -> sqlite3.Connection:
-    """A connection that never changes the file (status must not create or migrate it)."""
-    conn = sqlite3.connect(f"file:{os.path.abspath(path)}?mode=ro", uri=True)
+    """A connection that never changes the file nor adds files beside it (status must
+    not create, migrate or litter a journal), and that works on a read-only one.
+
+    Without a ``-wal`` file beside it the journal is complete in its main file, which
+    is opened as immutable: SQLite then creates no ``-wal``/``-shm`` (a plain read-only
+    open of a WAL database does, and fails where it cannot). With a ``-wal`` (a run is
+    writing, or was killed) it is opened read-only to see the latest commits, falling
+    back to the main file alone when the directory cannot be written.
+    """
+    full = os.path.abspath(path)
+    immutable = f"file:{full}?immutable=1"
+    if not os.path.exists(full + "-wal"):
+        return sqlite3.connect(immutable, uri=True)
+    conn = sqlite3.connect(f"file:{full}?mode=ro", uri=True)
     conn.execute("PRAGMA busy_timeout = 10000")
+    try:
+        conn.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    except sqlite3.OperationalError:  # no room or no right to open the -shm
+        conn.close()
+        return sqlite3.connect(immutable, uri=True)
     return conn
+
+
+def _mode(mode: str) -> str:
+    return "one value per line" if mode == "single" else f"--{mode}"
 
 
 def _iso(seconds: float) -> str:

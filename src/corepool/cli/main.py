@@ -106,8 +106,9 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--retries", type=int, default=0, metavar="K",
                      help="run a failed task up to K more times")
     run.add_argument("--journal", metavar="FILE.db", default=None,
-                     help="the SQLite journal (default: OUTPUT.jsonl.journal.db, or "
-                          "corepool-run.journal.db in the current directory with stdout)")
+                     help="the SQLite journal (default: OUTPUT.jsonl.journal.db, or with stdout "
+                          "corepool-run-FUNC-KEY.journal.db in the current directory, KEY "
+                          "naming the function, input and mode)")
     mode = run.add_mutually_exclusive_group()
     mode.add_argument("--star", dest="mode", action="store_const", const="star",
                       help="each line is a JSON array of positional arguments")
@@ -125,6 +126,12 @@ def _run_options(run: argparse.ArgumentParser) -> None:
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
     run.add_argument("--force", action="store_true",
                      help="use a journal made for another function or mode")
+    run.add_argument("--accept-changed-code", action="store_true",
+                     help="keep the journal's results although the function's module changed "
+                          "since they were computed")
+    run.add_argument("--recover", action="store_true",
+                     help="if the journal is damaged, move it aside and keep every task it "
+                          "still holds")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

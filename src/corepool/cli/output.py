@@ -23,11 +23,13 @@ import threading
 from typing import IO
 
 from .journal import Journal, RunProgress, TaskRecord
+from .report import Counts
 from .target import UsageError
 
 __all__ = ["PARTIAL_SUFFIX", "Committer", "Output"]
 
 PARTIAL_SUFFIX = ".partial"
+_Item = tuple[list[TaskRecord], str, RunProgress, Counts]
 
 
 class Output:
@@ -77,28 +79,31 @@ class Committer:
     def __init__(self, journal: Journal, run: int, out: Output) -> None:
         self.journal, self.run, self.out = journal, run, out
         self.error: BaseException | None = None
-        self._batches: queue.Queue[tuple[list[TaskRecord], str, RunProgress] | None] = (
+        self.committed = Counts()  # the counts of the last batch committed and written
+        self._batches: queue.Queue[_Item | None] = (
             queue.Queue(maxsize=2)  # bounded: a slow disk holds back the results
         )
         self._thread = threading.Thread(target=self._loop, name="corepool-run-writer",
                                         daemon=True)
         self._thread.start()
 
-    def put(self, records: list[TaskRecord], rows: str, progress: RunProgress) -> None:
-        """Commit ``records`` with the run's ``progress``, then write ``rows``; raises
-        what an earlier batch failed with."""
+    def put(self, records: list[TaskRecord], rows: str, progress: RunProgress,
+            counts: Counts) -> None:
+        """Commit ``records`` with the run's ``progress``, then write ``rows``, after which
+        :attr:`committed` is ``counts``; raises what an earlier batch failed with."""
         if self.error is not None:
             raise self.error
-        self._batches.put((records, rows, progress))
+        self._batches.put((records, rows, progress, counts))
 
     def _loop(self) -> None:
         while (batch := self._batches.get()) is not None:
             if self.error is not None:
                 continue  # drop the rest: nothing after a failed commit is shown
-            records, rows, progress = batch
+            records, rows, progress, counts = batch
             try:
                 self.journal.commit_tasks(records, self.run, progress)
                 self.out.write(rows)
+                self.committed = counts
             except BaseException as exc:
                 self.error = exc
 

@@ -1,335 +1,53 @@
-"""``corepool run MODULE:FUNC INPUT.jsonl``: a resumable batch over JSON Lines.
+"""``corepool run MODULE:FUNC INPUT.jsonl``: the command around one :mod:`batch`.
 
-Data flow::
-
-    INPUT ─▶ feeder thread: parse, hash, look up the journal ─▶ only unfinished tasks ─▶ pool
-               │ every line, in order, into ``backlog`` (or to disk, see below)          │
-               ▼                                                                         ▼
-    main thread: takes the backlog in order; a task that ran takes the next result ◀── results
-               ─▶ writer thread: journal (one transaction per batch) ─▶ commit ─▶ output
-
-Only lines that need a run go to the pool, whose window bounds how many are in
-flight. Lines that need none (finished before, not JSON) are held in the backlog up to
-a limit, and spilled to a temporary table on disk in blocks past it, so
-skipping a long run of finished lines costs no memory. A row is written only after
-the transaction holding its task is committed, so the output never shows what the
-journal could lose. Re-running the same command reads the journal and runs only what
-is missing; the output is rewritten whole each time (see :mod:`~corepool.cli.output`).
+Before anything runs, it checks the options and the files it will write
+(:mod:`~corepool.cli.checks`), takes the one-writer locks on the journal and the output
+(:mod:`~corepool.cli.lock`), and binds the journal to the function, its call mode and
+the fingerprint of its code; a damaged journal is refused (or, with ``--recover``,
+salvaged: :mod:`~corepool.cli.recover`). Then it streams the input through the pool and
+says at the end what the journal holds and how to resume.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
-import json
+import hashlib
 import os
 import shlex
 import signal
 import sqlite3
 import sys
 import time
-import traceback
-from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, Any
 
 from .. import errors
 from .._engine import protocol
-from .journal import Journal, JournalError, KeyFinder, RunProgress, TaskRecord
-from .jsonl import (
-    call_kwargs,
-    call_star,
-    canonical_digest,
-    count_lines,
-    decode_value,
-    error_row,
-    ok_row,
-    parse_line,
-    result_json,
+from ..options import check_timeout
+from .batch import (
+    BACKLOG_LIMIT,
+    FLUSH_SECONDS,
+    Batch,
+    Spilled,
+    Stop,
+    error_object,
+    parse_max_failures,
 )
+from .checks import check_arity, check_paths, code_fingerprint
+from .journal import Journal, JournalError, KeyFinder, RunProgress
+from .jsonl import call_kwargs, call_star, count_lines
+from .lock import PathLock
 from .output import Committer, Output
-from .report import Counts, Progress, summary
+from .recover import damage_advice, describe_failure, is_damage, salvage
+from .report import Progress, summary
 from .target import UsageError, load_function
 
-__all__ = ["UsageError", "error_object", "load_function", "parse_max_failures", "run"]
+__all__ = ["BACKLOG_LIMIT", "Batch", "Spilled", "UsageError", "default_journal",
+           "error_object", "load_function", "parse_max_failures", "resume_command", "run"]
 
-DEFAULT_STDOUT_JOURNAL = "corepool-run.journal.db"
-FLUSH_ROWS = 20_000  # rows held for one commit, at most
-FLUSH_CHARS = 8 << 20  # characters of rows held for one commit, at most
-FLUSH_SECONDS = 0.2  # how long a finished row may wait for its commit
-BACKLOG_LIMIT = 20_000  # rows needing no run held in memory; more go to disk
-SPILL_BLOCK = 2_000  # rows that need no run, spilled to disk together
-PERCENT_MIN_FINISHED = 10  # a P% limit is checked once this many tasks have finished
 CLUSTER_BACKENDS = ("dask", "ray")
 _CALLERS: dict[str, Callable[..., Any]] = {"star": call_star, "kwargs": call_kwargs}
-
-# A backlog entry: (index, line, digest, occurrence, known). ``known`` is None for a
-# line that runs, else (ok, payload_json, kind, from_journal) of a row that needs no run.
-_Known = tuple[bool, str, "str | None", bool]
-
-
-class _Spilled:
-    """A backlog entry for a block of rows that need no run, kept on disk."""
-
-    __slots__ = ("first", "last")
-
-    def __init__(self, first: int, last: int) -> None:
-        self.first, self.last = first, last
-
-
-_Entry = tuple[int, int, bytes, int, "_Known | None"] | _Spilled
-
-
-class _Stop(Exception):
-    """--max-failures was reached."""
-
-
-# Errors as JSON -------------------------------------------------------------------------
-def _type_name(exc: BaseException) -> str:
-    cls = type(exc)
-    if cls.__module__ == "builtins":
-        return cls.__qualname__
-    return f"{cls.__module__}.{cls.__qualname__}"
-
-
-def error_object(exc: BaseException) -> dict[str, Any]:
-    """A task's failure as the output's ``error`` object (kind, type, message, ...)."""
-    if isinstance(exc, errors.TaskTimeout):
-        return {"kind": "timeout", "type": "TaskTimeout", "message": exc.message,
-                "traceback": None, "timeout": exc.timeout}
-    if isinstance(exc, errors.WorkerCrashed):
-        code = exc.exitcode
-        signame = None
-        if code is not None and code < 0:
-            try:
-                signame = signal.Signals(-code).name
-            except ValueError:
-                signame = f"signal {-code}"
-        return {"kind": "crash", "type": "WorkerCrashed", "message": exc.message,
-                "traceback": None, "exitcode": code, "signal": signame, "reason": exc.reason}
-    cause = exc.__cause__
-    if isinstance(cause, errors.RemoteTraceback):
-        text = cause.traceback_text
-    elif isinstance(exc, errors.TaskError) and exc.traceback_text:
-        text = exc.traceback_text
-    else:
-        text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
-    type_name = exc.type_name if type(exc) is errors.TaskError else _type_name(exc)
-    message = exc.message if isinstance(exc, errors.TaskError) else str(exc)
-    return {"kind": "exception", "type": type_name, "message": message, "traceback": text}
-
-
-# Options --------------------------------------------------------------------------------
-def parse_max_failures(text: str | None) -> tuple[int | None, float | None]:
-    """``"N"`` -> (N, None); ``"P%"`` -> (None, P); None -> (None, None)."""
-    if text is None:
-        return None, None
-    try:
-        if text.endswith("%"):
-            share = float(text[:-1])
-            if not 0 < share <= 100:
-                raise ValueError
-            return None, share
-        count = int(text)
-        if count < 1:
-            raise ValueError
-        return count, None
-    except ValueError:
-        raise UsageError(
-            f"--max-failures takes a count (>= 1) or a share such as 5%, got {text!r}"
-        ) from None
-
-
-class _Batch:
-    """One ``corepool run``: reads, runs, records and writes."""
-
-    def __init__(self, args: argparse.Namespace, finder: KeyFinder, stream: IO[bytes],
-                 committer: Committer, progress: Progress, run_id: int) -> None:
-        self.args, self.finder, self.stream = args, finder, stream
-        self.committer, self.progress, self.run_id = committer, progress, run_id
-        self.mode: str = args.mode
-        self.backlog: deque[_Entry] = deque()
-        self.counts = Counts()
-        self.limit, self.share = parse_max_failures(args.max_failures)
-        self.read_all = False
-        # Rows needing no run put in the backlog (by the reader) and taken out (by the
-        # main thread): each counter has one writer, so no lock is needed.
-        self.known_added = self.known_taken = 0
-        self.records: list[TaskRecord] = []
-        self.rows: list[str] = []
-        self.chars = 0
-        self.since = time.monotonic()
-
-    # Feeder thread --------------------------------------------------------------------
-    def feed(self) -> Iterator[Any]:
-        """The pool's input: the lines that need a run; every line goes to the backlog.
-
-        Lines that need no run (finished before, or not JSON) are not limited by the
-        pool's window, so while BACKLOG_LIMIT of them wait in memory, the next ones go
-        to disk in blocks instead (see :class:`_Spilled`): skipping a long run of
-        finished lines costs no memory.
-        """
-        retry_failed, mode = self.args.retry_failed, self.mode
-        backlog, find, digest_of = self.backlog, self.finder.find, canonical_digest
-        needs = {"star": list, "kwargs": dict}.get(mode)
-        spill: list[tuple[bool, str | None, bool, str]] = []
-        index = 0
-        for line, raw in enumerate(self.stream, start=1):
-            if not raw.strip():
-                continue  # blank lines are not tasks (see jsonl)
-            try:
-                value = decode_value(raw)
-                bad = needs is not None and value.__class__ is not needs
-            except ValueError:  # not UTF-8, not JSON
-                bad = True
-            digest, occurrence = b"", 0
-            if bad:
-                error = parse_line(raw, line, mode).error
-                known: _Known = (False, json.dumps(error), "input", False)
-            else:
-                digest = digest_of(value)
-                occurrence, done = find(digest)
-                if done is None or (retry_failed and not done[0]):
-                    if spill:
-                        self._spill(spill)
-                    backlog.append((index, line, digest, occurrence, None))
-                    index += 1
-                    yield value
-                    continue
-                ok, payload = done
-                kind = None if ok else str(json.loads(payload).get("kind", "exception"))
-                known = (ok, payload, kind, True)
-            if spill or self.known_added - self.known_taken >= BACKLOG_LIMIT:
-                ok, payload, kind, reused = known
-                spill.append((ok, kind, reused,
-                               ok_row(index, payload) if ok else error_row(index, payload)))
-                if len(spill) >= SPILL_BLOCK:
-                    self._spill(spill)
-            else:
-                backlog.append((index, line, digest, occurrence, known))
-                self.known_added += 1
-            index += 1
-        if spill:
-            self._spill(spill)
-        self.read_all = True
-
-    def _spill(self, rows: list[tuple[bool, str | None, bool, str]]) -> None:
-        first, last = self.finder.spill(rows)
-        self.backlog.append(_Spilled(first, last))
-        rows.clear()
-
-    # Main thread ----------------------------------------------------------------------
-    def drain_known(self) -> None:
-        """Emit the rows at the head of the backlog that need no result."""
-        backlog, rows = self.backlog, self.rows
-        while backlog:
-            head = backlog[0]
-            if isinstance(head, _Spilled):
-                backlog.popleft()
-                for ok, kind, reused, row in self.finder.unspill(head.first, head.last):
-                    self._count_known(ok, kind, reused)
-                    rows.append(row)
-                    self.chars += len(row)
-                continue
-            known = head[4]
-            if known is None:
-                return
-            backlog.popleft()
-            self.known_taken += 1
-            ok, payload, kind, reused = known
-            self._count_known(ok, kind, reused)
-            row = ok_row(head[0], payload) if ok else error_row(head[0], payload)
-            rows.append(row)
-            self.chars += len(row)
-
-    def _count_known(self, ok: bool, kind: str | None, reused: bool) -> None:
-        self.counts.reused += reused
-        if ok:
-            self.counts.ok += 1
-        else:
-            self.counts.add_failure(kind or "exception")
-
-    def take(self, values: list[Any], failures: dict[int, BaseException]) -> None:
-        """The next ``values`` of tasks that ran, in input order (with their failures)."""
-        backlog, records, rows, counts = self.backlog, self.records, self.rows, self.counts
-        run_id, result, chars = self.run_id, result_json, 0
-        for position, value in enumerate(values):
-            head = backlog[0]
-            if isinstance(head, _Spilled) or head[4] is not None:
-                self.drain_known()
-            entry = backlog.popleft()
-            assert not isinstance(entry, _Spilled)
-            index, line, digest, occurrence, _ = entry
-            counts.executed += 1
-            failure = failures.get(position) if failures else None
-            if failure is None:  # the common case: it ran and returned
-                try:
-                    payload = result(value)
-                except TypeError:
-                    pass
-                else:
-                    counts.ok += 1
-                    records.append((digest, occurrence, True, None, payload, line, run_id))
-                    row = ok_row(index, payload)
-                    chars += len(row)
-                    rows.append(row)
-                    continue
-            ok, payload, kind = self._outcome(value, failure)
-            records.append((digest, occurrence, ok, kind, payload, line, run_id))
-            assert kind is not None
-            counts.add_failure(kind)
-            row = error_row(index, payload)
-            chars += len(row)
-            rows.append(row)
-            counts.executed_failed += 1
-            self._check_limit()
-        self.chars += chars
-        if len(rows) >= FLUSH_ROWS or self.chars >= FLUSH_CHARS:
-            self.flush()
-
-    @staticmethod
-    def _outcome(value: Any, failure: BaseException | None) -> tuple[bool, str, str | None]:
-        if failure is None:
-            try:
-                return True, result_json(value), None
-            except TypeError as exc:  # not the task's fault: no worker traceback to show
-                error: dict[str, Any] = {"kind": "exception", "type": "TypeError",
-                                         "message": str(exc), "traceback": None}
-        else:
-            error = error_object(failure)
-        return False, json.dumps(error, ensure_ascii=False), error["kind"]
-
-    def _check_limit(self) -> None:
-        failed, done = self.counts.executed_failed, self.counts.executed
-        if self.limit is not None and failed >= self.limit:
-            raise _Stop(f"{failed} tasks failed (--max-failures {self.args.max_failures})")
-        if (self.share is not None and done >= PERCENT_MIN_FINISHED
-                and failed * 100 >= self.share * done):
-            raise _Stop(f"{failed} of {done} tasks failed (--max-failures "
-                        f"{self.args.max_failures})")
-
-    def tick(self) -> None:
-        """Emit what needs no result; flush rows that have waited long enough."""
-        self.drain_known()
-        if len(self.rows) >= FLUSH_ROWS or self.chars >= FLUSH_CHARS \
-                or time.monotonic() - self.since >= FLUSH_SECONDS:
-            self.flush()
-
-    def run_progress(self, rate: float | None = None) -> RunProgress:
-        """This run's counts so far, for the journal."""
-        c = self.counts
-        return RunProgress(c.rows, c.executed, c.executed_failed, rate)
-
-    def flush(self) -> None:
-        """Hand the rows so far to the committer (journal first, then the output)."""
-        self.since = time.monotonic()
-        if not self.rows:
-            return
-        rate = self.progress.update(self.counts.rows, self.counts.failures)
-        records, self.records = self.records, []
-        text = "\n".join(self.rows) + "\n"
-        self.rows, self.chars = [], 0
-        self.committer.put(records, text, self.run_progress(rate))
 
 
 # The command ----------------------------------------------------------------------------
@@ -345,12 +63,21 @@ def _open_input(path: str | None) -> tuple[IO[bytes], int | None]:
     return stream, total
 
 
-def _journal_path(args: argparse.Namespace) -> str:
+def default_journal(identity: str, input_path: str | None, mode: str) -> str:
+    """The journal of a batch written to stdout: in the current directory, named after
+    the function, the input and the mode, so unrelated batches never share one."""
+    source = "stdin" if input_path in (None, "-") else os.path.abspath(str(input_path))
+    key = hashlib.sha256(f"{identity}\0{source}\0{mode}".encode()).hexdigest()[:10]
+    name = "".join(c if c.isalnum() or c in "_-" else "_" for c in identity.rsplit(":")[-1])
+    return f"corepool-run-{name}-{key}.journal.db"
+
+
+def _journal_path(args: argparse.Namespace, identity: str) -> str:
     if args.journal:
         return str(args.journal)
     if args.output and args.output != "-":
         return f"{args.output}.journal.db"
-    return DEFAULT_STDOUT_JOURNAL
+    return default_journal(identity, args.input, args.mode)
 
 
 def resume_command(args: argparse.Namespace, journal: str) -> str:
@@ -408,24 +135,84 @@ def _backend(args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
 def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     parse_max_failures(args.max_failures)
-    if args.timeout is not None and args.timeout <= 0:
-        raise UsageError(f"--timeout must be positive, got {args.timeout}")
+    try:
+        check_timeout(args.timeout, "--timeout")  # the library's rule: inf is no limit
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
     if args.retries < 0:
         raise UsageError(f"--retries must be 0 or more, got {args.retries}")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers must be 1 or more, got {args.workers}")
     backend, options = _backend(args)
     fn, identity = load_function(args.target)
-    stream, total = _open_input(args.input)
-    path = _journal_path(args)
+    check_arity(fn, args.mode, args.target)
+    path = _journal_path(args, identity)
+    check_paths(args.input, args.output, path)
+    command = resume_command(args, path)
+    locks = [PathLock(path, "journal", command)]
     try:
-        journal = Journal(path)
-        journal.claim(identity, args.mode, force=args.force)
-    except JournalError as exc:
-        raise UsageError(str(exc)) from None
+        if args.output not in (None, "-"):
+            locks.append(PathLock(args.output, "output file", command))
+        stream, total = _open_input(args.input)
+        try:
+            journal = _open_journal(args, path, identity, code_fingerprint(fn))
+            try:
+                return _with_pool(args, fn, backend, options, journal, stream, path, total,
+                                  started)
+            finally:
+                journal.close()
+        finally:
+            if stream is not sys.stdin.buffer:
+                stream.close()
+    finally:
+        for lock in reversed(locks):
+            lock.release()
+
+
+def _open_journal(args: argparse.Namespace, path: str, identity: str,
+                  code: str | None) -> Journal:
+    """The journal, checked and bound to this function; a damaged one is refused, or
+    salvaged first with ``--recover``."""
+    for salvaged in (False, True):
+        journal: Journal | None = None
+        try:
+            journal = Journal(path)
+            journal.check()
+            journal.claim(identity, args.mode, code, force=args.force,
+                          accept_changed_code=args.accept_changed_code)
+            return journal
+        except (JournalError, sqlite3.Error) as exc:
+            if journal is not None:
+                journal.close()
+            cause = exc.__cause__ if isinstance(exc.__cause__, sqlite3.Error) else exc
+            if is_damage(cause) and args.recover and not salvaged:
+                aside, kept, unreadable = salvage(path)
+                print(f"corepool run: moved the damaged journal to {aside}; {kept} tasks "
+                      f"it still held are kept in a new {path}"
+                      + (f" ({unreadable} unreadable region(s) skipped)" if unreadable
+                         else ""), file=sys.stderr)
+                continue
+            if is_damage(cause):
+                raise UsageError(f"{damage_advice(path)} ({cause})") from None
+            if isinstance(exc, JournalError) and exc.__cause__ is None:
+                raise UsageError(str(exc)) from None
+            raise UsageError(f"cannot use the journal {path}: "
+                             f"{describe_failure(cause, path, args.output)}") from None
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
+               options: dict[str, Any], journal: Journal, stream: IO[bytes], path: str,
+               total: int | None, started: float) -> int:
     from ..core import PoolCore
     from ..cpus import cpu_count
 
+    try:
+        run_id = journal.start_run(resume_command(args, path), total)
+        finder = KeyFinder(path, lookups=not journal.is_empty())
+    except sqlite3.Error as exc:
+        raise UsageError(f"cannot use the journal {path}: "
+                         f"{describe_failure(exc, path, args.output)}") from None
     out: Output | None = None
     try:
         try:
@@ -434,28 +221,25 @@ def _run(args: argparse.Namespace) -> int:
             raise UsageError(f"cannot start the workers: {exc}") from None
         try:
             out = Output(args.output)
-            return _execute(args, fn, core, journal, stream, out, path, total, started)
+            return _execute(args, fn, core, journal, finder, stream, out, path, total,
+                            started, run_id)
         finally:
             core.terminate()
     finally:
-        journal.close()
+        finder.close()
         if out is not None:
             out.close()
-        if stream is not sys.stdin.buffer:
-            stream.close()
 
 
 def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journal: Journal,
-             stream: IO[bytes], out: Output, path: str, total: int | None,
-             started: float) -> int:
+             finder: KeyFinder, stream: IO[bytes], out: Output, path: str,
+             total: int | None, started: float, run_id: int) -> int:
     progress = Progress(total, enabled=not args.no_progress)
-    finder = KeyFinder(path, lookups=not journal.is_empty())
-    run_id = journal.start_run(resume_command(args, path), total)
     committer = Committer(journal, run_id, out)
-    batch = _Batch(args, finder, stream, committer, progress, run_id)
+    batch = Batch(args, finder, stream, committer, progress, run_id)
     caller = _CALLERS.get(args.mode)
     task = fn if caller is None else functools.partial(caller, fn)
-    state, stopped, status = "finished", None, 0
+    state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
         try:
@@ -465,49 +249,57 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
             except errors.SerializationError as exc:
                 raise UsageError(str(exc)) from None
             job.wait = FLUSH_SECONDS  # wake up to flush rows while slow tasks run
-            pieces = core.pieces(job, ordered=True)
+            # As they finish: a slow task does not hold back the records of later ones.
+            pieces = core.pieces(job, ordered=False)
             try:
                 for piece in pieces:
                     if piece.values:
-                        batch.take(piece.values, piece.failures)
+                        batch.take(piece.start, piece.values, piece.failures)
                     batch.tick()
             finally:
                 pieces.close()
-            batch.drain_known()
+            batch.drain()
         except KeyboardInterrupt:
             # A second Ctrl-C must not break the cleanup below.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             state, status = "interrupted", 130
         finally:
+            batch.stop_feeding()
             core.terminate()
-            finder.close()
             try:
                 batch.flush()
             finally:
                 progress.close()
                 committer.close()  # every batch handed over is committed and written
-    except _Stop as exc:
+    except Stop as exc:
         state, stopped, status = "stopped", str(exc), 1
     except UsageError:
         state = "failed"
         raise
     except (errors.CorepoolError, OSError, sqlite3.Error) as exc:  # pool, input or disk
-        state, stopped, status = "failed", f"{type(exc).__name__}: {exc}", 2
+        state, stopped, status = "failed", describe_failure(exc, path, args.output), 2
+        damaged = is_damage(exc)
     finally:
-        pending = None
-        if batch.read_all:
-            pending = sum(1 for e in batch.backlog if not isinstance(e, _Spilled) and e[4] is None)
         try:
-            journal.end_run(run_id, state, batch.run_progress(), pending)
+            if not damaged:
+                done = committer.committed  # what the journal holds, not what ran
+                journal.end_run(run_id, state, RunProgress(done.rows, done.executed,
+                                                           done.executed_failed),
+                                batch.pending())
             if state == "finished":
                 out.complete()
         except (OSError, sqlite3.Error) as exc:  # the disk broke down: say so
-            state, stopped = "failed", f"{type(exc).__name__}: {exc}"
+            state, stopped = "failed", describe_failure(exc, path, args.output)
             status = status if status == 130 else 2
+            damaged = damaged or is_damage(exc)
         finally:
             if status == 130:
                 signal.signal(signal.SIGINT, previous_sigint)
-    print(summary(batch.counts, time.monotonic() - started, path, stopped), file=sys.stderr)
+    # What the journal holds, not what ran: rows after a failed commit are not counted.
+    print(summary(committer.committed, time.monotonic() - started, path, stopped),
+          file=sys.stderr)
+    if damaged:
+        return 2  # the advice is in the summary; no resume command that fails the same way
     if state != "finished":
         kept = f" The rows so far are in {out.partial}." if out.partial else ""
         print(f"corepool run: {state}; the journal is consistent.{kept} To resume:\n  "

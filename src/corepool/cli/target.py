@@ -9,6 +9,8 @@ import traceback
 from collections.abc import Callable
 from typing import Any
 
+from ..backends._byvalue import add_script_directory
+
 __all__ = ["UsageError", "load_function"]
 
 
@@ -22,7 +24,9 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
 
     A file is imported under its own stem with its directory put first on
     ``sys.path``, so worker processes can import it too and its functions pickle by
-    reference, as those of any module do.
+    reference, as those of any module do. Cluster workers (``--backend dask`` or
+    ``ray``) cannot: for them that directory's modules go by value (a module run from
+    the working directory too, when only ``corepool run`` put it on ``sys.path``).
     """
     module_part, colon, func_part = spec.rpartition(":")
     if not colon or not module_part or not func_part:
@@ -35,6 +39,7 @@ def load_function(spec: str) -> tuple[Callable[..., Any], str]:
     else:
         if os.getcwd() not in sys.path:
             sys.path.insert(0, os.getcwd())  # as ``python -m`` does
+            add_script_directory(os.getcwd())
         module, identity = _import_name(module_part), module_part
     fn: Any = module
     for attribute in func_part.split("."):
@@ -91,6 +96,7 @@ def _import_path(path: str) -> Any:
         )
     if directory not in sys.path:
         sys.path.insert(0, directory)
+    add_script_directory(directory)
     module = _import_name(name)
     if not _same_file(getattr(module, "__file__", None), full):
         raise UsageError(

@@ -1,0 +1,142 @@
+"""The joblib backend "corepool": joblib and scikit-learn on corepool's workers."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import joblib
+import numpy as np
+import pytest
+from joblib import Parallel, delayed
+from joblib.externals.loky.process_executor import TerminatedWorkerError
+
+import corepool
+import corepool.joblib
+import sklearn_scores
+import tasks
+
+SRC = str(Path(__file__).resolve().parent.parent / "src")
+
+
+@pytest.fixture(autouse=True)
+def registered() -> Iterator[None]:
+    corepool.joblib.register()
+    yield
+    corepool.joblib.shutdown()
+
+
+@pytest.mark.timeout(120)
+def test_scikit_learn_scores_match_loky() -> None:
+    # loky in a process of its own: its executor and resource tracker outlive a call.
+    code = "import json, sklearn_scores; print(json.dumps(sklearn_scores.scores('loky')))"
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=Path(__file__).parent,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert done.returncode == 0, done.stderr
+    assert json.loads(json.dumps(sklearn_scores.scores("corepool"))) == json.loads(done.stdout)
+
+
+@pytest.mark.timeout(60)
+def test_task_timeout_reaches_the_pool_and_the_pool_goes_on() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2, task_timeout=1):
+        started = time.monotonic()
+        with pytest.raises(corepool.TaskTimeout):
+            Parallel()(delayed(tasks.sleep_for)(s) for s in [0.1, 30])
+        assert time.monotonic() - started < 10
+        assert Parallel()(delayed(abs)(x) for x in [-1, -2, -3]) == [1, 2, 3]
+
+
+@pytest.mark.timeout(60)
+def test_retries_reach_the_pool(tmp_path: Path) -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2, retries=2):
+        results = Parallel()(delayed(tasks.flaky)(str(tmp_path / "f"), 2) for _ in [0])
+    assert results == ["ok after 3"]
+    only_oserror = joblib.parallel_config(
+        backend="corepool", n_jobs=2, retries=2, retry_on=(OSError,)
+    )
+    with only_oserror, pytest.raises(RuntimeError):  # not an OSError: not retried
+        Parallel()(delayed(tasks.flaky)(str(tmp_path / "g"), 1) for _ in [0])
+
+
+@pytest.mark.timeout(60)
+def test_generator_streams(tmp_path: Path) -> None:
+    marker = str(tmp_path / "first-result-seen")
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        results = Parallel(return_as="generator", batch_size=1)(
+            [delayed(abs)(-1), delayed(tasks.wait_for_path)(marker)]
+        )
+        assert next(results) == 1  # before the second task can finish
+        Path(marker).touch()
+        assert list(results) == ["saw it"]
+
+
+@pytest.mark.timeout(60)
+def test_crashed_worker_is_worker_crashed_and_terminated_worker_error() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        with pytest.raises(corepool.WorkerCrashed) as info:
+            Parallel()(delayed(os._exit)(3) for _ in [0])
+        assert isinstance(info.value, TerminatedWorkerError)
+        assert info.value.exitcode == 3
+        assert Parallel()(delayed(abs)(x) for x in [-1, -2]) == [1, 2]
+
+
+@pytest.mark.timeout(60)
+def test_large_arrays_come_through_shared_memory_and_blas_is_limited() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        kinds = Parallel()(delayed(tasks.buffer_kind)(np.ones(10**6)) for _ in range(2))
+        threads = Parallel()(delayed(tasks.blas_threads)() for _ in range(2))
+    assert kinds == ["mmap", "mmap"]
+    assert threads == [max(1, corepool.cpu_count() // 2)] * 2
+
+
+@pytest.mark.timeout(60)
+def test_n_jobs_one_runs_in_this_process_as_joblib_does() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=1, task_timeout=30):
+        assert Parallel()(delayed(os.getpid)() for _ in [0]) == [os.getpid()]
+
+
+SCRIPT = """
+import joblib
+import corepool.joblib
+
+def square(x):
+    return x * x
+
+def make_adder(n):
+    return lambda x: x + n
+
+if __name__ == "__main__":
+    corepool.joblib.register()
+    add_ten = make_adder(10)
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        print(joblib.Parallel()(joblib.delayed(square)(x) for x in range(4)))
+        print(joblib.Parallel()(joblib.delayed(add_ten)(x) for x in range(3)))
+        print(joblib.Parallel()(joblib.delayed(lambda x: -x)(x) for x in range(3)))
+"""
+
+
+@pytest.mark.timeout(60)
+def test_a_script_with_its_own_function_and_lambdas(tmp_path: Path) -> None:
+    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT))
+    done = subprocess.run(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=50,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[0, 1, 4, 9]", "[10, 11, 12]", "[0, -1, -2]"]
