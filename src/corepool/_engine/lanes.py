@@ -6,7 +6,8 @@ first take every free worker, and when a chunk failed, its tasks, re-queued at t
 front one by one, went ahead of every other job's work. Here each job has a lane of
 its own (single calls, which are small and many, share one lane, in submission
 order), and the next free worker takes the next chunk from the next lane in turn (a
-lane that appears, having had no turn yet, is next). A
+lane that appears goes ahead of the lanes that had a turn already, behind those that
+did not). A
 chunk put back after a failure goes to the front of its own lane only: it runs before
 the rest of its job, never before the other jobs' turns.
 
@@ -30,11 +31,12 @@ CALLS_LANE = -1  # the lane every single call (apply_async, submit) shares
 class Lanes:
     """Chunks by job, handed out round-robin over the jobs that have any."""
 
-    __slots__ = ("_count", "_lanes")
+    __slots__ = ("_count", "_fresh", "_lanes")
 
     def __init__(self) -> None:
         # Lane key -> its chunks; the order of the keys is the order of turns.
         self._lanes: OrderedDict[int, deque[Chunk]] = OrderedDict()
+        self._fresh: deque[int] = deque()  # lanes at the front that had no turn yet
         self._count = 0
 
     def __len__(self) -> int:
@@ -52,9 +54,12 @@ class Lanes:
         key = chunk.job.lane
         lane = self._lanes.get(key)
         if lane is None:
-            # A job that had no turn yet goes first: the others had theirs already.
+            # Ahead of the lanes that had their turn, behind the others still waiting.
             lane = self._lanes[key] = deque()
             self._lanes.move_to_end(key, last=False)
+            for waiting in reversed(self._fresh):
+                self._lanes.move_to_end(waiting, last=False)
+            self._fresh.append(key)
         if front:
             lane.appendleft(chunk)
         else:
@@ -75,6 +80,8 @@ class Lanes:
             lane = found
         chunk = lane.popleft()
         self._count -= 1
+        if key in self._fresh:
+            self._fresh.remove(key)  # it had its turn
         if lane:
             self._lanes.move_to_end(key)
         else:
@@ -92,8 +99,11 @@ class Lanes:
             self._lanes[lane_key] = kept
         else:
             del self._lanes[lane_key]
+            if lane_key in self._fresh:
+                self._fresh.remove(lane_key)
 
     def clear(self) -> None:
         """Forget every queued chunk."""
         self._lanes.clear()
+        self._fresh.clear()
         self._count = 0
