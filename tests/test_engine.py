@@ -354,3 +354,24 @@ def test_bookkeeping_does_not_grow_with_calls_and_chunks() -> None:
         state = pool._core.backend.engine.state  # type: ignore[attr-defined]
         assert all(len(w.known_jobs) <= 2 for w in state.workers.values())
         assert stream._job._origin_sizes == {}  # type: ignore[attr-defined]
+
+
+def test_a_map_that_raised_leaves_no_feeder_thread_behind() -> None:
+    import gc
+
+    def feeders() -> int:
+        return sum(t.name == "corepool-feeder" for t in threading.enumerate())
+
+    gc.disable()  # the cyclic collector would hide a leak that lasts until it runs
+    try:
+        with corepool.Pool(2) as pool:
+            for _ in range(10):
+                with pytest.raises(ValueError):
+                    pool.map(tasks.fail_on, range(200), chunksize=1)
+            deadline = time.monotonic() + 10
+            while feeders() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert feeders() == 0
+    finally:
+        gc.enable()
+

@@ -10,22 +10,14 @@ import pytest
 
 from corepool._engine import protocol as p
 from corepool._engine.job import CallJob, Job, Piece
-from corepool._engine.state import (
-    Chunk,
-    Deliver,
-    FailJob,
-    Kill,
-    PoolState,
-    Quit,
-    Send,
-    Start,
-)
+from corepool._engine.model import Chunk, Deliver, FailJob, Kill, Quit, Send, Start
+from corepool._engine.state import PoolState
 from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
 from corepool.serialize import FailureInfo
 
 
-def pickle_one(item: object) -> bytes:
-    return pickle.dumps([item])
+def pickle_items(items: list[object]) -> bytes:
+    return pickle.dumps(items)
 
 
 class RecordingJob(Job):
@@ -49,7 +41,7 @@ def no_slot(wid: int) -> tuple[int, int, float]:
 
 
 def started_pool(workers: int = 2, **options) -> PoolState:  # type: ignore[no-untyped-def]
-    state = PoolState(workers, pickle_one=pickle_one, **options)
+    state = PoolState(workers, pickle_items=pickle_items, **options)
     actions = state.start(0.0)
     assert actions == [Start(i) for i in range(workers)]
     for wid in range(workers):
@@ -196,7 +188,7 @@ def test_exception_failure_with_retry_splits_the_delivery() -> None:
 
 
 def test_three_start_failures_break_the_pool() -> None:
-    state = PoolState(1, pickle_one=pickle_one)
+    state = PoolState(1, pickle_items=pickle_items)
     state.start(0.0)
     job = RecordingJob()
     state.add([chunk(job, 0, [0])], 0.0)
@@ -239,3 +231,64 @@ def test_exit_descriptions(exitcode: int, text: str) -> None:
     from corepool._engine.exits import describe_exit
 
     assert describe_exit(exitcode) == text
+
+
+def test_a_closing_pool_does_not_replace_the_workers_it_lets_go() -> None:
+    state = started_pool(2)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0])], 0.0)  # worker 0 runs a long task
+    actions = state.close(1.0)
+    assert Quit(1) in actions and not any(isinstance(a, Start) for a in actions)
+    assert not any(isinstance(a, Start) for a in state.on_exit(1, 0, 1.1, no_slot))
+
+
+def test_every_job_gets_its_turn() -> None:
+    state = started_pool(1)
+    stream, small = RecordingJob(), RecordingJob()
+    state.add([chunk(stream, i, [i]) for i in range(5)], 0.0)
+    state.add([chunk(small, 0, [0])], 0.1)
+    seq = state.workers[0].queue[0].seq
+    sent = sends(state.on_done(0, seq, 0.5, [0], {}, 1.0))
+    assert [s.chunk.job for s in sent] == [small]  # before the stream's other four
+
+
+def test_a_crashed_chunks_tasks_go_ahead_of_their_own_job_only() -> None:
+    state = started_pool(1)
+    stream, small = RecordingJob(), RecordingJob()
+    state.add([chunk(stream, 0, [0, 1, 2]), chunk(stream, 3, [3])], 0.0)
+    state.add([chunk(small, 0, [7])], 0.1)
+    # Untracked: the stream's three tasks go again alone; the replacement takes the
+    # small job's chunk first (it is sent while the worker starts).
+    sent = sends(state.on_exit(0, 1, 1.0, no_slot))
+    assert [(s.chunk.job, s.chunk.start) for s in sent] == [(small, 0)]
+    order = [(c.job is stream, c.start, c.count) for c in state.ready]
+    assert order == [(True, 0, 1), (True, 1, 1), (True, 2, 1), (True, 3, 1)]
+
+
+def test_a_task_timeout_counts_from_when_the_worker_takes_it() -> None:
+    state = started_pool(1)
+    job = RecordingJob(timeout=1.0)
+    state.add([chunk(job, 0, [0])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    assert state.on_tick(5.0, no_slot) == []  # sent at 0, not taken yet: no timeout
+    assert state.next_deadline(no_slot, 5.0) == pytest.approx(5.05)  # look again soon
+    taken = lambda wid: (seq, 0, 5.0)  # noqa: E731
+    assert state.next_deadline(taken, 5.1) == 6.0
+    assert state.on_tick(5.9, taken) == []
+    assert any(isinstance(a, Deliver) for a in state.on_tick(6.0, taken))
+
+
+def test_logged_results_survive_the_crash_of_a_later_task() -> None:
+    state = started_pool(1)
+    job = RecordingJob(timeout=10.0)
+    state.add([chunk(job, 0, [0, 1, 2, 3, 4])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    state.read_log = lambda wid, s: {0: (0, None), 1: (10, None)} if s == seq else {}
+    actions = state.on_exit(0, 1, 1.0, lambda wid: (seq, 2, 0.5))
+    pieces = [a.piece for a in actions if isinstance(a, Deliver)]
+    assert [(p.start, p.values) for p in pieces] == [(0, [0, 10]), (2, [None])]
+    assert isinstance(pieces[1].failures[0], WorkerCrashed)
+    queued = [(c.start, c.count) for c in state.ready] + [
+        (c.start, c.count) for w in state.workers.values() for c in w.queue
+    ]
+    assert queued == [(3, 2)]  # the tasks after the culprit, as one chunk, run once

@@ -32,7 +32,13 @@ from .options import (
 )
 from .progress import PoolStats, make_progress
 
-__all__ = ["ON_ERROR_CHOICES", "PROCESS_ONLY_OPTIONS", "PoolCore", "parse_memory"]
+__all__ = [
+    "ON_ERROR_CHOICES",
+    "PROCESS_ONLY_OPTIONS",
+    "PoolCore",
+    "Values",
+    "parse_memory",
+]
 
 #: Options that only worker processes can honour: a pool given one of them keeps the
 #: process backend even inside a task (see :mod:`corepool.nesting`).
@@ -228,38 +234,30 @@ class PoolCore:
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
         """Flatten pieces into values, applying ``on_error``.
 
-        A value handed out is no longer referenced here (popped from its piece, never
-        held in a local while suspended), so the caller decides how long it lives.
+        With ``"raise"``, a failed task raises its error in its place, and the next
+        ``next()`` goes on with the tasks after it, as ``multiprocessing``'s ``imap``
+        does: one failure does not end the iteration. A value handed out is no longer
+        referenced here, so the caller decides how long it lives.
         """
-        for piece in pieces:
-            if piece is TIMED_OUT:
-                yield TIMED_OUT
-                continue
-            values = piece.values
-            values.reverse()
-            failures = piece.failures
-            pos = -1
-            while values:
-                pos += 1
-                if pos not in failures:
-                    yield values.pop()
-                    continue
-                values.pop()
-                error = stdlib_compatible(failures.pop(pos), self.face)
-                if on_error == "raise":
-                    raise error
-                if on_error == "return":
-                    yield error
+        return Values(pieces, on_error, self.face)
 
     def collect(self, pieces: Iterator[Piece], on_error: str) -> list[Any]:
         """All values in a list; a piece without failures is copied in one go."""
         out: list[Any] = []
-        for piece in pieces:
-            if piece.failures:
-                out.extend(self.values(iter([piece]), on_error))
-            else:
-                out.extend(piece.values)
-                piece.values.clear()
+        try:
+            for piece in pieces:
+                if piece.failures:
+                    out.extend(Values(iter([piece]), on_error, self.face))
+                else:
+                    out.extend(piece.values)
+                    piece.values.clear()
+        except BaseException:
+            # Stop the job now: the error's traceback keeps the pieces alive (in a
+            # cycle, through the failed piece), and with them the job's feeder thread.
+            close = getattr(pieces, "close", None)
+            if close is not None:
+                close()
+            raise
         return out
 
     def call(
@@ -392,3 +390,56 @@ class PoolCore:
     def pids(self) -> list[int]:
         """Process ids of the backend's live worker processes (none for threads)."""
         return self.backend.pids()
+
+class Values:
+    """The values of a job's pieces, one at a time; a raised failure does not end it.
+
+    (A generator cannot do this: once it raised, it is finished, and the job with it.)
+    Values are popped from their piece as they are handed out, so none stays referenced
+    here once the caller has it.
+    """
+
+    __slots__ = ("_face", "_on_error", "_piece", "_pieces", "_pos")
+
+    def __init__(self, pieces: Iterator[Piece], on_error: str, face: str | None = None) -> None:
+        self._pieces = pieces
+        self._on_error = on_error
+        self._face = face
+        self._piece: Piece | None = None  # the piece being read, from position _pos
+        self._pos = 0
+
+    def __iter__(self) -> Values:
+        return self
+
+    def __next__(self) -> Any:
+        while True:
+            piece = self._piece
+            if piece is None:
+                piece = next(self._pieces)
+                if piece is TIMED_OUT:
+                    return TIMED_OUT
+                piece.values.reverse()  # read by popping from the end
+                self._piece, self._pos = piece, 0
+            values = piece.values
+            if not values:
+                self._piece = None
+                continue
+            pos = self._pos
+            self._pos = pos + 1
+            value = values.pop()
+            if not piece.failures:
+                return value
+            error = piece.failures.pop(pos, None)
+            if error is None:
+                return value
+            error = stdlib_compatible(error, self._face)
+            if self._on_error == "raise":
+                raise error
+            if self._on_error == "return":
+                return error
+
+    def close(self) -> None:
+        """Stop: the job's pieces are not wanted any more."""
+        close = getattr(self._pieces, "close", None)
+        if close is not None:
+            close()

@@ -16,7 +16,7 @@ from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
 from .core import PoolCore, parse_memory
 from .cpus import blas_thread_limit
 from .nesting import default_workers
-from .options import check_workers
+from .options import check_on_error, check_workers
 from .progress import PoolStats
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool"]
@@ -349,10 +349,16 @@ class Pool:
         chunksize: int | None = None,
         *,
         progress: Any = False,
+        on_error: str = "raise",
     ) -> IMapIterator:
-        """Lazy ordered results; reads the input only as far as the window allows."""
+        """Lazy ordered results; reads the input only as far as the window allows.
+
+        ``on_error`` as in :func:`corepool.imap`; with ``"raise"``, a failed task
+        raises in its place and the next ``next()`` goes on after it.
+        """
+        check_on_error(on_error)
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, True, "raise", progress or None, iterable)
+        return IMapIterator(self._core, job, True, on_error, progress or None, iterable)
 
     def imap_unordered(
         self,
@@ -361,10 +367,12 @@ class Pool:
         chunksize: int | None = None,
         *,
         progress: Any = False,
+        on_error: str = "raise",
     ) -> IMapIterator:
-        """Lazy results in completion order."""
+        """Lazy results in completion order. ``on_error`` as in :func:`corepool.imap`."""
+        check_on_error(on_error)
         job = self._start(func, iterable, p.SINGLE, chunksize)
-        return IMapIterator(self._core, job, False, "raise", progress or None, iterable)
+        return IMapIterator(self._core, job, False, on_error, progress or None, iterable)
 
     # asyncio: thin delegations to corepool.aio ---------------------------------------
     async def amap(self, func: Callable[..., Any], iterable: Iterable[Any], **options: Any) -> Any:

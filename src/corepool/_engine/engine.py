@@ -13,13 +13,14 @@ from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .exits import ExitExplainer
 from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .model import Action, Chunk
 from .startup import (
     check_not_bootstrapping,
     default_start_method,
     fork_first,
     resolve_context,
 )
-from .state import Action, Chunk, PoolState
+from .state import PoolState
 from .supervisor import Supervisor
 
 __all__ = ["ProcessEngine", "default_start_method", "function_name", "resolve_context"]
@@ -72,7 +73,7 @@ class ProcessEngine:
         self.state = PoolState(
             workers,
             max_tasks_per_child=max_tasks_per_child,
-            pickle_one=lambda item: pack([item], self.segments),
+            pickle_items=lambda items: pack(items, self.segments),
             exit_reason=ExitExplainer(),
         )
         self.supervisor = Supervisor(

@@ -130,6 +130,11 @@ class Job:
         self.cache_function = style != p.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
 
+    @property
+    def lane(self) -> int:
+        """Its queue in the pool (see ``lanes.py``): a stream's own, or the calls' lane."""
+        return self.id if self.cache_function else -1
+
     # Called by backends -------------------------------------------------------------
     def deliver(self, piece: Piece) -> None:
         """Hand over finished tasks (any thread)."""
@@ -326,6 +331,7 @@ class StreamJob(Job):
         consumed_by_origin: dict[int, int] = {}
         next_index = 0
         seen_end = False
+        finished = False
         try:
             while True:
                 if ordered:
@@ -342,6 +348,7 @@ class StreamJob(Job):
                     and self.total is not None
                     and self._consumed(ordered, next_index, consumed_by_origin)
                 ):
+                    finished = True
                     if self.input_error is not None:
                         raise self.input_error
                     return
@@ -360,7 +367,9 @@ class StreamJob(Job):
                     self._release(item, consumed_by_origin)
                     yield item
         finally:
-            if self.total is None or self._failure is not None:
+            if not finished or self._failure is not None:
+                # Left early (an error raised, the loop broken): stop the job, also when
+                # its input was read already: nobody takes its other results.
                 self.cancel()
 
     def _consumed(self, ordered: bool, next_index: int, by_origin: dict[int, int]) -> bool:
@@ -411,6 +420,8 @@ def feed(job: StreamJob, run_chunk: Callable[[int, int, list[Any]], None]) -> No
             if got is None:
                 return
             run_chunk(*got)
+            if job.total is not None:
+                return  # that was the last chunk: waiting for room again could be forever
     except BaseException as exc:  # never leave the consumer waiting for a dead feeder
         job.fail(exc)
 

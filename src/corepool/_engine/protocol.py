@@ -21,8 +21,13 @@ Worker → parent::
 
     (READY, pid)                                   after the initializer ran
     (INIT_FAILED, FailureInfo)                     the initializer raised; the worker exits
-    (DONE, chunk_seq, busy_seconds, retiring, released)
-                                                   body: packed (values, failures);
+    (PART, chunk_seq, position)                    body: packed ([value], failures) of one
+                                                   task of a tracked chunk whose result
+                                                   did not fit its result log, sent as it ends
+    (LOGGED, chunk_seq)                            body: a full result log's entries
+    (DONE, chunk_seq, busy_seconds, retiring, released, sent)
+                                                   body: packed (values, failures), None
+                                                   at the positions ``sent`` as PART;
                                                    retiring: past its memory limit, it exits;
                                                    released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
@@ -52,6 +57,8 @@ DROP_SHARED = "drop_shared"
 READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"
+PART = "part"
+LOGGED = "logged"
 UNREADABLE = "unreadable"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"

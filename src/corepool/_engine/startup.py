@@ -46,8 +46,13 @@ def resolve_context(context: BaseContext | None, start_method: str | None) -> Ba
     method = start_method or default_start_method()
     ctx = multiprocessing.get_context(method)
     if method == "forkserver":
-        # Workers forked from a server that already imported corepool start in ~ms.
-        ctx.set_forkserver_preload(["__main__", "corepool._engine.worker"])
+        # Workers forked from a server that already imported corepool and the main
+        # script start in ~ms (see preload.py for why the script needs our help).
+        from .preload import main_entries
+
+        ctx.set_forkserver_preload(
+            ["corepool._engine.preload", *main_entries(), "corepool._engine.worker"]
+        )
     return ctx
 
 

@@ -15,136 +15,70 @@ Transitions of a worker::
 
 What a worker's death costs: the chunks it held are known (one channel per worker, FIFO).
 The first was running. If it held one task, that task failed (``WorkerCrashed``, or a
-retry while ``retries`` allow). If it held several, the exact task is known when the job
-tracks positions (jobs with a timeout); otherwise every task of that chunk is re-queued
+retry while ``retries`` allow). If it held several and the job tracks positions (jobs
+with a timeout), the exact task is known, and the tasks before it had sent their
+results one by one as they finished (``on_part``): they are kept, never run again, and
+the tasks after it go back as one chunk. Otherwise every task of that chunk is re-queued
 on its own, so that the culprit, if it crashes again, is identified alone. The chunks
-queued behind it had not started: they go back to the front of the queue unchanged.
-A task is never re-run more than ``retries`` times for failures pinned on it, so a poison
-input cannot loop.
+queued behind it had not started: they go back to the front of their job's lane
+unchanged (``lanes.py``: each job has its own, served in turn, so one job's failures
+never push its work ahead of the others'). A task is never re-run more than ``retries``
+times for failures pinned on it, so a poison input cannot loop.
+
+A task's timeout counts from the moment its worker took it (the worker's slot), not
+from when it was sent: a worker still starting, or busy with the chunk before, does
+not spend the next task's time.
 """
 
 from __future__ import annotations
 
-import enum
-import multiprocessing.pool
 import signal
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any, NamedTuple
+from typing import Any
 
-from ..errors import BrokenPool, SerializationError, TaskTimeout, WorkerCrashed, also
+from ..errors import (
+    BrokenPool,
+    CorepoolError,
+    SerializationError,
+    TaskTimeout,
+    WorkerCrashed,
+    also,
+)
 from ..serialize import FailureInfo
-from . import protocol as p
 from .exits import describe_exit
 from .job import Job, Piece
+from .lanes import Lanes
+from .model import (
+    Action,
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    Quit,
+    Send,
+    Start,
+    Worker,
+    WorkerPhase,
+    error_from_worker,
+    start_failure_error,
+)
+
+# A result announced as sent on its own but never received (cannot happen: the frames
+# come in order on one channel); the task fails rather than vanish.
+_LOST = CorepoolError("the task's result was lost on its way from the worker")
+
+__all__ = ["PoolState"]  # (the records it works with are in model.py)
 
 KILL_GRACE_SECONDS = 0.5
 MAX_START_FAILURES = 3
 PREFETCH_BELOW_SECONDS = 0.005
 RETIRED_KEPT = 64
+ACK_POLL_SECONDS = 0.05  # how often to look for the start of a chunk with a timeout
 
 SlotReader = Callable[[int], tuple[int, int, float]]
-PickleOne = Callable[[Any], Any]  # one input -> the payload of a one-task chunk
-
-
-class Chunk:
-    """Inputs ``start .. start + count - 1`` of ``job``, pickled as a list in ``payload``.
-
-    ``items`` are the inputs themselves, kept while the chunk is out: retries and
-    isolation re-pickle them one by one, and error notes describe them, so the parent
-    never unpickles a task's input (which could run arbitrary reconstruction code).
-    """
-
-    __slots__ = ("attempt", "count", "items", "job", "origin", "payload", "seq", "start")
-
-    def __init__(
-        self,
-        job: Job,
-        origin: int,
-        start: int,
-        count: int,
-        payload: Any,  # bytes, or a sharedmem.Packed (bytes with shared-memory segments)
-        attempt: int = 0,  # failures already pinned on this (single) task
-        *,
-        items: list[Any] | None = None,
-    ) -> None:
-        self.job = job
-        self.origin = origin
-        self.start = start
-        self.count = count
-        self.payload = payload
-        self.attempt = attempt
-        self.seq = -1  # unique in the pool, set when it enters the queue
-        self.items = items
-
-    def __repr__(self) -> str:
-        return f"Chunk(seq={self.seq}, start={self.start}, count={self.count})"
-
-
-class WorkerPhase(enum.Enum):
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
-
-
-class Worker:
-    """What the state knows of one worker process."""
-
-    def __init__(self, wid: int) -> None:
-        self.wid = wid
-        self.phase = WorkerPhase.STARTING
-        self.pid: int | None = None
-        self.queue: deque[Chunk] = deque()
-        self.known_jobs: set[int] = set()
-        self.to_forget: list[int] = []
-        self.budget: int | None = None  # tasks it may still be sent (maxtasksperchild)
-        self.quitting = False
-        self.kill_at: float | None = None
-        # When its last chunk finished: a lower bound for the next one's start.
-        self.free_since = 0.0
-        self.tasks = 0
-        self.failed = 0  # attempts that ended with an error here (retried or not)
-        self.retried = 0  # of those, the ones that were tried again
-        self.busy = 0.0
-        self.started_at = 0.0
-        self.ended_at: float | None = None
-
-
-# Actions ----------------------------------------------------------------------------
-# (Named tuples, not dataclasses: they are built per chunk, and dataclasses cost
-# milliseconds of a short program's start-up.)
-class Start(NamedTuple):
-    wid: int
-
-
-class Send(NamedTuple):
-    wid: int
-    chunk: Chunk
-    with_function: bool
-    forget: tuple[int, ...]
-
-
-class Quit(NamedTuple):
-    wid: int
-
-
-class Kill(NamedTuple):
-    wid: int
-    signum: int
-
-
-class Deliver(NamedTuple):
-    job: Job
-    piece: Piece
-
-
-class FailJob(NamedTuple):
-    job: Job
-    error: BaseException
-
-
-Action = Start | Send | Quit | Kill | Deliver | FailJob
+PickleItems = Callable[[list[Any]], Any]  # inputs -> the payload of a chunk of them
 
 
 class PoolState:
@@ -155,17 +89,17 @@ class PoolState:
         workers: int,
         *,
         max_tasks_per_child: int | None = None,
-        pickle_one: PickleOne,
+        pickle_items: PickleItems,
         kill_grace: float = KILL_GRACE_SECONDS,
         exit_reason: Callable[[int | None, int | None], str] | None = None,
     ) -> None:
         self.size = workers
         self.max_tasks_per_child = max_tasks_per_child
         self.kill_grace = kill_grace
-        self._pickle_one = pickle_one
+        self._pickle_items = pickle_items
         self._exit_reason = exit_reason or (lambda code, pid: describe_exit(code))
         self.workers: dict[int, Worker] = {}
-        self.ready: deque[Chunk] = deque()
+        self.ready = Lanes()  # chunks waiting for a worker, one lane per job
         self._wids = 0
         self._seqs = 0
         self.start_failures = 0
@@ -176,6 +110,8 @@ class PoolState:
         # in one record (wid -1), so a pool that replaces workers for days stays small.
         self.retired: deque[Worker] = deque()
         self.retired_earlier = Worker(-1)
+        # A worker's result log, read when it dies or is stopped (the supervisor's).
+        self.read_log: Callable[[int, int], dict[int, tuple[Any, Any]]] = lambda wid, seq: {}
 
     # Helpers --------------------------------------------------------------------
     def _new_worker(self, now: float) -> list[Action]:
@@ -195,9 +131,15 @@ class PoolState:
 
     def _top_up(self, now: float) -> list[Action]:
         actions: list[Action] = []
-        if self.broken is not None or (self.closing and self.idle()):
+        if self.broken is not None:
             return actions
-        while self._live() < self.size:
+        wanted = self.size
+        if self.closing:
+            # Closing: a worker is replaced only while queued work needs it. Replacing
+            # the idle workers that were just told to quit would start a new one per
+            # QUIT, for as long as the last running task lasts.
+            wanted = min(self.size, len(self.ready))
+        while self._live() < wanted:
             actions += self._new_worker(now)
         return actions
 
@@ -208,38 +150,20 @@ class PoolState:
     def _enqueue(self, chunk: Chunk, front: bool = False) -> None:
         chunk.seq = self._seqs
         self._seqs += 1
-        if front:
-            self.ready.appendleft(chunk)
-        else:
-            self.ready.append(chunk)
+        self.ready.push(chunk, front)
 
     def _requeue(self, chunks: list[Chunk]) -> None:
         for chunk in reversed(chunks):
             self._enqueue(chunk, front=True)
 
     def _single(self, chunk: Chunk, pos: int, attempt: int = 0) -> Chunk:
-        """Task ``pos`` of ``chunk`` as a chunk of its own."""
-        if chunk.count == 1:
-            return Chunk(
-                chunk.job, chunk.origin, chunk.start, 1, chunk.payload, attempt, items=chunk.items
-            )
-        assert chunk.items is not None, "a chunk of several tasks keeps its inputs"
-        item = chunk.items[pos]
-        return Chunk(
-            chunk.job,
-            chunk.origin,
-            chunk.start + pos,
-            1,
-            self._pickle_one(item),
-            attempt,
-            items=[item],
-        )
+        return chunk.alone(pos, self._pickle_items, attempt)
+
+    def _tail(self, chunk: Chunk, lo: int) -> list[Chunk]:
+        return chunk.after(lo, self._pickle_items)
 
     def _singletons(self, chunk: Chunk, positions: Iterable[int]) -> list[Chunk]:
-        return [self._single(chunk, pos) for pos in positions]
-
-    def _inputs(self, chunk: Chunk, lo: int, hi: int) -> list[Any] | None:
-        return None if chunk.items is None else chunk.items[lo:hi]
+        return [chunk.alone(pos, self._pickle_items) for pos in positions]
 
     def _capacity(self, worker: Worker, now: float) -> int:
         """Chunks a worker may hold: a second one only behind a chunk known to be short.
@@ -248,7 +172,8 @@ class PoolState:
         wait while other workers idle. So a worker gets a second chunk (which hides the
         round trip between chunks) only while it runs a chunk of a job whose measured
         time per task says it will finish within :data:`PREFETCH_BELOW_SECONDS`, and
-        which has not already run past that estimate (an outlier).
+        which has not already run past that estimate (an outlier); and the second chunk
+        is the same job's (same lane's), never another job's.
         """
         if not worker.queue:
             return 1
@@ -271,7 +196,11 @@ class PoolState:
                 if worker.phase is WorkerPhase.STOPPING or worker.quitting:
                     continue
                 while self.ready and len(worker.queue) < min(depth, self._capacity(worker, now)):
-                    chunk = self.ready.popleft()
+                    # Behind a running chunk, only its own job's next one: another job's
+                    # chunk would wait there if the running one turns out to be slow.
+                    chunk = self.ready.pop(worker.queue[0].job.lane if worker.queue else None)
+                    if chunk is None:
+                        break
                     if not chunk.job.claim():
                         continue
                     actions.append(self._send(worker, chunk, now))
@@ -320,7 +249,7 @@ class PoolState:
             worker.retried += 1
             return []
         piece = Piece(
-            chunk.start + pos, [None], {0: error}, chunk.origin, self._inputs(chunk, pos, pos + 1)
+            chunk.start + pos, [None], {0: error}, chunk.origin, chunk.inputs(pos, pos + 1)
         )
         return [Deliver(chunk.job, piece)]
 
@@ -364,20 +293,41 @@ class PoolState:
 
     def _break(self, error: BrokenPool) -> list[Action]:
         self.broken = error
-        actions: list[Action] = []
-        jobs: dict[int, Job] = {}
-        for worker in self.workers.values():
-            for chunk in worker.queue:
-                jobs[chunk.job.id] = chunk.job
-            worker.queue.clear()
-        for chunk in self.ready:
-            jobs[chunk.job.id] = chunk.job
+        return self._stop_all(0.0, error)
+
+    def _stop_all(self, now: float, error: BaseException) -> list[Action]:
+        """Drop every chunk, fail their jobs with ``error``, stop every worker."""
+        jobs = {chunk.job.id: chunk.job for chunk in self.ready}
         self.ready.clear()
-        actions += [FailJob(job, error) for job in jobs.values()]
+        actions: list[Action] = []
         for worker in self.workers.values():
+            jobs.update((chunk.job.id, chunk.job) for chunk in worker.queue)
+            worker.queue.clear()
             if worker.phase is not WorkerPhase.STOPPING:
-                actions += self._stop(worker, signal.SIGTERM, 0.0)
-        return actions
+                actions += self._stop(worker, signal.SIGTERM, now)
+        return [FailJob(job, error) for job in jobs.values()] + actions
+
+    def on_part(
+        self, wid: int, seq: int, pos: int, values: list[Any], failures: dict[int, Any]
+    ) -> list[Action]:
+        """Task ``pos`` of the running chunk ``seq`` finished and sent its result alone."""
+        worker = self.workers.get(wid)
+        if worker is not None and worker.queue and worker.queue[0].seq == seq:
+            worker.parts[pos] = (values[0], failures.get(0))
+        return []
+
+    def on_logged(self, wid: int, seq: int, entries: dict[int, tuple[Any, Any]]) -> list[Action]:
+        """The running chunk's result log filled up and came whole: keep its entries."""
+        worker = self.workers.get(wid)
+        if worker is not None and worker.queue and worker.queue[0].seq == seq:
+            worker.parts.update(entries)
+        return []
+
+    def _pop_head(self, worker: Worker) -> tuple[Chunk, dict[int, tuple[Any, Any]]]:
+        """Take the worker's running chunk off its queue, with the results it sent alone."""
+        chunk = worker.queue.popleft()
+        parts, worker.parts = worker.parts, {}
+        return chunk, parts
 
     def on_done(
         self,
@@ -388,11 +338,16 @@ class PoolState:
         failures: dict[int, Any],
         now: float,
         retiring: bool = False,
+        sent: tuple[int, ...] = (),
     ) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []  # a worker we already gave up on (timed out): its results are void
-        chunk = worker.queue.popleft()
+        chunk, parts = self._pop_head(worker)
+        for pos in sent:  # their results came before, on their own
+            values[pos], raw = parts.get(pos, (None, _LOST))
+            if raw is not None:
+                failures[pos] = raw
         if retiring:
             # Past its memory limit: it exits now, and what it was sent next never ran.
             worker.quitting = True
@@ -401,61 +356,39 @@ class PoolState:
         worker.free_since = now
         worker.busy += busy
         worker.tasks += chunk.count
-        worker.failed += len(failures)
+        chunk.job.sizer.observe(chunk.count, busy)
+        return self._settle(worker, chunk, values, failures) + self._after(now)
+
+    def _settle(
+        self, worker: Worker, chunk: Chunk, values: list[Any], failures: dict[int, Any]
+    ) -> list[Action]:
+        """Deliver the results of tasks ``0 .. len(values) - 1`` of ``chunk``, retrying
+        the failed ones that may be retried."""
         job = chunk.job
         if not failures:
-            job.sizer.observe(chunk.count, busy)
-            actions: list[Action] = [
-                Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))
-            ]
-            return actions + self._after(now)
-        job.sizer.observe(chunk.count, busy)
+            return [Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))]
+        worker.failed += len(failures)
         final: dict[int, BaseException] = {}
         retried: list[int] = []
         for pos, raw in sorted(failures.items()):
-            error = self._error_from_worker(chunk, pos, raw)
+            error = error_from_worker(chunk, pos, raw)
             if self._retries_left(chunk, error):
                 self._retry(chunk, pos)
                 retried.append(pos)
                 worker.retried += 1
             else:
                 final[pos] = error
-        # Deliver the chunk minus the retried tasks, as contiguous pieces.
-        actions = []
+        # Deliver the tasks minus the retried ones, as contiguous pieces.
+        actions: list[Action] = []
         lo = 0
-        for hi in [*retried, chunk.count]:
+        for hi in [*retried, len(values)]:
             if hi > lo:
                 piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
-                inputs = self._inputs(chunk, lo, hi) if piece_failures else None
+                inputs = chunk.inputs(lo, hi) if piece_failures else None
                 piece = Piece(chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, inputs)
                 actions.append(Deliver(job, piece))
             lo = hi + 1
-        return actions + self._after(now)
-
-    def _error_from_worker(self, chunk: Chunk, pos: int, raw: Any) -> BaseException:
-        if isinstance(raw, tuple) and raw and raw[0] == p.RESULT_UNPICKLABLE:
-            info: FailureInfo = raw[1]
-            failure = SerializationError(
-                f"the result of task {chunk.start + pos} cannot be pickled: "
-                f"{info.type_name}: {info.message}"
-            )
-            failure.__cause__ = info.rebuild()
-            # Also what multiprocessing.Pool raises here, with its two fields.
-            failure.exc = repr(failure.__cause__)  # type: ignore[attr-defined]
-            failure.value = info.message  # type: ignore[attr-defined]
-            return also(failure, multiprocessing.pool.MaybeEncodingError)  # type: ignore[attr-defined]
-        if isinstance(raw, tuple) and raw and raw[0] == p.MEMORY_LIMIT:
-            limit: int = raw[1]
-            error = WorkerCrashed(
-                f"task {chunk.start + pos} ran out of memory: it passed the worker memory "
-                f"limit of {limit:,} bytes (MemoryError); its worker was replaced",
-                None,
-                "memory limit",
-            )
-            error.__cause__ = raw[2].rebuild()
-            return error
-        assert isinstance(raw, FailureInfo)
-        return raw.rebuild()
+        return actions
 
     def on_unreadable(
         self, wid: int, seq: int, what: str, info: FailureInfo, now: float
@@ -464,7 +397,7 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []
-        chunk = worker.queue.popleft()
+        chunk = self._pop_head(worker)[0]
         worker.free_since = now
         job = chunk.job
         actions: list[Action] = []
@@ -501,14 +434,7 @@ class PoolState:
         worker.ended_at = now
         self.retired.append(worker)
         if len(self.retired) > RETIRED_KEPT:
-            old = self.retired.popleft()
-            total = self.retired_earlier  # started at 0: its "end" is the summed lifetimes
-            total.tasks += old.tasks
-            total.failed += old.failed
-            total.retried += old.retried
-            total.busy += old.busy
-            lifetime = (old.ended_at or now) - old.started_at
-            total.ended_at = (total.ended_at or 0.0) + lifetime
+            self.retired_earlier.absorb(self.retired.popleft(), now)
         actions: list[Action] = []
         expected = worker.phase is WorkerPhase.STOPPING or (worker.quitting and not worker.queue)
         if not expected:
@@ -518,7 +444,7 @@ class PoolState:
                 self._requeue(list(worker.queue))
                 worker.queue.clear()
                 if self.start_failures >= MAX_START_FAILURES and self.broken is None:
-                    return self._break(self._start_failure_error(exitcode))
+                    return self._break(start_failure_error(exitcode, MAX_START_FAILURES))
             elif worker.queue:
                 head = worker.queue[0]
                 pos = None
@@ -529,23 +455,15 @@ class PoolState:
                 actions += self._crashed(worker, exitcode, now, pos)
         return actions + self._after(now)
 
-    def _start_failure_error(self, exitcode: int | None) -> BrokenPool:
-        return BrokenPool(
-            f"worker processes exit while starting ({describe_exit(exitcode)}), "
-            f"{MAX_START_FAILURES} times in a row. If the script that creates the pool runs "
-            'it at import time, put that code under `if __name__ == "__main__":` - '
-            "worker processes import the main script, and must not start pools themselves. "
-            "The workers' own error, if any, is printed above."
-        )
-
     def _crashed(
         self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
     ) -> list[Action]:
-        head = worker.queue.popleft()
-        rest = list(worker.queue)
-        worker.queue.clear()
-        self._requeue(rest)
+        head = worker.queue[0]
         if head.count > 1 and pos is None:
+            # Which task killed it is unknown: each one again on its own.
+            worker.queue.popleft()
+            self._requeue(list(worker.queue))
+            worker.queue.clear()
             self._requeue(self._singletons(head, range(head.count)))
             return []
         pos = pos or 0
@@ -556,9 +474,31 @@ class PoolState:
             exitcode,
             reason,
         )
-        actions = self._fail_task(head, pos, error, worker)
-        if head.count > 1:
-            self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
+        return self._lose_head(worker, pos, error)
+
+    def _lose_head(self, worker: Worker, pos: int, error: BaseException) -> list[Action]:
+        """The worker's running chunk ends at task ``pos``, failed with ``error`` (its
+        worker died or was stopped): the tasks before it keep the results they logged or
+        sent, the tasks after it never started and go back to the queue as one chunk."""
+        head = worker.queue[0]
+        known = self.read_log(worker.wid, head.seq) if head.job.timeout is not None else {}
+        head, parts = self._pop_head(worker)
+        known.update(parts)
+        self._requeue(list(worker.queue))
+        worker.queue.clear()
+        done = 0
+        while done in known:
+            done += 1
+        self._requeue(self._tail(head, max(pos + 1, done)))
+        # Tasks that ran but whose results are not known (none, when the job is tracked).
+        self._requeue(self._singletons(head, range(done, pos)))
+        actions: list[Action] = []
+        if done:
+            values = [known[i][0] for i in range(done)]
+            failures = {i: known[i][1] for i in range(done) if known[i][1] is not None}
+            actions += self._settle(worker, head, values, failures)
+        if pos >= done:
+            actions += self._fail_task(head, pos, error, worker)
         return actions
 
     def on_tick(self, now: float, read_slot: SlotReader) -> list[Action]:
@@ -570,25 +510,28 @@ class PoolState:
                     worker.kill_at = None
                     actions.append(Kill(worker.wid, signal.SIGKILL))
                 continue
-            found = self._overdue(worker, now, read_slot)
-            if found is None:
+            deadline, pos, started = self._deadline(worker, read_slot)
+            if not started or deadline is None or now < deadline:
                 continue
             head = worker.queue[0]
-            pos = found
             timeout = head.job.timeout
             assert timeout is not None
-            error = TaskTimeout(
-                f"task {head.start + pos} ran longer than its {timeout:g} s timeout; its worker "
-                f"(pid {worker.pid}) was stopped and replaced",
-                timeout,
-            )
-            worker.queue.popleft()
-            rest = list(worker.queue)
-            worker.queue.clear()
-            self._requeue(rest)
-            if head.count > 1:
-                self._requeue(self._singletons(head, [i for i in range(head.count) if i != pos]))
-            actions += self._fail_task(head, pos, error, worker)
+            if pos < 0 and head.count > 1:
+                # Stuck unpickling a chunk's inputs: which one is unknown, so each
+                # goes again on its own (the one that hangs again then fails alone).
+                worker.queue.popleft()
+                worker.parts = {}
+                self._requeue(list(worker.queue))
+                worker.queue.clear()
+                self._requeue(self._singletons(head, range(head.count)))
+            else:
+                pos = max(pos, 0)
+                error = TaskTimeout(
+                    f"task {head.start + pos} ran longer than its {timeout:g} s timeout; its "
+                    f"worker (pid {worker.pid}) was stopped and replaced",
+                    timeout,
+                )
+                actions += self._lose_head(worker, pos, error)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
         if actions:
@@ -600,32 +543,36 @@ class PoolState:
         worker.kill_at = now + self.kill_grace
         return [Kill(worker.wid, signum)]
 
-    def _overdue(self, worker: Worker, now: float, read_slot: SlotReader) -> int | None:
-        deadline, pos = self._deadline(worker, read_slot)
-        if deadline is None or now < deadline:
-            return None
-        return pos
+    def _deadline(
+        self, worker: Worker, read_slot: SlotReader, now: float = 0.0
+    ) -> tuple[float | None, int, bool]:
+        """When the worker's running task times out, its position (-1: the chunk's
+        inputs are being unpickled), and whether the worker has taken the chunk yet.
 
-    def _deadline(self, worker: Worker, read_slot: SlotReader) -> tuple[float | None, int]:
+        A task's clock starts when the worker takes its chunk (the slot says so), not
+        when it was sent. Until then, the deadline returned is only a time to look at
+        the slot again (nothing wakes the supervisor when a worker takes a chunk):
+        soon enough to see the start well before the task's time runs out.
+        """
         if not worker.queue or worker.phase is not WorkerPhase.RUNNING:
-            return None, 0
+            return None, 0, False
         head = worker.queue[0]
         timeout = head.job.timeout
         if timeout is None:
-            return None, 0
+            return None, 0, False
         seq, pos, started = read_slot(worker.wid)
-        if seq == head.seq and pos >= 0:
-            return started + timeout, pos
-        return max(worker.free_since, started if seq == head.seq else 0.0) + timeout, 0
+        if seq != head.seq:
+            return now + min(timeout / 4, ACK_POLL_SECONDS), 0, False
+        return started + timeout, pos, True
 
-    def next_deadline(self, read_slot: SlotReader) -> float | None:
+    def next_deadline(self, read_slot: SlotReader, now: float = 0.0) -> float | None:
         """The earliest moment :meth:`on_tick` may have something to do."""
         best: float | None = None
         for worker in self.workers.values():
             if worker.phase is WorkerPhase.STOPPING:
                 candidate = worker.kill_at
             else:
-                candidate = self._deadline(worker, read_slot)[0]
+                candidate = self._deadline(worker, read_slot, now)[0]
             if candidate is not None and (best is None or candidate < best):
                 best = candidate
         return best
@@ -644,7 +591,7 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []
-        chunk = worker.queue.popleft()
+        chunk = self._pop_head(worker)[0]
         worker.free_since = now
         if chunk.count > 1:
             self._requeue(self._singletons(chunk, range(chunk.count)))
@@ -662,7 +609,7 @@ class PoolState:
 
     def cancel(self, job: Job) -> None:
         """Drop the queued chunks of a job nobody waits for any more."""
-        self.ready = deque(c for c in self.ready if c.job is not job)
+        self.ready.drop(job.id, job.lane)
 
     def stop_job(self, job: Job, now: float) -> list[Action]:
         """Drop a cancelled job's queued chunks and stop the workers running its tasks
@@ -676,6 +623,7 @@ class PoolState:
                 continue
             rest = [c for c in list(worker.queue)[1:] if c.job is not job]
             worker.queue.clear()
+            worker.parts = {}  # the stopped chunk's logged results are not wanted
             self._requeue(rest)
             actions += self._stop(worker, signal.SIGTERM, now)
             self.restarts += 1
@@ -703,19 +651,7 @@ class PoolState:
     def terminate(self, now: float, error: BaseException) -> list[Action]:
         """Stop every worker now; fail every unfinished job with ``error``."""
         self.closing = True
-        jobs: dict[int, Job] = {}
-        for chunk in self.ready:
-            jobs[chunk.job.id] = chunk.job
-        self.ready.clear()
-        actions: list[Action] = []
-        for worker in self.workers.values():
-            for chunk in worker.queue:
-                jobs[chunk.job.id] = chunk.job
-            worker.queue.clear()
-            if worker.phase is not WorkerPhase.STOPPING:
-                actions += self._stop(worker, signal.SIGTERM, now)
-        actions += [FailJob(job, error) for job in jobs.values()]
-        return actions
+        return self._stop_all(now, error)
 
     def idle(self) -> bool:
         """Nothing queued and nothing running."""

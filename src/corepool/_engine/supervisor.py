@@ -26,30 +26,23 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ..errors import CorepoolError
+from ..errors import CorepoolError, SerializationError
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
-from .state import (
-    Action,
-    Chunk,
-    Deliver,
-    FailJob,
-    Kill,
-    PoolState,
-    Quit,
-    Send,
-    Start,
-)
+from .model import Action, Chunk, Deliver, FailJob, Kill, Quit, Send, Start
+from .resultlog import LOG_BYTES, read_log
+from .state import PoolState
 
 
 class _Proc:
     """A worker process and its end of the channel, as the supervisor sees them."""
 
-    def __init__(self, process: Any, sock: socket.socket, slot: Any) -> None:
+    def __init__(self, process: Any, sock: socket.socket, slot: Any, log: Any) -> None:
         self.process = process
         self.sock = sock
         self.slot = slot
+        self.log = log
         self.reader = p.FrameReader(sock)
         self.writer = p.FrameWriter(sock)
         self.writing = False
@@ -72,6 +65,7 @@ class Supervisor:
     ) -> None:
         self._ctx = context
         self.state = state
+        state.read_log = self._read_log
         self._init_blob = init_blob
         # The user's own thread variables, read now: a fork server started earlier
         # would hand the workers a stale environment.
@@ -153,7 +147,7 @@ class Supervisor:
             finally:
                 self.started.set()
             while not (self._stop_when_done and not self._procs):
-                deadline = self.state.next_deadline(self._read_slot)
+                deadline = self.state.next_deadline(self._read_slot, time.monotonic())
                 timeout = None
                 if deadline is not None:
                     # Capped: select() overflows past about 24 days; a wake-up looks again.
@@ -203,6 +197,13 @@ class Supervisor:
         seq, pos, started = slot[0], slot[1], slot[2]
         return int(seq), int(pos), float(started)
 
+    def _read_log(self, wid: int, seq: int) -> dict[int, tuple[Any, Any]]:
+        """What worker ``wid`` logged of chunk ``seq`` (nothing if it had not begun it)."""
+        proc = self._procs.get(wid)
+        if proc is None or int(proc.slot[worker_module.SLOT_SEQ]) != seq:
+            return {}
+        return read_log(proc.log, int(proc.slot[worker_module.SLOT_LOG]))
+
     def _on_channel(self, wid: int, mask: int) -> None:
         proc = self._procs.get(wid)
         if proc is None:
@@ -224,18 +225,32 @@ class Supervisor:
     ) -> list[Action]:
         now = time.monotonic()
         kind = meta[0]
+        if kind == p.LOGGED:
+            return self.state.on_logged(wid, meta[1], read_log(body, len(body)))
+        if kind == p.PART:
+            _, seq, pos = meta
+            try:
+                values, failures = unpack(body, fds)
+            except Exception as exc:
+                error = SerializationError(
+                    f"a task's result cannot be unpickled in the calling process: "
+                    f"{type(exc).__name__}: {exc}"
+                )
+                error.__cause__ = exc
+                values, failures = [None], {0: error}
+            return self.state.on_part(wid, seq, pos, values, failures)
         if kind != p.DONE:
             for fd in fds:
                 p.close_quietly(fd)
         if kind in (p.DONE, p.UNREADABLE):
             self._received(wid, meta[1], released=kind == p.DONE and meta[4])
         if kind == p.DONE:
-            _, seq, busy, retiring, _ = meta
+            _, seq, busy, retiring, _, sent = meta
             try:
                 values, failures = unpack(body, fds)
             except BaseException as exc:  # even SystemExit from a __reduce__: not ours
                 return self.state.on_result_unreadable(wid, seq, exc, now)
-            return self.state.on_done(wid, seq, busy, values, failures, now, retiring)
+            return self.state.on_done(wid, seq, busy, values, failures, now, retiring, sent)
         if kind == p.READY:
             return self.state.on_ready(wid, meta[1], now)
         if kind == p.UNREADABLE:
@@ -365,6 +380,7 @@ class Supervisor:
         parent_end, child_end = p.new_channel()
         slot = ctx.RawArray("d", worker_module.SLOT_SIZE)
         slot[worker_module.SLOT_SEQ] = -1
+        log = ctx.RawArray("B", LOG_BYTES)
         inherited = None if inherited is None else (*inherited, parent_end.fileno())
         process = ctx.Process(  # type: ignore[attr-defined]
             target=worker_module.main,
@@ -376,6 +392,7 @@ class Supervisor:
                 self._threads,
                 self._memory_limit,
                 inherited,
+                log,
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,
@@ -390,7 +407,7 @@ class Supervisor:
             return
         p.close_quietly(child_end)
         self.state.on_spawned(wid, process.pid)
-        proc = _Proc(process, parent_end, slot)
+        proc = _Proc(process, parent_end, slot, log)
         self._procs[wid] = proc
         self._selector.register(parent_end, selectors.EVENT_READ, ("chan", wid))
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))

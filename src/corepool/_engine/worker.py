@@ -10,7 +10,9 @@ A chunk runs on one of two paths. The fast path applies the function with
 exception leaves the results so far in the list, so the failing position is known and
 the loop resumes after it. When the job has a timeout, the tracked path writes the
 position and start time of every task into the worker's shared slot, so the parent's
-supervisor can tell exactly which task overran its deadline.
+supervisor can tell exactly which task overran its deadline, and keeps each task's
+result where the parent can read it if the worker dies (``resultlog.py``), so that a
+later task of the chunk that kills the worker cannot take finished results with it.
 """
 
 from __future__ import annotations
@@ -28,11 +30,13 @@ from .. import nesting
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
+from .resultlog import LogWriter
 
 # Slot layout (a shared array of doubles): the chunk being run, the position in it
-# (-1 while its inputs are unpickled), and when that position started (monotonic).
-SLOT_SEQ, SLOT_POS, SLOT_T0 = 0, 1, 2
-SLOT_SIZE = 3
+# (-1 while its inputs are unpickled), when that position started (monotonic), and the
+# bytes of the result log in use.
+SLOT_SEQ, SLOT_POS, SLOT_T0, SLOT_LOG = 0, 1, 2, 3
+SLOT_SIZE = 4
 
 
 def _arm_parent_death_signal() -> None:
@@ -130,21 +134,39 @@ def _run_fast(
 
 
 def _run_tracked(
-    fn: Callable[..., Any], items: Sequence[Any], style: int, slot: Any
-) -> tuple[list[Any], dict[int, Any]]:
+    fn: Callable[..., Any],
+    items: Sequence[Any],
+    style: int,
+    slot: Any,
+    log: LogWriter,
+    sock: socket.socket,
+    seq: int,
+) -> tuple[list[Any], dict[int, Any], list[int]]:
+    """Run each task with its position and start in the slot, and each outcome in the
+    log (or, if it does not fit there, sent at once): results, failures, and the
+    positions sent already (their places in ``results`` are None)."""
     call = caller(fn, style)
+    clock = time.monotonic
     results: list[Any] = []
     failures: dict[int, Any] = {}
-    clock = time.monotonic
+    sent: list[int] = []
+    log.on_full = lambda entries: p.send_blocking(sock, (p.LOGGED, seq), entries)
     for pos, item in enumerate(items):
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = pos
+        failure = None
         try:
-            results.append(call(item))
+            value = call(item)
         except BaseException as exc:
-            failures[pos] = FailureInfo.capture(exc)
-            results.append(None)
-    return results, failures
+            value = None
+            failure = failures[pos] = FailureInfo.capture(exc)
+        results.append(value)
+        if not log.add(pos, value, failure):
+            part = {0: failures.pop(pos)} if failure is not None else {}
+            _send_results(sock, (p.PART, seq, pos), _pack_results([value], part))
+            results[pos] = None
+            sent.append(pos)
+    return results, failures, sent
 
 
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
@@ -279,8 +301,11 @@ def main(
     threads: tuple[int | None, dict[str, str]] = (None, {}),
     memory_limit: int | None = None,
     inherited: tuple[int, ...] | None = None,
+    result_log: Any = None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``).
+
+    ``result_log``: the shared array of its result log (see ``resultlog.py``).
 
     ``inherited``: set when the worker was forked straight from the pool's process:
     descriptors of the parent's (other workers' channels, the supervisor's pipe) to
@@ -307,12 +332,12 @@ def main(
         _cap_address_space(memory_limit)
     try:
         p.send_blocking(sock, (p.READY, os.getpid()))
-        _serve(sock, slot, memory_limit)
+        _serve(sock, slot, LogWriter(result_log, slot, SLOT_LOG), memory_limit)
     except (EOFError, OSError):
         return  # the parent is gone or closed the channel: nothing left to do
 
 
-def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
+def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
     while True:
@@ -327,6 +352,7 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             functions.pop(key, None)
         if drop_shared:
             forget_shared(drop_shared)
+        log.reset()  # before the chunk is announced: the parent never reads a stale log
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = -1
         slot[SLOT_SEQ] = seq
@@ -351,8 +377,9 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
             continue
         del body
         started = time.perf_counter()
+        sent: list[int] = []
         if track:
-            results, failures = _run_tracked(fn, items, style, slot)
+            results, failures, sent = _run_tracked(fn, items, style, slot, log, sock, seq)
         else:
             results, failures = _run_fast(fn, items, style)
         busy = time.perf_counter() - started
@@ -365,6 +392,6 @@ def _serve(sock: socket.socket, slot: Any, memory_limit: int | None) -> None:
         del results
         # Unmapped now unless a task kept a view: the parent may then reuse the memory.
         released = let_go(mappings)
-        _send_results(sock, (p.DONE, seq, busy, retiring, released), packed)
+        _send_results(sock, (p.DONE, seq, busy, retiring, released, tuple(sent)), packed)
         if retiring:
             return
