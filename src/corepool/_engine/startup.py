@@ -26,8 +26,9 @@ from typing import Any
 
 GUARD_MESSAGE = (
     "a corepool pool was started while a worker process was importing the main script. "
-    "Worker processes import the main module; code that starts a pool at import time "
-    'then runs again in every worker. Put it under `if __name__ == "__main__":`.'
+    "The main module is imported again outside the program (in the fork server, or in "
+    "each spawned worker), so code that starts a pool at import time runs there too. "
+    'Put it under `if __name__ == "__main__":`.'
 )
 
 
