@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from corepool._engine.dispatch import (
+from corepool._tasks.sizing import (
     MAX_CHUNK_ITEMS_UNSIZED,
     TARGET_CHUNK_SECONDS,
     ChunkSizer,

@@ -8,10 +8,10 @@ from concurrent.futures import Future
 
 import pytest
 
-from corepool._engine import protocol as p
-from corepool._engine.job import CallJob, Job, Piece
 from corepool._engine.model import Chunk, Deliver, FailJob, Kill, Quit, Send, Start
 from corepool._engine.state import PoolState
+from corepool._tasks.job import CallJob, Job, Piece
+from corepool._tasks.styles import CallStyle
 from corepool.errors import BrokenPool, TaskTimeout, WorkerCrashed
 from corepool.serialize import FailureInfo
 
@@ -22,7 +22,7 @@ def pickle_items(items: list[object]) -> bytes:
 
 class RecordingJob(Job):
     def __init__(self, **options) -> None:  # type: ignore[no-untyped-def]
-        super().__init__(abs, p.SINGLE, **options)
+        super().__init__(abs, CallStyle.SINGLE, **options)
         self.pieces: list[Piece] = []
 
     def deliver(self, piece: Piece) -> None:

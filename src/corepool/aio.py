@@ -18,8 +18,8 @@ import threading
 from collections.abc import AsyncGenerator, Callable, Iterable, Iterator
 from typing import Any
 
-from ._engine import protocol as p
-from ._engine.job import Piece, StreamJob
+from ._tasks.job import Piece, StreamJob
+from ._tasks.styles import CallStyle
 from .core import ON_ERROR_CHOICES, PoolCore
 from .errors import CorepoolError
 
@@ -120,7 +120,7 @@ def _start(
     job = core.stream_job(
         fn,
         iterable,
-        p.SINGLE,
+        CallStyle.SINGLE,
         chunksize=chunksize,
         timeout=timeout,
         retries=retries,

@@ -24,8 +24,8 @@ import weakref
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from ._engine import protocol as p
-from ._engine.job import Piece
+from ._tasks.job import Piece
+from ._tasks.styles import CallStyle
 from .backends import resolve_backend_name
 from .core import PoolCore
 from .cpus import blas_thread_limit
@@ -186,7 +186,7 @@ def _stop_all() -> None:
 
 
 def _run(
-    style: int,
+    style: CallStyle,
     *,
     fn: Callable[..., Any],
     iterable: Iterable[Any],
@@ -283,7 +283,7 @@ def map(
         >>> corepool.map(lambda x: 10 // x, [5, 0, 2], workers=2, on_error="return")
         [2, ZeroDivisionError('integer division or modulo by zero'), 5]
     """
-    return _collect(_run(p.SINGLE, **locals()), on_error)
+    return _collect(_run(CallStyle.SINGLE, **locals()), on_error)
 
 
 def starmap(
@@ -309,7 +309,7 @@ def starmap(
         >>> corepool.starmap(pow, [(2, 3), (3, 2)], workers=2)
         [8, 9]
     """
-    return _collect(_run(p.STAR, **locals()), on_error)
+    return _collect(_run(CallStyle.STAR, **locals()), on_error)
 
 
 def imap(
@@ -340,4 +340,4 @@ def imap(
         [3, 2, 1, 0]
     """
     # Lazy: results wait for the consumer, and the window bounds how many.
-    return _iterate(_run(p.SINGLE, keeps_all=False, **locals()), on_error)
+    return _iterate(_run(CallStyle.SINGLE, keeps_all=False, **locals()), on_error)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from multiprocessing.context import BaseContext
 
-from ._engine.engine import resolve_context
+from .backends.process import resolve_context
 
 __all__ = ["get_context"]
 

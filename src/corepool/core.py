@@ -17,8 +17,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from ._engine.dispatch import ChunkSizer, window_size
-from ._engine.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
+from ._tasks.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
+from ._tasks.sizing import ChunkSizer, window_size
+from ._tasks.styles import CallStyle
 from .backends import Backend, create_backend, resolve_backend_name
 from .cpus import cpu_count
 from .errors import stdlib_compatible
@@ -171,7 +172,7 @@ class PoolCore:
         self,
         fn: Callable[..., Any],
         iterable: Iterable[Any],
-        style: int,
+        style: CallStyle,
         *,
         chunksize: int | None,
         timeout: float | None,

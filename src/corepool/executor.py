@@ -11,7 +11,7 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._engine import protocol as p
+from ._tasks.styles import CallStyle
 from .core import PoolCore
 from .cpus import blas_thread_limit
 from .nesting import default_workers
@@ -165,7 +165,7 @@ class Executor(concurrent.futures.Executor):
         job = self._core.stream_job(
             fn,
             zip(*iterables, strict=False),
-            p.STAR,
+            CallStyle.STAR,
             chunksize=chunksize,
             timeout=None,
             retries=None,

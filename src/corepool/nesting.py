@@ -33,6 +33,7 @@ from contextlib import contextmanager
 from .cpus import cpu_count
 
 __all__ = [
+    "THREAD_VARIABLES",
     "default_workers",
     "in_thread_task",
     "inner_default",
@@ -40,6 +41,16 @@ __all__ = [
     "mark_worker_process",
     "running_task",
 ]
+
+# The environment variables that size the thread pools of BLAS and OpenMP libraries loaded later.
+THREAD_VARIABLES = (
+    "OMP_NUM_THREADS",
+    "OPENBLAS_NUM_THREADS",
+    "MKL_NUM_THREADS",
+    "BLIS_NUM_THREADS",
+    "VECLIB_MAXIMUM_THREADS",
+    "NUMEXPR_NUM_THREADS",
+)
 
 _local = threading.local()
 _process_level = 0

@@ -11,8 +11,8 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._engine import protocol as p
-from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
+from ._tasks.job import TIMED_OUT, LazyEvent, StreamJob
+from ._tasks.styles import CallStyle
 from .core import PoolCore, parse_memory
 from .cpus import blas_thread_limit
 from .nesting import default_workers
@@ -251,7 +251,7 @@ class Pool:
         self,
         func: Callable[..., Any],
         iterable: Iterable[Any],
-        style: int,
+        style: CallStyle,
         chunksize: int | None,
         timeout: float | None = None,
     ) -> StreamJob:
@@ -280,7 +280,7 @@ class Pool:
         ``progress`` (keyword only, as on every method here that runs many tasks): True
         for a tqdm bar on stderr, or a callable ``callback(done, total)``.
         """
-        job = self._start(func, iterable, p.SINGLE, chunksize)
+        job = self._start(func, iterable, CallStyle.SINGLE, chunksize)
         return self._all(job, progress, iterable)
 
     def starmap(
@@ -292,7 +292,7 @@ class Pool:
         progress: Any = False,
     ) -> list[Any]:
         """``[func(*args) for args in iterable]`` in parallel, in order."""
-        job = self._start(func, iterable, p.STAR, chunksize)
+        job = self._start(func, iterable, CallStyle.STAR, chunksize)
         return self._all(job, progress, iterable)
 
     def _async(
@@ -325,7 +325,7 @@ class Pool:
         progress: Any = False,
     ) -> AsyncResult:
         """Start :meth:`map`; an :class:`AsyncResult` whose value is the list."""
-        job = self._start(func, iterable, p.SINGLE, chunksize)
+        job = self._start(func, iterable, CallStyle.SINGLE, chunksize)
         return self._async(job, callback, error_callback, progress, iterable)
 
     def starmap_async(
@@ -339,7 +339,7 @@ class Pool:
         progress: Any = False,
     ) -> AsyncResult:
         """Start :meth:`starmap`; an :class:`AsyncResult` whose value is the list."""
-        job = self._start(func, iterable, p.STAR, chunksize)
+        job = self._start(func, iterable, CallStyle.STAR, chunksize)
         return self._async(job, callback, error_callback, progress, iterable)
 
     def imap(
@@ -357,7 +357,7 @@ class Pool:
         raises in its place and the next ``next()`` goes on after it.
         """
         check_on_error(on_error)
-        job = self._start(func, iterable, p.SINGLE, chunksize)
+        job = self._start(func, iterable, CallStyle.SINGLE, chunksize)
         return IMapIterator(self._core, job, True, on_error, progress or None, iterable)
 
     def imap_unordered(
@@ -371,7 +371,7 @@ class Pool:
     ) -> IMapIterator:
         """Lazy results in completion order. ``on_error`` as in :func:`corepool.imap`."""
         check_on_error(on_error)
-        job = self._start(func, iterable, p.SINGLE, chunksize)
+        job = self._start(func, iterable, CallStyle.SINGLE, chunksize)
         return IMapIterator(self._core, job, False, on_error, progress or None, iterable)
 
     # asyncio: thin delegations to corepool.aio ---------------------------------------

@@ -34,6 +34,7 @@ with buffers inline and handles sent by value.
 from __future__ import annotations
 
 import contextlib
+import copy
 import itertools
 import mmap
 import os
@@ -497,14 +498,70 @@ def forget_shared(tokens: list[tuple[int, int]]) -> None:
 
 
 def resolve(value: Any) -> Any:
-    """``value`` with :class:`Shared` handles replaced by their objects, also inside
-    lists, tuples and dict values: what a worker process would receive. For the
-    backends that do not pickle (threads, serial)."""
-    return _replace_inside(value, _object_of_handle)
+    """``value`` with :class:`Shared` handles replaced by their objects, at any depth:
+    inside lists, tuples, dicts, sets and the attributes of objects, what pickling it
+    to a worker process gives. For the backends that do not pickle (threads, serial):
+    a container or object is copied only when a handle is found in it, the rest is
+    passed as it is."""
+    return _resolve_in(value, {})
 
 
-def _object_of_handle(obj: Any) -> Any:
-    return obj.value if isinstance(obj, Shared) else obj
+_PLAIN = (str, bytes, bytearray, int, float, complex, bool, type(None), memoryview)
+
+
+def _resolve_in(obj: Any, seen: dict[int, Any]) -> Any:
+    if isinstance(obj, Shared):
+        return obj.value
+    if isinstance(obj, (*_PLAIN, type)):
+        return obj
+    key = id(obj)
+    if key in seen:  # met before (or a cycle back to a container being walked)
+        return seen[key]
+    seen[key] = obj
+    new = _resolve_children(obj, seen)
+    seen[key] = new
+    return new
+
+
+def _resolve_children(obj: Any, seen: dict[int, Any]) -> Any:
+    kind = type(obj)
+    if kind in (list, tuple, set, frozenset) or (
+        isinstance(obj, tuple) and hasattr(obj, "_fields")
+    ):
+        items = [_resolve_in(x, seen) for x in obj]
+        if all(a is b for a, b in zip(items, obj, strict=True)):
+            return obj
+        if kind in (list, tuple, set, frozenset):
+            return kind(items)
+        return kind._make(items)  # a named tuple
+    if isinstance(obj, dict):
+        values = {k: _resolve_in(v, seen) for k, v in obj.items()}
+        if all(values[k] is v for k, v in obj.items()):
+            return obj
+        if kind is dict:
+            return values
+        try:
+            clone = copy.copy(obj)  # an OrderedDict, a defaultdict...
+            clone.update(values)
+        except Exception:
+            return obj
+        return clone
+    attributes = getattr(obj, "__dict__", None)
+    if type(attributes) is not dict or callable(obj):
+        return obj  # functions, modules, objects without a plain __dict__: as they are
+    changed = {}
+    for name, attribute in attributes.items():
+        resolved = _resolve_in(attribute, seen)
+        if resolved is not attribute:
+            changed[name] = resolved
+    if not changed:
+        return obj
+    try:
+        clone = copy.copy(obj)
+        clone.__dict__.update(changed)
+    except Exception:
+        return obj  # an object that cannot be copied keeps its handles
+    return clone
 
 
 def live_handles() -> int:

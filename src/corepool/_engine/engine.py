@@ -7,12 +7,12 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
+from .._tasks.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from ..errors import CorepoolError
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .exits import ExitExplainer
-from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from .model import Action, Chunk
 from .startup import (
     check_not_bootstrapping,

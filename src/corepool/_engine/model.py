@@ -11,11 +11,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
+from .._tasks.job import Job, Piece
 from ..errors import BrokenPool, SerializationError, WorkerCrashed, also
 from ..serialize import FailureInfo
 from . import protocol as p
 from .exits import describe_exit
-from .job import Job, Piece
 
 __all__ = [
     "Action",

@@ -63,11 +63,6 @@ UNREADABLE = "unreadable"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"
 
-# How a chunk's inputs are applied to the function.
-SINGLE = 0  # fn(x)
-STAR = 1  # fn(*x)
-CALL = 2  # fn(*args, **kwargs) with x == (args, kwargs)
-
 _HEADER = struct.Struct("!IQI")
 _SMALL = 64 * 1024
 MAX_FDS = 250  # per frame; the kernel takes at most 253 in one message

@@ -38,6 +38,8 @@ from collections.abc import Callable, Iterable
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
+from .._tasks.job import Job, Piece
+from .._tasks.rules import culprit, may_retry
 from ..errors import (
     BrokenPool,
     CorepoolError,
@@ -48,7 +50,6 @@ from ..errors import (
 )
 from ..serialize import FailureInfo
 from .exits import describe_exit
-from .job import Job, Piece
 from .lanes import Lanes
 from .model import (
     Action,
@@ -231,9 +232,7 @@ class PoolState:
     def _retries_left(self, chunk: Chunk, error: BaseException) -> bool:
         job = chunk.job
         attempt = chunk.attempt if chunk.count == 1 else 0
-        if isinstance(error, SerializationError) or not isinstance(error, job.retry_on):
-            return False
-        return attempt < job.retries and not job.cancelled
+        return may_retry(error, attempt, job.retries, job.retry_on, job.cancelled)
 
     def _retry(self, chunk: Chunk, pos: int) -> None:
         attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
@@ -401,7 +400,7 @@ class PoolState:
         worker.free_since = now
         job = chunk.job
         actions: list[Action] = []
-        if what == "inputs" and chunk.count > 1:
+        if what == "inputs" and culprit(chunk.count) is None:
             # Find the culprit: each input on its own.
             self._requeue(self._singletons(chunk, range(chunk.count)))
         else:
@@ -459,14 +458,14 @@ class PoolState:
         self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
     ) -> list[Action]:
         head = worker.queue[0]
-        if head.count > 1 and pos is None:
+        pos = culprit(head.count, pos)
+        if pos is None:
             # Which task killed it is unknown: each one again on its own.
             worker.queue.popleft()
             self._requeue(list(worker.queue))
             worker.queue.clear()
             self._requeue(self._singletons(head, range(head.count)))
             return []
-        pos = pos or 0
         reason = self._exit_reason(exitcode, worker.pid)
         error = WorkerCrashed(
             f"the worker process (pid {worker.pid}) running task {head.start + pos} died: "
@@ -516,7 +515,7 @@ class PoolState:
             head = worker.queue[0]
             timeout = head.job.timeout
             assert timeout is not None
-            if pos < 0 and head.count > 1:
+            if culprit(head.count, pos if pos >= 0 else None) is None:
                 # Stuck unpickling a chunk's inputs: which one is unknown, so each
                 # goes again on its own (the one that hangs again then fails alone).
                 worker.queue.popleft()
@@ -593,7 +592,7 @@ class PoolState:
             return []
         chunk = self._pop_head(worker)[0]
         worker.free_since = now
-        if chunk.count > 1:
+        if culprit(chunk.count) is None:
             self._requeue(self._singletons(chunk, range(chunk.count)))
             return self._after(now)
         failure = also(

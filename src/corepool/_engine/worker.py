@@ -5,10 +5,8 @@ channel reaches end-of-file; when busy, the kernel kills it (``PR_SET_PDEATHSIG`
 right after start, with a check for a parent that died before it was armed). The worker
 ignores SIGINT: on Ctrl-C the parent stops the pool, and workers print no tracebacks.
 
-A chunk runs on one of two paths. The fast path applies the function with
-``list.extend(map(fn, inputs))``, a C loop with no per-task Python overhead; an
-exception leaves the results so far in the list, so the failing position is known and
-the loop resumes after it. When the job has a timeout, the tracked path writes the
+A chunk runs in the loop every backend shares (``_tasks/run.py``), on its fast path
+(a C loop over the inputs) unless the job has a timeout. Then the tracked path writes the
 position and start time of every task into the worker's shared slot, so the parent's
 supervisor can tell exactly which task overran its deadline, and keeps each task's
 result where the parent can read it if the worker dies (``resultlog.py``), so that a
@@ -17,7 +15,6 @@ later task of the chunk that kills the worker cannot take finished results with 
 
 from __future__ import annotations
 
-import itertools
 import os
 import signal
 import socket
@@ -27,6 +24,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import nesting
+from .._tasks.run import pack_results, run_tasks
+from ..nesting import THREAD_VARIABLES as THREAD_VARIABLES  # the supervisor's too
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
@@ -105,34 +104,6 @@ def _parent_alive(pid: int) -> bool:
     return True
 
 
-def caller(fn: Callable[..., Any], style: int) -> Callable[[Any], Any]:
-    if style == p.SINGLE:
-        return fn
-    if style == p.STAR:
-        return lambda args: fn(*args)
-    return lambda call: fn(*call[0], **call[1])
-
-
-def _run_fast(
-    fn: Callable[..., Any], items: Sequence[Any], style: int
-) -> tuple[list[Any], dict[int, Any]]:
-    results: list[Any] = []
-    failures: dict[int, Any] = {}
-    inputs = iter(items)
-    while True:
-        try:
-            if style == p.SINGLE:
-                results.extend(map(fn, inputs))
-            elif style == p.STAR:
-                results.extend(itertools.starmap(fn, inputs))
-            else:
-                results.extend(map(caller(fn, style), inputs))
-            return results, failures
-        except BaseException as exc:  # the task's own failure, whatever it is
-            failures[len(results)] = FailureInfo.capture(exc)
-            results.append(None)
-
-
 def _run_tracked(
     fn: Callable[..., Any],
     items: Sequence[Any],
@@ -145,49 +116,36 @@ def _run_tracked(
     """Run each task with its position and start in the slot, and each outcome in the
     log (or, if it does not fit there, sent at once): results, failures, and the
     positions sent already (their places in ``results`` are None)."""
-    call = caller(fn, style)
     clock = time.monotonic
-    results: list[Any] = []
-    failures: dict[int, Any] = {}
     sent: list[int] = []
     log.on_full = lambda entries: p.send_blocking(sock, (p.LOGGED, seq), entries)
-    for pos, item in enumerate(items):
+
+    def started(pos: int) -> None:
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = pos
-        failure = None
-        try:
-            value = call(item)
-        except BaseException as exc:
-            value = None
-            failure = failures[pos] = FailureInfo.capture(exc)
-        results.append(value)
-        if not log.add(pos, value, failure):
-            part = {0: failures.pop(pos)} if failure is not None else {}
-            _send_results(sock, (p.PART, seq, pos), _pack_results([value], part))
-            results[pos] = None
-            sent.append(pos)
+
+    def ended(pos: int, value: Any, failure: Any) -> bool:
+        if log.add(pos, value, failure):
+            return True
+        part = {0: failure} if failure is not None else {}
+        _send_results(sock, (p.PART, seq, pos), _pack_results([value], part))
+        sent.append(pos)
+        return False
+
+    results, failures, _ = run_tasks(
+        fn, style, items, capture=FailureInfo.capture, started=started, ended=ended
+    )
     return results, failures, sent
 
 
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
-    try:
-        return pack((results, failures))
-    except BaseException:
-        pass
-    for pos, value in enumerate(results):
-        try:
-            pack(value)
-        except BaseException as exc:  # SystemExit from a __reduce__ fails the task only
-            results[pos] = None
-            failures[pos] = (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc))
-    try:
-        return pack((results, failures))
-    except Exception:
-        # A failure record itself would not pickle: keep only the text.
-        for pos, info in list(failures.items()):
-            if isinstance(info, FailureInfo):
-                failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
-        return pack((results, failures))
+    return pack_results(
+        pack,
+        results,
+        failures,
+        lambda values, fails: (values, fails),
+        lambda pos, exc: (p.RESULT_UNPICKLABLE, FailureInfo.capture(exc)),
+    )
 
 
 def _send_results(sock: socket.socket, meta: tuple[Any, ...], packed: bytes | Packed) -> None:
@@ -246,15 +204,6 @@ def _mark_memory_errors(failures: dict[int, Any], limit: int) -> bool:
     return found
 
 
-# The variables that size the thread pools of BLAS and OpenMP libraries loaded later.
-THREAD_VARIABLES = (
-    "OMP_NUM_THREADS",
-    "OPENBLAS_NUM_THREADS",
-    "MKL_NUM_THREADS",
-    "BLIS_NUM_THREADS",
-    "VECLIB_MAXIMUM_THREADS",
-    "NUMEXPR_NUM_THREADS",
-)
 # Modules whose presence means a BLAS/OpenMP library may already be loaded.
 _THREADED_LIBRARIES = ("numpy", "scipy", "torch", "sklearn", "numexpr")
 
@@ -381,7 +330,7 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         if track:
             results, failures, sent = _run_tracked(fn, items, style, slot, log, sock, seq)
         else:
-            results, failures = _run_fast(fn, items, style)
+            results, failures, _ = run_tasks(fn, style, items, capture=FailureInfo.capture)
         busy = time.perf_counter() - started
         del items
         retiring = False

@@ -18,10 +18,9 @@ from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from ..errors import CorepoolError, SerializationError
-from ..serialize import add_note, describe_input
-from . import protocol as p
-from .dispatch import ChunkSizer
+from ..serialize import add_note, argument_error, describe_input
+from .sizing import ChunkSizer
+from .styles import CallStyle
 
 _job_ids = itertools.count()
 
@@ -105,7 +104,7 @@ class Job:
     def __init__(
         self,
         fn: Callable[..., Any],
-        style: int,
+        style: CallStyle,
         *,
         timeout: float | None = None,
         retries: int = 0,
@@ -127,7 +126,7 @@ class Job:
         # Set once every task has a result (or the job was given up): what join() waits
         # for; reading the results is not needed.
         self.computed = LazyEvent()
-        self.cache_function = style != p.CALL  # a worker keeps a stream's function
+        self.cache_function = style != CallStyle.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
 
     @property
@@ -158,7 +157,7 @@ class Job:
 
     def describe_value(self, item: Any) -> str:
         """A short repr of one input, as the function receives it."""
-        if self.style == p.CALL:
+        if self.style == CallStyle.CALL:
             args, kwargs = item
             parts = [describe_input(a) for a in args]
             parts += [f"{k}={describe_input(v)}" for k, v in kwargs.items()]
@@ -182,7 +181,7 @@ class CallJob(Job):
     """A single ``fn(*args, **kwargs)`` whose outcome goes to a Future."""
 
     def __init__(self, fn: Callable[..., Any], future: Future[Any], **options: Any) -> None:
-        super().__init__(fn, p.CALL, **options)
+        super().__init__(fn, CallStyle.CALL, **options)
         self.future = future
 
     def claim(self) -> bool:
@@ -219,7 +218,7 @@ class StreamJob(Job):
         self,
         fn: Callable[..., Any],
         iterable: Iterable[Any],
-        style: int,
+        style: CallStyle,
         *,
         window: int,
         **options: Any,
@@ -343,11 +342,7 @@ class StreamJob(Job):
                         yield piece
                 if self._failure is not None:
                     raise self._failure
-                if (
-                    seen_end
-                    and self.total is not None
-                    and self._consumed(ordered, next_index, consumed_by_origin)
-                ):
+                if seen_end and self.total is not None and self._consumed(ordered, next_index):
                     finished = True
                     if self.input_error is not None:
                         raise self.input_error
@@ -372,7 +367,7 @@ class StreamJob(Job):
                 # its input was read already: nobody takes its other results.
                 self.cancel()
 
-    def _consumed(self, ordered: bool, next_index: int, by_origin: dict[int, int]) -> bool:
+    def _consumed(self, ordered: bool, next_index: int) -> bool:
         assert self.total is not None
         if ordered:
             return next_index >= self.total
@@ -397,11 +392,7 @@ def input_failure_piece(
     job: Job, origin: int, start: int, pos: int, item: Any, exc: Exception
 ) -> Piece:
     """A one-task piece for an input that cannot be pickled (it never reaches a worker)."""
-    from ..serialize import argument_error
-
-    error: BaseException = argument_error(start + pos, item, exc, job.style == p.STAR)
-    if not isinstance(error, SerializationError):  # pragma: no cover - defensive
-        error = CorepoolError(str(error))
+    error = argument_error(start + pos, item, exc, job.style == CallStyle.STAR)
     return Piece(start + pos, [None], {0: error}, origin, [item])
 
 

@@ -18,9 +18,9 @@ sends the caller's ``__main__`` and the modules next to its script by value: the
 workers cannot import them.
 
 A chunk whose worker died (Dask's ``KilledWorker``, Ray's ``WorkerCrashedError``) is
-split: each of its tasks is resubmitted alone, so the task that kills its worker is the
-only one to fail, with :class:`~corepool.errors.WorkerCrashed`, once its retries are
-spent, as on the process backend.
+split (``_tasks/rules.py``): each of its tasks is resubmitted alone, so the task that
+kills its worker is the only one to fail, with :class:`~corepool.errors.WorkerCrashed`,
+once its retries are spent, as on the process backend.
 """
 
 from __future__ import annotations
@@ -35,7 +35,8 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
-from .._engine.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .._tasks.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .._tasks.rules import culprit, may_retry
 from ..errors import CorepoolError, SerializationError, WorkerCrashed
 from ..progress import PoolStats, WorkerStats
 from ..serialize import FailureInfo, dumps_code, find_unpicklable, loads
@@ -255,7 +256,7 @@ class ClusterBackend(Backend):
 
     def _unreadable(self, chunk: Chunk, what: str, info: FailureInfo) -> None:
         job = chunk.job
-        if what == "inputs" and len(chunk.items) > 1:
+        if what == "inputs" and culprit(len(chunk.items)) is None:
             self._split(chunk)
             return
         subject = "the function" if what == "function" else f"the input of task {chunk.start}"
@@ -278,8 +279,7 @@ class ClusterBackend(Backend):
             return
         with self._lock:
             self._restarts += 1
-        job = chunk.job
-        if len(chunk.items) > 1:
+        if culprit(len(chunk.items)) is None:
             self._split(chunk)
             return
         error = WorkerCrashed(
@@ -287,7 +287,13 @@ class ClusterBackend(Backend):
             None,
             detail,
         )
-        if chunk.attempt < job.retries and isinstance(error, job.retry_on) and not job.cancelled:
+        self.fail_task(chunk, error)
+
+    def fail_task(self, chunk: Chunk, error: BaseException) -> None:
+        """A failure pinned on the one task of ``chunk``: run it again while the rules
+        allow (``_tasks/rules.py``), else deliver ``error``."""
+        job = chunk.job
+        if may_retry(error, chunk.attempt, job.retries, job.retry_on, job.cancelled):
             self.send(job, chunk.origin, chunk.start, chunk.items, chunk.attempt + 1)
             return
         job.deliver(Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.items))

@@ -11,8 +11,10 @@ answers with one pickled blob::
                                    retried: failed attempts that were run again
     (UNREADABLE, what, FailureInfo)                the spec or the inputs did not unpickle
 
-Per-task retries happen here, inside the chunk, so a task that raises is retried alone
-(and only for the exception types of ``retry_on``) without re-running its neighbours;
+The tasks run in the loop every backend shares (``_tasks/run.py``). Per-task retries
+happen here, inside the chunk, so a task that raises is retried alone (under
+``_tasks/rules.py``: the types of ``retry_on``, a timeout included, never a
+SerializationError) without re-running its neighbours;
 a task that kills its worker is retried by the backend in the caller, which resubmits
 it on its own. A task with a timeout runs in a helper thread that the chunk waits for
 at most ``timeout`` seconds; what happens to an overrunning thread is up to the
@@ -23,20 +25,19 @@ Everything here must be importable on the workers: corepool is installed there t
 
 from __future__ import annotations
 
-import itertools
+import functools
 import os
 import socket
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
-from .._engine import protocol as p
-from .._engine.worker import caller
+from .._tasks.run import pack_results, run_tasks
 from ..errors import SerializationError, TaskTimeout
-from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
+from ..serialize import FailureInfo, dumps_data, loads
 
 __all__ = [
     "OK",
@@ -127,11 +128,18 @@ def run_chunk(
     finally:
         _local.shared = None
     began = time.perf_counter()
-    retried = 0
-    if spec.retries == 0 and spec.timeout is None:
-        values, failures = _run_plain(spec, items)
-    else:
-        values, failures, retried = _run_careful(spec, start, items)
+    attempt = None
+    if spec.timeout is not None:
+        attempt = functools.partial(_with_deadline, spec=spec, start=start)
+    values, failures, retried = run_tasks(
+        spec.fn,
+        spec.style,
+        items,
+        capture=FailureInfo.capture,
+        retries=spec.retries,
+        retry_on=spec.retry_on,
+        attempt=attempt,
+    )
     busy = time.perf_counter() - began
     return _pack(start, values, failures, busy, retried)
 
@@ -146,59 +154,12 @@ def run_chunk_announced(*args: Any) -> Iterator[bytes]:
     yield run_chunk(*args)
 
 
-def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:
-    """No retries, no timeout: a C loop over the inputs, resumed after each failure."""
-    values: list[Any] = []
-    failures: dict[int, Any] = {}
-    inputs = iter(items)
-    call = spec.fn if spec.style == p.SINGLE else caller(spec.fn, spec.style)
-    while True:
-        try:
-            if spec.style == p.STAR:
-                values.extend(itertools.starmap(spec.fn, inputs))
-            else:
-                values.extend(map(call, inputs))
-            return values, failures
-        except BaseException as exc:  # the task's own failure, whatever it is
-            failures[len(values)] = FailureInfo.capture(exc)
-            values.append(None)
-
-
-def _run_careful(
-    spec: Spec, start: int, items: Sequence[Any]
-) -> tuple[list[Any], dict[int, Any], int]:
-    """Task by task, with per-task retries and deadlines; also counts the retries."""
-    call = caller(spec.fn, spec.style)
-    values: list[Any] = []
-    failures: dict[int, Any] = {}
-    retried = 0
-    for pos, item in enumerate(items):
-        attempt = 0
-        while True:
-            try:
-                if spec.timeout is None:
-                    values.append(call(item))
-                else:
-                    values.append(_with_deadline(call, item, spec, start + pos))
-                break
-            except BaseException as exc:
-                if (
-                    attempt < spec.retries
-                    and isinstance(exc, spec.retry_on)
-                    and not isinstance(exc, SerializationError)
-                ):
-                    attempt += 1
-                    retried += 1
-                    continue
-                failures[pos] = FailureInfo.capture(exc)
-                values.append(None)
-                break
-    return values, failures, retried
-
-
-def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int) -> Any:
+def _with_deadline(
+    call: Callable[[Any], Any], item: Any, pos: int, *, spec: Spec, start: int
+) -> Any:
     """``call(item)`` in a helper thread, given up after ``spec.timeout`` seconds."""
     assert spec.timeout is not None
+    index = start + pos
     outcome: list[tuple[bool, Any]] = []
     finished = threading.Event()
 
@@ -227,23 +188,20 @@ def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int
 def _pack(
     start: int, values: list[Any], failures: dict[int, Any], busy: float, retried: int
 ) -> bytes:
-    try:
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
-    except Exception:
-        pass
-    for pos, exc in find_unpicklable(values).items():
-        values[pos] = None
-        error = SerializationError(
-            f"the result of task {start + pos} cannot be pickled: {type(exc).__name__}: {exc}"
+    def unpicklable(pos: int, exc: BaseException) -> FailureInfo:
+        return FailureInfo.capture(
+            SerializationError(
+                f"the result of task {start + pos} cannot be pickled: {type(exc).__name__}: {exc}"
+            )
         )
-        failures[pos] = FailureInfo.capture(error)
-    try:
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
-    except Exception:
-        # A failure record itself would not pickle: keep only its text.
-        for pos, info in list(failures.items()):
-            failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+
+    return pack_results(
+        dumps_data,
+        values,
+        failures,
+        lambda vals, fails: (OK, vals, fails, busy, _worker_name(), retried),
+        unpicklable,
+    )
 
 
 def _worker_name() -> str:

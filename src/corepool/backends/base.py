@@ -1,7 +1,7 @@
 """The one narrow interface every backend implements.
 
-A backend receives jobs (:class:`~corepool._engine.job.StreamJob` for map-like calls,
-:class:`~corepool._engine.job.CallJob` for one call) and hands their results back
+A backend receives jobs (:class:`~corepool._tasks.job.StreamJob` for map-like calls,
+:class:`~corepool._tasks.job.CallJob` for one call) and hands their results back
 through ``job.deliver``; ordering, ``on_error``, progress and the public faces live
 above it and are the same for every backend. Capability flags say what a backend can
 promise, so callers and tests can tell without knowing which backend it is.
@@ -14,8 +14,8 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._engine.job import CallJob, Job, Piece, StreamJob
-from .._engine.worker import caller
+from .._tasks.job import CallJob, Job, Piece, StreamJob
+from .._tasks.run import Attempt, run_tasks
 from ..errors import BrokenPool, TaskTimeout
 from ..nesting import running_task
 from ..progress import PoolStats
@@ -112,54 +112,51 @@ def run_inline(
     *,
     level: int,
     catch: type[BaseException] | tuple[type[BaseException], ...] = Exception,
+    retries: int | None = None,
 ) -> Piece:
-    """Run a chunk in this thread with the job's retries; the serial and thread backends.
+    """Run a chunk in this thread with the job's retries (or ``retries``); the serial
+    and thread backends.
 
     A timeout cannot stop code running in this thread: a task that ran past it is
-    reported as :class:`TaskTimeout` once it returns, and its result is dropped.
-    The tasks run at nesting ``level`` (what a corepool call inside them runs on).
+    reported as :class:`TaskTimeout` once it returns (and retried as any failure is),
+    and its result is dropped. The tasks run at nesting ``level`` (what a corepool call
+    inside them runs on).
     """
-    with running_task(level):
-        return _run_chunk(job, origin, start, items, catch)
-
-
-def _run_chunk(
-    job: Job,
-    origin: int,
-    start: int,
-    items: list[Any],
-    catch: type[BaseException] | tuple[type[BaseException], ...],
-) -> Piece:
-    call: Callable[[Any], Any] = caller(job.fn, job.style)
-    if live_handles():
-        plain = call
-        call = lambda item: plain(resolve(item))  # noqa: E731 (corepool.shared handles)
-    values: list[Any] = []
-    failures: dict[int, BaseException] = {}
-    retried = 0
+    attempt: Attempt | None = _resolving if live_handles() else None
+    if job.timeout is not None:
+        attempt = _timed(job.timeout, start, attempt)
     began = time.perf_counter()
-    for pos, item in enumerate(items):
-        attempt = 0
-        while True:
-            t0 = time.monotonic()
-            try:
-                value = call(item)
-                if job.timeout is not None and time.monotonic() - t0 > job.timeout:
-                    raise TaskTimeout(
-                        f"task {start + pos} ran longer than its {job.timeout:g} s timeout "
-                        "(this backend cannot stop a running task: it finished, and its "
-                        "result was dropped)",
-                        job.timeout,
-                    )
-                values.append(value)
-                break
-            except catch as exc:
-                if attempt < job.retries and isinstance(exc, job.retry_on):
-                    attempt += 1
-                    retried += 1
-                    continue
-                values.append(None)
-                failures[pos] = exc
-                break
+    with running_task(level):
+        values, failures, retried = run_tasks(
+            job.fn,
+            job.style,
+            items,
+            catch=catch,
+            retries=job.retries if retries is None else retries,
+            retry_on=job.retry_on,
+            attempt=attempt,
+        )
     job.sizer.observe(len(items), time.perf_counter() - began)
     return Piece(start, values, failures, origin, items if failures else None, retried)
+
+
+def _resolving(call: Callable[[Any], Any], item: Any, pos: int) -> Any:
+    """One run of a task whose input may hold ``corepool.shared`` handles: the task gets
+    their objects, as a worker process would."""
+    return call(resolve(item))
+
+
+def _timed(timeout: float, start: int, inner: Attempt | None) -> Attempt:
+    def attempt(call: Callable[[Any], Any], item: Any, pos: int) -> Any:
+        t0 = time.monotonic()
+        value = call(item) if inner is None else inner(call, item, pos)
+        if time.monotonic() - t0 > timeout:
+            raise TaskTimeout(
+                f"task {start + pos} ran longer than its {timeout:g} s timeout (this "
+                "backend cannot stop a running task: it finished, and its result was "
+                "dropped)",
+                timeout,
+            )
+        return value
+
+    return attempt

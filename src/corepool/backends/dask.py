@@ -32,8 +32,8 @@ from distributed import Client, LocalCluster, as_completed
 from distributed.diagnostics.plugin import WorkerPlugin
 from distributed.scheduler import KilledWorker
 
-from .._engine.worker import THREAD_VARIABLES
 from ..errors import BrokenPool
+from ..nesting import THREAD_VARIABLES
 from ..serialize import dumps_code, loads
 from . import _byvalue, _remote
 from ._cluster import ClusterBackend, reject_local_options

@@ -1,4 +1,8 @@
-"""The process backend: corepool's own engine of worker processes (the default)."""
+"""The process backend: corepool's own engine of worker processes (the default).
+
+The only door into ``_engine/``: the faces and the CLI that need its start method
+(``corepool.get_context``, ``corepool info``) import it from here.
+"""
 
 from __future__ import annotations
 
@@ -6,10 +10,12 @@ import time
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from .._engine.engine import ProcessEngine
-from .._engine.job import CallJob, Job, StreamJob
+from .._engine.engine import ProcessEngine, default_start_method, resolve_context
+from .._tasks.job import CallJob, Job, StreamJob
 from ..progress import PoolStats, WorkerStats
 from .base import Backend
+
+__all__ = ["ProcessBackend", "default_start_method", "resolve_context"]
 
 
 class ProcessBackend(Backend):

@@ -31,7 +31,7 @@ from typing import Any, ClassVar
 import ray
 from ray import exceptions as ray_errors
 
-from .._engine.job import Piece, StreamJob
+from .._tasks.job import StreamJob
 from ..errors import TaskTimeout
 from . import _remote
 from ._cluster import ClusterBackend, reject_local_options
@@ -133,15 +133,11 @@ class RayBackend(ClusterBackend):
             pass
         with self._lock:
             self._restarts += 1
-        job = chunk.job
         error = TaskTimeout(
             f"task {chunk.start} ran longer than its {timeout:g} s timeout; {self.overrun_note}",
             timeout,
         )
-        if chunk.attempt < job.retries and isinstance(error, job.retry_on) and not job.cancelled:
-            self.send(job, chunk.origin, chunk.start, chunk.items, chunk.attempt + 1)
-            return
-        job.deliver(Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.items))
+        self.fail_task(chunk, error)
 
     def place_shared(self, value: Any) -> Any:
         return ray.put(value)

@@ -10,7 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._engine.job import CallJob, Piece, StreamJob
+from .._tasks.job import CallJob, Piece, StreamJob
 from ..nesting import level
 from ..progress import PoolStats, WorkerStats
 from .base import Backend, initialize, run_inline

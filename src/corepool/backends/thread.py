@@ -3,14 +3,16 @@
 Threads share memory, so nothing is pickled, and they release the GIL while they wait
 on I/O; CPU-bound pure-Python code does not run in parallel here (use processes).
 A thread cannot be stopped from outside: a task past its timeout fails for the caller
-with :class:`~corepool.errors.TaskTimeout` at once, a fresh thread takes its place, and
-the overrunning thread finishes its task in the background and then exits; its result
-is dropped. Nothing waits for such a thread, nor for one still running a task when the
-pool is terminated: not ``join``, not Ctrl-C, not the program's exit (daemon threads).
+with :class:`~corepool.errors.TaskTimeout` at once (or, while its ``retries`` allow, runs
+again, as on every backend), a fresh thread takes its place, and the overrunning thread
+finishes its task in the background and then exits; its result is dropped. Nothing
+waits for such a thread, nor for one still running a task when the pool is
+terminated: not ``join``, not Ctrl-C, not the program's exit (daemon threads).
 """
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import queue
@@ -19,7 +21,8 @@ import time
 from collections.abc import Callable
 from typing import Any, ClassVar
 
-from .._engine.job import CallJob, Job, Piece, StreamJob, start_feeder
+from .._tasks.job import CallJob, Job, Piece, StreamJob, start_feeder
+from .._tasks.rules import may_retry
 from ..errors import BrokenPool, CorepoolError, TaskTimeout
 from ..nesting import level
 from ..progress import PoolStats, WorkerStats
@@ -111,31 +114,36 @@ class ThreadBackend(Backend):
         self._restarts = 0
         self._closed = False
         self._watchdog: _Watchdog | None = None
-        self._jobs: set[Job] = set()
         self._started = time.monotonic()
         for _thread in range(workers):
             self._spawn()
 
-    def _spawn(self) -> None:
+    def _spawn(self, first: Any = None) -> None:
+        """Start a thread; ``first``: a unit it runs before it takes any from the queue
+        (a task retried after its timeout: it runs even when the pool is closing)."""
         tid = next(self._ids)
-        thread = threading.Thread(
-            target=self._loop, args=(tid,), name=f"corepool-thread-{tid}", daemon=True
-        )
         with self._lock:  # so that close() counts it, and join() sees it started
-            if self._closed:
+            if self._closed and first is None:
                 return
+            counted = not self._closed  # close() queues a _STOP for it
+            thread = threading.Thread(
+                target=self._loop,
+                args=(tid, first, counted),
+                name=f"corepool-thread-{tid}",
+                daemon=True,
+            )
             self._counters[tid] = [0, 0, 0.0, 0]  # tasks, failed, busy seconds, retried
             self._threads[tid] = thread
             thread.start()
 
-    def _loop(self, tid: int) -> None:
+    def _loop(self, tid: int, first: Any, counted: bool) -> None:
         if self._initializer is not None:
             self._initialize()
         while True:
-            unit = self._units.get()
+            unit, first = (self._units.get(), None) if first is None else (first, None)
             if unit is _STOP:
                 return
-            job, origin, start, items = unit
+            job, origin, start, items, attempt = unit
             with self._lock:
                 stopped = self._terminated
                 failure = self._broken
@@ -146,17 +154,17 @@ class ThreadBackend(Backend):
                 job.fail(CorepoolError("the pool was terminated before this task ran"))
             elif failure is not None:
                 job.fail(failure)
-            if not run:
-                del unit, job, items  # wait for the next task holding nothing of this one
-                continue
-            try:
-                on_time = self._run_unit(tid, job, origin, start, items)
-            finally:
-                with self._lock:
-                    self._running.discard(tid)
-                    left_behind = tid not in self._threads
-            if left_behind or not on_time:
-                return  # timed out, or terminated while running: replaced or not needed
+            if run:
+                try:
+                    on_time = self._run_unit(tid, job, origin, start, items, attempt)
+                finally:
+                    with self._lock:
+                        self._running.discard(tid)
+                        left_behind = tid not in self._threads
+                if left_behind or not on_time:
+                    return  # timed out, or terminated while running: replaced or not needed
+            if not counted:
+                return  # started for one retry after close(): no _STOP comes for it
             del unit, job, items  # wait for the next task holding nothing of this one
 
     def _initialize(self) -> None:
@@ -167,17 +175,24 @@ class ThreadBackend(Backend):
             with self._lock:
                 self._broken = self._broken or error
 
-    def _run_unit(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
+    def _run_unit(
+        self, tid: int, job: Job, origin: int, start: int, items: list[Any], attempt: int
+    ) -> bool:
         """Run a unit; False if a task of it overran its timeout (it was answered for)."""
         if job.timeout is not None:
-            return self._run_watched(tid, job, origin, start, items)
+            return self._run_watched(tid, job, origin, start, items, attempt)
         began = time.perf_counter()
         piece = run_inline(job, origin, start, items, level=self._level, catch=BaseException)
         self._count(tid, piece, time.perf_counter() - began)
         job.deliver(piece)
         return True
 
-    def _run_watched(self, tid: int, job: Job, origin: int, start: int, items: list[Any]) -> bool:
+    def _run_watched(
+        self, tid: int, job: Job, origin: int, start: int, items: list[Any], attempt: int
+    ) -> bool:
+        """Run each task under the watchdog, one attempt at a time: a task past its
+        deadline is answered for by :meth:`_expire`, here a task that failed on time
+        is retried under the same rules."""
         assert job.timeout is not None
         if self._watchdog is None:
             with self._lock:
@@ -185,30 +200,51 @@ class ThreadBackend(Backend):
                     self._watchdog = _Watchdog()
         for pos, item in enumerate(items):
             index = start + pos
-            timeout = job.timeout
-
-            def expire(index: int = index, item: Any = item, timeout: float = timeout) -> None:
-                error = TaskTimeout(
-                    f"task {index} ran longer than its {timeout:g} s timeout; the thread "
-                    "running it cannot be stopped and finishes in the background",
-                    timeout,
+            tries = attempt
+            while True:
+                expire = functools.partial(self._expire, tid, job, origin, index, [item], tries)
+                token = self._watchdog.watch(time.monotonic() + job.timeout, expire)
+                began = time.perf_counter()
+                piece = run_inline(
+                    job, origin, index, [item], level=self._level, catch=BaseException, retries=0
                 )
-                job.deliver(Piece(index, [None], {0: error}, origin, [item]))
-                with self._lock:
-                    self._restarts += 1
-                    self._threads.pop(tid, None)
-                self._spawn()
-
-            token = self._watchdog.watch(time.monotonic() + timeout, expire)
-            began = time.perf_counter()
-            piece = run_inline(
-                job, origin, index, [item], level=self._level, catch=BaseException
-            )
-            if not self._watchdog.finish(token):
-                return False  # expire() answers for this task and replaces this thread
-            self._count(tid, piece, time.perf_counter() - began)
-            job.deliver(piece)
+                if not self._watchdog.finish(token):
+                    return False  # _expire() answers for this task and replaces this thread
+                failure = piece.failures.get(0)
+                if failure is not None and may_retry(
+                    failure, tries, job.retries, job.retry_on, job.cancelled
+                ):
+                    tries += 1
+                    continue
+                piece.retried = tries - attempt
+                self._count(tid, piece, time.perf_counter() - began)
+                job.deliver(piece)
+                break
+            attempt = 0
         return True
+
+    def _expire(
+        self, tid: int, job: Job, origin: int, index: int, items: list[Any], tries: int
+    ) -> None:
+        """Task ``index`` ran past its deadline: its thread is left to finish it in the
+        background, a fresh one takes its place, and the task fails with
+        :class:`TaskTimeout` or, while its retries allow, runs again on the fresh one."""
+        assert job.timeout is not None
+        error = TaskTimeout(
+            f"task {index} ran longer than its {job.timeout:g} s timeout; the thread "
+            "running it cannot be stopped and finishes in the background",
+            job.timeout,
+        )
+        retry = may_retry(error, tries, job.retries, job.retry_on, job.cancelled)
+        with self._lock:
+            self._restarts += 1
+            self._threads.pop(tid, None)
+            self._counters[tid][3 if retry else 1] += 1
+        if retry:
+            self._spawn((job, origin, index, items, tries + 1))
+            return
+        job.deliver(Piece(index, [None], {0: error}, origin, items))
+        self._spawn()
 
     def _count(self, tid: int, piece: Piece, busy: float) -> None:
         counters = self._counters[tid]
@@ -221,11 +257,13 @@ class ThreadBackend(Backend):
         self._check_open()
         if job.timeout is not None:
             job.sizer.fixed = 1
-        start_feeder(job, lambda origin, start, items: self._units.put((job, origin, start, items)))
+        start_feeder(
+            job, lambda origin, start, items: self._units.put((job, origin, start, items, 0))
+        )
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._check_open()
-        self._units.put((job, 0, 0, [(args, kwargs)]))
+        self._units.put((job, 0, 0, [(args, kwargs)], 0))
 
     def _check_open(self) -> None:
         if self._closed:

@@ -14,8 +14,8 @@ from typing import Any
 
 import corepool
 
-from .._engine.engine import default_start_method
 from ..api import shutdown_default_pool
+from ..backends.process import default_start_method
 
 __all__ = ["Measurement", "Workload", "calibrate", "measure", "render", "run", "spin", "wait"]
 

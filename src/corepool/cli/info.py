@@ -12,8 +12,8 @@ from importlib import metadata
 from typing import Any
 
 from .. import __version__
-from .._engine.engine import default_start_method
 from ..backends import resolve_backend_name
+from ..backends.process import default_start_method
 from ..cpus import cpu_report
 
 __all__ = [

@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import IO, Any
 
 from .. import errors
-from .._engine import protocol
+from .._tasks.styles import CallStyle
 from ..options import check_timeout
 from .batch import (
     BACKLOG_LIMIT,
@@ -265,7 +265,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     try:
         try:
             try:
-                job = core.stream_job(task, batch.feed(), protocol.SINGLE, chunksize=None,
+                job = core.stream_job(task, batch.feed(), CallStyle.SINGLE, chunksize=None,
                                       timeout=args.timeout, retries=args.retries)
             except errors.SerializationError as exc:
                 raise UsageError(str(exc)) from None
