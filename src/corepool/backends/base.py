@@ -140,7 +140,7 @@ def run_inline(
     return Piece(start, values, failures, origin, items if failures else None, retried)
 
 
-def _resolving(call: Callable[[Any], Any], item: Any, pos: int) -> Any:
+def _resolving(call: Callable[[Any], Any], item: Any, _pos: int) -> Any:
     """One run of a task whose input may hold ``corepool.shared`` handles: the task gets
     their objects, as a worker process would."""
     return call(resolve(item))
