@@ -5,7 +5,7 @@ Data flow, from the caller's inputs to its results::
     caller thread            feeder thread (one per stream)        supervisor thread (one per pool)
     ─────────────            ──────────────────────────────        ────────────────────────────────
     map/imap(fn, inputs) ─▶  pulls a chunk when the job's window   PoolState (state.py) decides; the
-      StreamJob (job.py)     has room; pickles it (protocol 5) ─▶  supervisor frames RUN messages
+      StreamJob (_tasks/)    has room; pickles it (protocol 5) ─▶  supervisor frames RUN messages
                              Chunk ─▶ supervisor.call(add)          onto each worker's own socket
                                                                              │  ▲
                                                         worker process (worker.py, no threads):
@@ -20,7 +20,8 @@ Data flow, from the caller's inputs to its results::
 Who owns what: the caller's thread owns the result iterator; a feeder thread owns the
 user's input iterator; the supervisor thread owns every socket, process and the
 PoolState, and is the only one to change them (other threads queue commands through
-``Supervisor.call``). ``dispatch.py`` holds the chunk-size and window rules.
+``Supervisor.call``). The job, the chunk-size and window rules, the loop a worker
+runs a chunk with and the retry and split rules are every backend's: ``_tasks/``.
 """
 
 # Nothing is imported here: a worker process imports only ``worker`` (and what it
