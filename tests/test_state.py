@@ -53,6 +53,22 @@ def sends(actions: list) -> list[Send]:  # type: ignore[type-arg]
     return [a for a in actions if isinstance(a, Send)]
 
 
+def measured(state: PoolState, job: Job, seconds_per_task: float) -> None:
+    """What the state learns from a finished chunk of ``job``: its time per task."""
+    state._observe(chunk(job, 0, [0]), seconds_per_task)
+
+
+def carry_out(state: PoolState, actions: list, now: float) -> list:  # type: ignore[type-arg]
+    """The supervisor's part in a send: the job claims the chunk, or refuses it."""
+    out = []
+    for action in actions:
+        if isinstance(action, Send) and not action.chunk.job.claim():
+            out += carry_out(state, state.on_refused(action, now), now)
+        else:
+            out.append(action)
+    return out
+
+
 def test_one_chunk_per_worker_until_tasks_are_known_to_be_short() -> None:
     state = started_pool()
     job = RecordingJob()
@@ -70,7 +86,7 @@ def test_one_chunk_per_worker_until_tasks_are_known_to_be_short() -> None:
 def test_idle_workers_are_served_before_second_chunks() -> None:
     state = started_pool()
     job = RecordingJob()
-    job.sizer.observe(1, 0.0001)
+    measured(state, job, 0.0001)
     sent = sends(state.add([chunk(job, i, [i]) for i in range(2)], 0.0))
     assert [(s.wid, s.chunk.start) for s in sent] == [(0, 0), (1, 1)]
 
@@ -78,7 +94,7 @@ def test_idle_workers_are_served_before_second_chunks() -> None:
 def test_nothing_queues_behind_a_long_task() -> None:
     state = started_pool(1)
     job = RecordingJob()
-    job.sizer.observe(1, 2.0)  # two seconds per task
+    measured(state, job, 2.0)  # two seconds per task
     sent = sends(state.add([chunk(job, i, [i]) for i in range(3)], 0.0))
     assert [s.chunk.start for s in sent] == [0]
     assert len(state.ready) == 2
@@ -203,7 +219,7 @@ def test_three_start_failures_break_the_pool() -> None:
 def test_max_tasks_per_child_quits_and_replaces() -> None:
     state = started_pool(1, max_tasks_per_child=2)
     job = RecordingJob()
-    job.sizer.observe(1, 0.0001)  # short tasks: a worker may hold two chunks
+    measured(state, job, 0.0001)  # short tasks: a worker may hold two chunks
     actions = state.add([chunk(job, i, [i]) for i in range(3)], 0.0)
     assert Quit(0) in actions and Start(1) in actions
     assert len(state.workers[0].queue) == 2
@@ -223,7 +239,10 @@ def test_cancelled_call_is_not_sent() -> None:
     future: Future[int] = Future()
     job = CallJob(abs, future)
     future.cancel()
-    assert sends(state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)) == []
+    actions = state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)
+    assert [s.chunk.job for s in sends(actions)] == [job]  # the state never calls the job
+    assert sends(carry_out(state, actions, 0.0)) == []
+    assert not state.workers[0].queue and state.idle()
 
 
 @pytest.mark.parametrize("exitcode, text", [(3, "exit code 3"), (-9, "signal SIGKILL")])
