@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gc
 import os
+import time
 import tracemalloc
 from pathlib import Path
 
@@ -144,3 +145,26 @@ def test_terminate_fails_an_open_stream_that_has_no_task_in_the_pool() -> None:
     with pytest.raises(corepool.CorepoolError, match="terminated"):
         list(results)
     pool.join()
+
+
+@pytest.mark.timeout(60)
+def test_stats_name_the_task_each_worker_runs_and_since_when(tmp_path: Path) -> None:
+    release = tmp_path / "go"
+    with corepool.Pool(2, task_timeout=30) as pool:
+        before = time.time()
+        results = pool.imap(tasks.wait_for_path, [str(release)] * 3, chunksize=3)
+        busy: list[corepool.progress.WorkerStats] = []
+        while not busy:  # each stats() is a round trip to the supervisor thread
+            busy = [w for w in pool.stats().workers if w.running]
+        (worker,) = busy
+        # Sent and not yet taken, the whole chunk; once the worker runs it, with a
+        # timeout (tracked), the very task.
+        assert worker.state == "busy" and worker.running in ((0, 1, 2), (0,)), worker
+        while worker.running != (0,):
+            (worker,) = [w for w in pool.stats().workers if w.running]
+        assert worker.running_since is not None
+        assert before <= worker.running_since <= time.time()
+        assert worker.pid in pool.pids()
+        release.touch()
+        assert list(results) == ["saw it"] * 3
+        assert {w.state for w in pool.stats().workers} == {"idle"}
