@@ -10,8 +10,10 @@ error comes soon after the event, and that the pool serves the next task.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -46,12 +48,7 @@ def trigger(stage: str, kind: str) -> Any:
     return "boom"
 
 
-def run_map(pool: corepool.Pool, fn: Any, inputs: list[Any]) -> list[Any]:
-    return corepool.map(fn, inputs, workers=2, timeout=TIMEOUT, on_error="return")
-
-
-def run_imap(pool: corepool.Pool, fn: Any, inputs: list[Any]) -> list[Any]:
-    return list(corepool.imap(fn, inputs, workers=2, timeout=TIMEOUT, on_error="return"))
+Runner = Callable[[Any, list[Any]], list[Any]]
 
 
 def run_apply_async(pool: corepool.Pool, fn: Any, inputs: list[Any]) -> list[Any]:
@@ -65,24 +62,51 @@ def run_apply_async(pool: corepool.Pool, fn: Any, inputs: list[Any]) -> list[Any
     return out
 
 
-def run_submit(pool: corepool.Pool, fn: Any, inputs: list[Any]) -> list[Any]:
-    with corepool.Executor(2, task_timeout=TIMEOUT) as ex:
-        futures = [ex.submit(fn, x) for x in inputs]
-        return [f.exception(timeout=30) or f.result() for f in futures]
+@contextlib.contextmanager
+def serving(api: str) -> Iterator[tuple[Runner, Callable[[], Any]]]:
+    """How ``api`` runs the case's tasks, and the next task on the pool that ran them."""
+    if api in ("map", "imap"):
+        core = corepool.api._default_pool(2, None)  # what corepool.map(workers=2) uses
+
+        def run(fn: Any, inputs: list[Any]) -> list[Any]:
+            options: dict[str, Any] = {"workers": 2, "timeout": TIMEOUT, "on_error": "return"}
+            if api == "map":
+                return corepool.map(fn, inputs, **options)
+            return list(corepool.imap(fn, inputs, **options))
+
+        def next_task() -> Any:
+            assert corepool.api._default_pool(2, None) is core, "the default pool changed"
+            return corepool.map(tasks.square, [6], workers=2)[0]
+
+        try:
+            yield run, next_task
+        finally:
+            corepool.api.shutdown_default_pool()
+    elif api == "apply_async":
+        with corepool.Pool(2, task_timeout=TIMEOUT) as pool:
+            yield functools.partial(run_apply_async, pool), lambda: pool.apply(tasks.square, (6,))
+    else:
+        with corepool.Executor(2, task_timeout=TIMEOUT) as ex:
+
+            def submit(fn: Any, inputs: list[Any]) -> list[Any]:
+                futures = [ex.submit(fn, x) for x in inputs]
+                return [f.exception(timeout=30) or f.result() for f in futures]
+
+            yield submit, lambda: ex.submit(tasks.square, 6).result(timeout=30)
 
 
-APIS = {"map": run_map, "imap": run_imap, "apply_async": run_apply_async, "submit": run_submit}
+APIS = ["map", "imap", "apply_async", "submit"]
 
 
 @pytest.mark.timeout(60)
-@pytest.mark.parametrize("api", list(APIS))
+@pytest.mark.parametrize("api", APIS)
 @pytest.mark.parametrize(("stage", "kind"), CASES, ids=[f"{s}-{k}" for s, k in CASES])
 def test_crash_case(api: str, stage: str, kind: str) -> None:
     fn = functools.partial(tasks.run_case, stage, kind)
     inputs = ["a", "b", trigger(stage, kind), "c", "d"]
-    with corepool.Pool(2, task_timeout=TIMEOUT) as pool:
+    with serving(api) as (run, next_task):
         started = time.monotonic()
-        got = APIS[api](pool, fn, inputs)
+        got = run(fn, inputs)
         elapsed = time.monotonic() - started
         assert [got[i] for i in (0, 1, 3, 4)] == ["a", "b", "c", "d"]
         error = got[2]
@@ -90,4 +114,4 @@ def test_crash_case(api: str, stage: str, kind: str) -> None:
         # The event happens at once (or at the timeout): the error follows within seconds,
         # never after a hang. Generous, for a loaded shared machine.
         assert elapsed < 10, elapsed
-        assert pool.apply(tasks.square, (6,)) == 36
+        assert next_task() == 36  # on the very pool that saw the failure

@@ -68,3 +68,12 @@ def test_large_inputs_keep_chunks_small_in_bytes() -> None:
 
 def test_window_grows_with_workers() -> None:
     assert window_size(2) < window_size(8)
+
+
+def test_measurements_from_another_thread_wait_for_the_owner_and_stay_few() -> None:
+    sizer = ChunkSizer(2)
+    for _ in range(10_000):  # a function called once per submit: nobody pulls input
+        sizer.observe(1, 1e-6)
+    assert len(sizer._measured) <= 32
+    assert sizer.seconds_per_item is None  # not taken in yet: the owner does that
+    assert sizer.next_size() > 1 and not sizer._measured

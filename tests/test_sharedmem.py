@@ -95,7 +95,7 @@ def test_frames_carry_descriptors_in_order_through_partial_writes() -> None:
     for i in range(60):
         seg = segments[i // 3] if i % 3 == 0 else None
         body = os.urandom(100_000 if i % 5 == 0 else 10)
-        writer.push(("frame", i), body, [seg.fd] if seg else [])
+        writer.push(p.Part(i, i * 2), body, [seg.fd] if seg else [])
         sent.append((i, body, seg is not None))
     received = []
     child.setblocking(False)
@@ -104,8 +104,9 @@ def test_frames_carry_descriptors_in_order_through_partial_writes() -> None:
         writer.flush()
         received.extend(reader.read())
     assert len(received) == len(sent)
-    for (i, body, has_fd), (meta, got_body, fds) in zip(sent, received, strict=True):
-        assert meta == ("frame", i) and bytes(got_body) == body
+    for (i, body, has_fd), (message, got_body, fds) in zip(sent, received, strict=True):
+        assert message == p.Part(i, i * 2) and type(message) is p.Part
+        assert bytes(got_body) == body
         assert len(fds) == (1 if has_fd else 0)
         if fds:
             assert os.pread(fds[0], 1, 0) == bytes([i // 3])

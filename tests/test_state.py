@@ -8,7 +8,17 @@ from concurrent.futures import Future
 
 import pytest
 
-from corepool._engine.model import Chunk, Deliver, FailJob, Kill, Quit, Send, Start
+from corepool._engine.model import (
+    CancelJob,
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    Measured,
+    Quit,
+    Send,
+    Start,
+)
 from corepool._engine.state import PoolState
 from corepool._tasks.job import CallJob, Job, Piece
 from corepool._tasks.styles import CallStyle
@@ -53,6 +63,22 @@ def sends(actions: list) -> list[Send]:  # type: ignore[type-arg]
     return [a for a in actions if isinstance(a, Send)]
 
 
+def measured(state: PoolState, job: Job, seconds_per_task: float) -> None:
+    """What the state learns from a finished chunk of ``job``: its time per task."""
+    state._observe(chunk(job, 0, [0]), seconds_per_task)
+
+
+def carry_out(state: PoolState, actions: list, now: float) -> list:  # type: ignore[type-arg]
+    """The supervisor's part in a send: the job claims the chunk, or refuses it."""
+    out = []
+    for action in actions:
+        if isinstance(action, Send) and not action.chunk.job.claim():
+            out += carry_out(state, state.on_refused(action, now), now)
+        else:
+            out.append(action)
+    return out
+
+
 def test_one_chunk_per_worker_until_tasks_are_known_to_be_short() -> None:
     state = started_pool()
     job = RecordingJob()
@@ -70,7 +96,7 @@ def test_one_chunk_per_worker_until_tasks_are_known_to_be_short() -> None:
 def test_idle_workers_are_served_before_second_chunks() -> None:
     state = started_pool()
     job = RecordingJob()
-    job.sizer.observe(1, 0.0001)
+    measured(state, job, 0.0001)
     sent = sends(state.add([chunk(job, i, [i]) for i in range(2)], 0.0))
     assert [(s.wid, s.chunk.start) for s in sent] == [(0, 0), (1, 1)]
 
@@ -78,7 +104,7 @@ def test_idle_workers_are_served_before_second_chunks() -> None:
 def test_nothing_queues_behind_a_long_task() -> None:
     state = started_pool(1)
     job = RecordingJob()
-    job.sizer.observe(1, 2.0)  # two seconds per task
+    measured(state, job, 2.0)  # two seconds per task
     sent = sends(state.add([chunk(job, i, [i]) for i in range(3)], 0.0))
     assert [s.chunk.start for s in sent] == [0]
     assert len(state.ready) == 2
@@ -203,7 +229,7 @@ def test_three_start_failures_break_the_pool() -> None:
 def test_max_tasks_per_child_quits_and_replaces() -> None:
     state = started_pool(1, max_tasks_per_child=2)
     job = RecordingJob()
-    job.sizer.observe(1, 0.0001)  # short tasks: a worker may hold two chunks
+    measured(state, job, 0.0001)  # short tasks: a worker may hold two chunks
     actions = state.add([chunk(job, i, [i]) for i in range(3)], 0.0)
     assert Quit(0) in actions and Start(1) in actions
     assert len(state.workers[0].queue) == 2
@@ -223,7 +249,10 @@ def test_cancelled_call_is_not_sent() -> None:
     future: Future[int] = Future()
     job = CallJob(abs, future)
     future.cancel()
-    assert sends(state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)) == []
+    actions = state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)
+    assert [s.chunk.job for s in sends(actions)] == [job]  # the state never calls the job
+    assert sends(carry_out(state, actions, 0.0)) == []
+    assert not state.workers[0].queue and state.idle()
 
 
 @pytest.mark.parametrize("exitcode, text", [(3, "exit code 3"), (-9, "signal SIGKILL")])
@@ -292,3 +321,87 @@ def test_logged_results_survive_the_crash_of_a_later_task() -> None:
         (c.start, c.count) for w in state.workers.values() for c in w.queue
     ]
     assert queued == [(3, 2)]  # the tasks after the culprit, as one chunk, run once
+
+
+def test_a_broken_pool_gives_its_workers_the_sigterm_grace() -> None:
+    state = started_pool(2, kill_grace=0.5)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0]), chunk(job, 1, [1])], 99.0)
+    info = FailureInfo.capture(ValueError("bad initializer"))
+    actions = state.on_init_failed(1, info, 100.0)
+    assert Kill(0, signal.SIGTERM) in actions
+    assert [type(a.error) for a in actions if isinstance(a, FailJob)] == [BrokenPool]
+    assert state.on_tick(100.1, no_slot) == []  # within the grace: no SIGKILL yet
+    assert state.next_deadline(no_slot) == 100.5
+    assert Kill(0, signal.SIGKILL) in state.on_tick(100.5, no_slot)
+
+
+def test_workers_failing_to_start_break_the_pool_with_the_grace_too() -> None:
+    state = PoolState(2, pickle_items=pickle_items, kill_grace=0.5)
+    state.start(0.0)
+    state.on_ready(0, 1000, 0.0)
+    actions: list = []  # type: ignore[type-arg]
+    for wid in (1, 2, 3):  # each replacement exits before READY
+        actions = state.on_exit(wid, 1, 10.0 + wid, no_slot)
+    assert Kill(0, signal.SIGTERM) in actions and state.broken is not None
+    assert state.on_tick(13.2, no_slot) == []
+    assert Kill(0, signal.SIGKILL) in state.on_tick(13.5, no_slot)
+
+
+def test_a_function_that_cannot_be_unpickled_cancels_its_job_by_an_action() -> None:
+    state = started_pool(1)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0]), chunk(job, 1, [1])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    info = FailureInfo.capture(AttributeError("no such function"))
+    actions = state.on_unreadable(0, seq, "function", info, 1.0)
+    assert CancelJob(job) in actions and any(isinstance(a, FailJob) for a in actions)
+    assert not job.cancelled  # the supervisor cancels it, carrying out the action
+    assert not state.ready and sends(actions) == []  # its other chunk is dropped
+
+
+def test_a_finished_chunk_is_measured_by_an_action_not_on_the_sizer() -> None:
+    state = started_pool(1)
+    job = RecordingJob()
+    state.add([chunk(job, 0, [0, 1])], 0.0)
+    seq = state.workers[0].queue[0].seq
+    actions = state.on_done(0, seq, 0.004, [0, 1], {}, 1.0)
+    assert Measured(job, 2, 0.004) in actions
+    assert job.sizer.seconds_per_item is None  # the feeder's object: untouched here
+
+
+def test_a_refused_send_gives_back_the_budget_and_the_forget_list() -> None:
+    state = started_pool(1, max_tasks_per_child=2)
+    future: Future[int] = Future()
+    call = CallJob(abs, future)
+    state.workers[0].to_forget.append(77)
+    actions = state.add([Chunk(call, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)
+    (send,) = sends(actions)
+    assert send.forget == (77,)
+    future.cancel()
+    assert carry_out(state, actions, 0.0) == []
+    worker = state.workers[0]
+    assert worker.budget == 2 and worker.to_forget == [77] and not worker.queue
+
+
+def test_stats_say_what_each_worker_runs_and_since_when() -> None:
+    from corepool._engine.stats import snapshot
+
+    state = started_pool(2)
+    tracked = RecordingJob(timeout=5.0)
+    plain = RecordingJob()
+    state.add([chunk(tracked, 0, [0, 1, 2]), chunk(plain, 10, [10, 11])], 50.0)
+    seq = state.workers[0].queue[0].seq
+
+    def slot(wid: int) -> tuple[int, int, float]:
+        return (seq, 1, 52.0) if wid == 0 else (-1, -1, 0.0)
+
+    stats = snapshot(state, 53.0, slot, "process")
+    first, second = stats.workers
+    assert (first.state, first.running) == ("busy", (1,))  # tracked: the exact task
+    assert (second.state, second.running) == ("busy", (10, 11))
+    assert first.running_since is not None and second.running_since is not None
+    assert second.running_since - first.running_since == pytest.approx(-2.0, abs=0.01)
+    assert first.pid == 1000 and stats.restarts == 0
+    state.on_done(1, state.workers[1].queue[0].seq, 0.1, [10, 11], {}, 54.0)
+    assert snapshot(state, 54.0, slot, "process").workers[1].state == "idle"

@@ -22,7 +22,7 @@ from ._tasks.sizing import ChunkSizer, window_size
 from ._tasks.styles import CallStyle
 from .backends import Backend, create_backend, resolve_backend_name
 from .cpus import cpu_count
-from .errors import stdlib_compatible
+from .errors import CorepoolError, stdlib_compatible
 from .nesting import default_workers, inner_default
 from .options import (
     ON_ERROR_CHOICES,
@@ -379,8 +379,14 @@ class PoolCore:
             self.closed = self.terminated = True
             jobs = list(self._open_jobs)
             self._open_jobs.clear()
+        error = CorepoolError("the pool was terminated before this task finished")
         for job in jobs:
+            unfinished = not job.computed.is_set()
             job.cancel()
+            if unfinished:
+                # Also a job with no task in the backend (its feeder waiting for the
+                # consumer): nothing else would ever wake a caller waiting for it.
+                job.fail(error)
         self.backend.terminate()
         self.backend.join(5.0)
 

@@ -15,7 +15,7 @@ from ._tasks.styles import CallStyle
 from .core import PoolCore
 from .cpus import blas_thread_limit
 from .nesting import default_workers
-from .options import check_workers
+from .options import DEFAULT_BACKEND, check_workers, explicit_backend
 from .pool import IMapIterator
 from .progress import PoolStats
 
@@ -102,7 +102,7 @@ class Executor(concurrent.futures.Executor):
         max_tasks_per_child: int | None = None,
         task_timeout: float | None = None,
         retries: int = 0,
-        backend: str | None = "process",
+        backend: str | None = DEFAULT_BACKEND,
         address: str | None = None,
         client: Any = None,
         blas_threads: int | str | None = "auto",
@@ -120,7 +120,7 @@ class Executor(concurrent.futures.Executor):
         self._shutdown = False
         self._core = PoolCore(
             max_workers,
-            None if backend == "process" else backend,
+            explicit_backend(backend),
             task_timeout=task_timeout,
             retries=retries,
             face="executor",

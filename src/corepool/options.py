@@ -47,6 +47,23 @@ _NO_LIMIT_HINT = "for no limit leave it out (None) or give inf"
 PROCESSES_PER_CPU = 4
 
 
+class _DefaultBackend(str):
+    """A face's ``backend="process"`` default, told apart from an explicit "process"."""
+
+    __slots__ = ()
+
+
+#: The default of the faces' ``backend=``: equal to "process", but not the user's own
+#: "process", so the default alone gives way to nesting and ``$COREPOOL_BACKEND``.
+DEFAULT_BACKEND = _DefaultBackend("process")
+
+
+def explicit_backend(backend: str | None) -> str | None:
+    """None for the faces' default backend (the default rules then apply), else the
+    backend given, "process" included, which then wins over ``$COREPOOL_BACKEND``."""
+    return None if backend is DEFAULT_BACKEND else backend
+
+
 def _check_type(value: Any, kind: type, name: str, what: str) -> None:
     """TypeError unless ``value`` is a ``kind`` (never a bool, though bools are ints)."""
     if isinstance(value, bool) or not isinstance(value, kind):

@@ -16,7 +16,7 @@ from ._tasks.styles import CallStyle
 from .core import PoolCore, parse_memory
 from .cpus import blas_thread_limit
 from .nesting import default_workers
-from .options import check_on_error, check_workers
+from .options import DEFAULT_BACKEND, check_on_error, check_workers, explicit_backend
 from .progress import PoolStats
 
 __all__ = ["AsyncResult", "IMapIterator", "Pool"]
@@ -167,7 +167,7 @@ class Pool:
         *,
         task_timeout: float | None = None,
         retries: int = 0,
-        backend: str | None = "process",
+        backend: str | None = DEFAULT_BACKEND,
         start_method: str | None = None,
         worker_memory_limit: int | str | None = None,
         address: str | None = None,
@@ -186,7 +186,7 @@ class Pool:
         self._memory_limit = parse_memory(worker_memory_limit)
         self._core = PoolCore(
             processes,
-            None if backend == "process" else backend,
+            explicit_backend(backend),
             task_timeout=task_timeout,
             retries=retries,
             face="pool",

@@ -28,6 +28,14 @@ class WorkerStats(NamedTuple):
     busy: float
     uptime: float
     retried: int = 0
+    #: "starting", "idle", "busy", "quitting", "stopping" or "ended" (process backend;
+    #: "" where the backend does not say).
+    state: str = ""
+    #: Indexes (in their job's input) of the tasks it runs now: the exact task when
+    #: its job has a timeout (tracked), else every task of the chunk it holds.
+    running: tuple[int, ...] = ()
+    #: When (``time.time()``) the task, or chunk, it runs now started; None if idle.
+    running_since: float | None = None
 
     @property
     def idle(self) -> float:

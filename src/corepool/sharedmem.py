@@ -336,7 +336,6 @@ _received = _Received()
 
 _tokens = itertools.count()
 _released_lock = threading.Lock()
-_released: list[tuple[int, int]] = []  # tokens of released handles, oldest first
 _live = 0  # handles alive in this process; the thread and serial backends look
 
 
@@ -434,8 +433,15 @@ _listeners: weakref.WeakSet[Any] = weakref.WeakSet()
 
 
 def on_release(listener: Any) -> None:
-    """Call ``listener.shared_released()`` whenever a handle is released (held weakly)."""
+    """Call ``listener.shared_released(token)`` whenever a handle is released (held
+    weakly). Nothing is kept for later: a pool that starts a worker afterwards has
+    nothing to tell it, since the worker never saw the handle."""
     _listeners.add(listener)
+
+
+def off_release(listener: Any) -> None:
+    """Stop calling ``listener`` (a pool that ended)."""
+    _listeners.discard(listener)
 
 
 def _release(token: tuple[int, int], segment: Segment | None) -> None:
@@ -444,15 +450,8 @@ def _release(token: tuple[int, int], segment: Segment | None) -> None:
         segment.close()
     with _released_lock:
         _live -= 1
-        _released.append(token)
     for listener in list(_listeners):
-        listener.shared_released()
-
-
-def released_since(cursor: int) -> tuple[list[tuple[int, int]], int]:
-    """Tokens of handles released after position ``cursor``, and the new cursor."""
-    with _released_lock:
-        return _released[cursor:], len(_released)
+        listener.shared_released(token)
 
 
 # The worker's side: objects of the handles it has met, by token.

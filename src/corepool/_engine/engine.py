@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from .._tasks.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from ..errors import CorepoolError
+from ..progress import PoolStats
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
@@ -21,6 +23,7 @@ from .startup import (
     resolve_context,
 )
 from .state import PoolState
+from .stats import snapshot
 from .supervisor import Supervisor
 
 __all__ = ["ProcessEngine", "default_start_method", "function_name", "resolve_context"]
@@ -164,8 +167,8 @@ class ProcessEngine:
             reached.set()
             return []
 
-        self.supervisor.call(mark)
-        reached.wait(timeout)
+        if self.supervisor.call(mark):
+            reached.wait(timeout)
 
     def stop_job(self, job: Job) -> None:
         """Cancel ``job`` and stop (and replace) the workers running its tasks."""
@@ -197,3 +200,23 @@ class ProcessEngine:
     def pids(self) -> list[int]:
         """Process ids of the live workers."""
         return self.supervisor.pids()
+
+    def stats(self, backend: str) -> PoolStats:
+        """A snapshot of the workers, taken on the supervisor thread (the state's owner)."""
+        supervisor = self.supervisor
+        taken: list[PoolStats] = []
+        reached = threading.Event()
+
+        def take(now: float) -> list[Action]:
+            taken.append(snapshot(self.state, now, supervisor.read_slot, backend))
+            reached.set()
+            return []
+
+        if supervisor.call(take):
+            # A command queued as the supervisor ends may never run: look again then.
+            while not reached.wait(0.05) and supervisor.thread.is_alive():
+                pass
+        if taken:
+            return taken[0]
+        supervisor.thread.join()  # it ended: the state is nobody else's now
+        return snapshot(self.state, time.monotonic(), supervisor.read_slot, backend)

@@ -19,10 +19,12 @@ from .exits import describe_exit
 
 __all__ = [
     "Action",
+    "CancelJob",
     "Chunk",
     "Deliver",
     "FailJob",
     "Kill",
+    "Measured",
     "Quit",
     "Send",
     "Start",
@@ -146,6 +148,9 @@ class Start(NamedTuple):
 
 
 class Send(NamedTuple):
+    """Claim the chunk for its job (``Job.claim``: a cancelled future refuses), then
+    send it; a refused chunk goes back to the state as ``PoolState.on_refused``."""
+
     wid: int
     chunk: Chunk
     with_function: bool
@@ -171,7 +176,22 @@ class FailJob(NamedTuple):
     error: BaseException
 
 
-Action = Start | Send | Quit | Kill | Deliver | FailJob
+class CancelJob(NamedTuple):
+    """The job cannot go on: stop pulling its input (``Job.cancel``)."""
+
+    job: Job
+
+
+class Measured(NamedTuple):
+    """A chunk of ``items`` tasks of ``job`` kept its worker busy ``busy`` seconds: for
+    the job's chunk sizer, which belongs to the thread that pulls the job's input."""
+
+    job: Job
+    items: int
+    busy: float
+
+
+Action = Start | Send | Quit | Kill | Deliver | FailJob | CancelJob | Measured
 
 
 def error_from_worker(chunk: Chunk, pos: int, raw: Any) -> BaseException:

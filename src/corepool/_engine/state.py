@@ -13,17 +13,12 @@ Transitions of a worker::
         |                  \\--exits unexpectedly--> crash: its running task pays
         \\--exits before READY--> start failure (3 in a row: the pool is broken)
 
-What a worker's death costs: the chunks it held are known (one channel per worker, FIFO).
-The first was running. If it held one task, that task failed (``WorkerCrashed``, or a
-retry while ``retries`` allow). If it held several and the job tracks positions (jobs
-with a timeout), the exact task is known, and the tasks before it had sent their
-results one by one as they finished (``on_part``): they are kept, never run again, and
-the tasks after it go back as one chunk. Otherwise every task of that chunk is re-queued
-on its own, so that the culprit, if it crashes again, is identified alone. The chunks
-queued behind it had not started: they go back to the front of their job's lane
-unchanged (``lanes.py``: each job has its own, served in turn, so one job's failures
-never push its work ahead of the others'). A task is never re-run more than ``retries``
-times for failures pinned on it, so a poison input cannot loop.
+What a failure costs the chunks it touches (which tasks are delivered, retried or
+re-queued) is the other half, in ``recovery.py``, which this class builds on. The
+chunk's claim by its job (a cancelled future refuses) and the job's cancellation are
+actions too (``Send``, ``CancelJob``), carried out by the supervisor; so is a chunk's
+measured time for its job's chunk sizer (``Measured``), which the thread that pulls
+the job's input reads. The state keeps its own per-job estimate for prefetching.
 
 A task's timeout counts from the moment its worker took it (the worker's slot), not
 from when it was sent: a worker still starting, or busy with the chunk before, does
@@ -33,42 +28,30 @@ not spend the next task's time.
 from __future__ import annotations
 
 import signal
+import weakref
 from collections import deque
-from collections.abc import Callable, Iterable
-from concurrent.futures.process import BrokenProcessPool
+from collections.abc import Callable
 from typing import Any
 
-from .._tasks.job import Job, Piece
-from .._tasks.rules import culprit, may_retry
-from ..errors import (
-    BrokenPool,
-    CorepoolError,
-    SerializationError,
-    TaskTimeout,
-    WorkerCrashed,
-    also,
-)
+from .._tasks.job import Job
+from .._tasks.rules import culprit
+from ..errors import BrokenPool, TaskTimeout
 from ..serialize import FailureInfo
 from .exits import describe_exit
-from .lanes import Lanes
 from .model import (
     Action,
     Chunk,
-    Deliver,
     FailJob,
     Kill,
+    Measured,
     Quit,
     Send,
     Start,
     Worker,
     WorkerPhase,
-    error_from_worker,
     start_failure_error,
 )
-
-# A result announced as sent on its own but never received (cannot happen: the frames
-# come in order on one channel); the task fails rather than vanish.
-_LOST = CorepoolError("the task's result was lost on its way from the worker")
+from .recovery import PickleItems, Recovery
 
 __all__ = ["PoolState"]  # (the records it works with are in model.py)
 
@@ -79,10 +62,9 @@ RETIRED_KEPT = 64
 ACK_POLL_SECONDS = 0.05  # how often to look for the start of a chunk with a timeout
 
 SlotReader = Callable[[int], tuple[int, int, float]]
-PickleItems = Callable[[list[Any]], Any]  # inputs -> the payload of a chunk of them
 
 
-class PoolState:
+class PoolState(Recovery):
     """Workers, queued chunks and the rules between them."""
 
     def __init__(
@@ -94,15 +76,16 @@ class PoolState:
         kill_grace: float = KILL_GRACE_SECONDS,
         exit_reason: Callable[[int | None, int | None], str] | None = None,
     ) -> None:
+        super().__init__(pickle_items, exit_reason or (lambda code, pid: describe_exit(code)))
         self.size = workers
         self.max_tasks_per_child = max_tasks_per_child
         self.kill_grace = kill_grace
-        self._pickle_items = pickle_items
-        self._exit_reason = exit_reason or (lambda code, pid: describe_exit(code))
         self.workers: dict[int, Worker] = {}
-        self.ready = Lanes()  # chunks waiting for a worker, one lane per job
         self._wids = 0
-        self._seqs = 0
+        # Seconds per task measured, for prefetching (_capacity), by the job's chunk
+        # sizer: the calls of one function share one, as they share its measurements.
+        # The sizer is only a key here; it belongs to the thread that pulls the input.
+        self._per_task: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.start_failures = 0
         self.broken: BrokenPool | None = None
         self.closing = False  # no new work; workers quit once idle
@@ -111,8 +94,6 @@ class PoolState:
         # in one record (wid -1), so a pool that replaces workers for days stays small.
         self.retired: deque[Worker] = deque()
         self.retired_earlier = Worker(-1)
-        # A worker's result log, read when it dies or is stopped (the supervisor's).
-        self.read_log: Callable[[int, int], dict[int, tuple[Any, Any]]] = lambda wid, seq: {}
 
     # Helpers --------------------------------------------------------------------
     def _new_worker(self, now: float) -> list[Action]:
@@ -148,24 +129,6 @@ class PoolState:
         """Replace missing workers, hand out queued chunks, let idle workers go."""
         return self._top_up(now) + self._dispatch(now) + self._quit_idle()
 
-    def _enqueue(self, chunk: Chunk, front: bool = False) -> None:
-        chunk.seq = self._seqs
-        self._seqs += 1
-        self.ready.push(chunk, front)
-
-    def _requeue(self, chunks: list[Chunk]) -> None:
-        for chunk in reversed(chunks):
-            self._enqueue(chunk, front=True)
-
-    def _single(self, chunk: Chunk, pos: int, attempt: int = 0) -> Chunk:
-        return chunk.alone(pos, self._pickle_items, attempt)
-
-    def _tail(self, chunk: Chunk, lo: int) -> list[Chunk]:
-        return chunk.after(lo, self._pickle_items)
-
-    def _singletons(self, chunk: Chunk, positions: Iterable[int]) -> list[Chunk]:
-        return [chunk.alone(pos, self._pickle_items) for pos in positions]
-
     def _capacity(self, worker: Worker, now: float) -> int:
         """Chunks a worker may hold: a second one only behind a chunk known to be short.
 
@@ -179,8 +142,11 @@ class PoolState:
         if not worker.queue:
             return 1
         running = worker.queue[0]
-        estimate = running.job.sizer.estimate(running.count)
-        if estimate is None or estimate >= PREFETCH_BELOW_SECONDS:
+        per_task = self._per_task.get(running.job.sizer)
+        if per_task is None:
+            return 1
+        estimate = per_task * running.count
+        if estimate >= PREFETCH_BELOW_SECONDS:
             return 1
         if now - worker.free_since > max(2 * estimate, PREFETCH_BELOW_SECONDS / 5):
             return 1
@@ -202,8 +168,6 @@ class PoolState:
                     chunk = self.ready.pop(worker.queue[0].job.lane if worker.queue else None)
                     if chunk is None:
                         break
-                    if not chunk.job.claim():
-                        continue
                     actions.append(self._send(worker, chunk, now))
                     if worker.budget is not None:
                         worker.budget -= chunk.count
@@ -229,29 +193,6 @@ class PoolState:
         worker.to_forget.clear()
         return send
 
-    def _retries_left(self, chunk: Chunk, error: BaseException) -> bool:
-        job = chunk.job
-        attempt = chunk.attempt if chunk.count == 1 else 0
-        return may_retry(error, attempt, job.retries, job.retry_on, job.cancelled)
-
-    def _retry(self, chunk: Chunk, pos: int) -> None:
-        attempt = (chunk.attempt if chunk.count == 1 else 0) + 1
-        self._requeue([self._single(chunk, pos, attempt)])
-
-    def _fail_task(
-        self, chunk: Chunk, pos: int, error: BaseException, worker: Worker
-    ) -> list[Action]:
-        """A failure pinned on one task (on ``worker``): retry it or deliver the error."""
-        worker.failed += 1
-        if self._retries_left(chunk, error):
-            self._retry(chunk, pos)
-            worker.retried += 1
-            return []
-        piece = Piece(
-            chunk.start + pos, [None], {0: error}, chunk.origin, chunk.inputs(pos, pos + 1)
-        )
-        return [Deliver(chunk.job, piece)]
-
     # Events ------------------------------------------------------------------------
     def start(self, now: float) -> list[Action]:
         """Start the initial workers."""
@@ -271,6 +212,24 @@ class PoolState:
         if worker is not None:
             worker.pid = pid
 
+    def on_refused(self, send: Send, now: float) -> list[Action]:
+        """The supervisor did not send ``send``'s chunk: its job refused the claim (a
+        future cancelled while the chunk was queued). Undo what sending it counted."""
+        worker = self.workers.get(send.wid)
+        if worker is None:
+            return []
+        chunk = send.chunk
+        try:
+            worker.queue.remove(chunk)
+        except ValueError:
+            return []
+        if worker.budget is not None and not worker.quitting:
+            worker.budget += chunk.count
+        if send.with_function:
+            worker.known_jobs.discard(chunk.job.id)
+        worker.to_forget[:0] = send.forget
+        return self._after(now)
+
     def on_ready(self, wid: int, pid: int, now: float) -> list[Action]:
         worker = self.workers.get(wid)
         if worker is None:
@@ -288,11 +247,11 @@ class PoolState:
             "no task can run in this pool"
         )
         error.__cause__ = cause
-        return self._break(error)
+        return self._break(error, now)
 
-    def _break(self, error: BrokenPool) -> list[Action]:
+    def _break(self, error: BrokenPool, now: float) -> list[Action]:
         self.broken = error
-        return self._stop_all(0.0, error)
+        return self._stop_all(now, error)
 
     def _stop_all(self, now: float, error: BaseException) -> list[Action]:
         """Drop every chunk, fail their jobs with ``error``, stop every worker."""
@@ -322,12 +281,6 @@ class PoolState:
             worker.parts.update(entries)
         return []
 
-    def _pop_head(self, worker: Worker) -> tuple[Chunk, dict[int, tuple[Any, Any]]]:
-        """Take the worker's running chunk off its queue, with the results it sent alone."""
-        chunk = worker.queue.popleft()
-        parts, worker.parts = worker.parts, {}
-        return chunk, parts
-
     def on_done(
         self,
         wid: int,
@@ -342,52 +295,23 @@ class PoolState:
         worker = self.workers.get(wid)
         if worker is None or not worker.queue or worker.queue[0].seq != seq:
             return []  # a worker we already gave up on (timed out): its results are void
-        chunk, parts = self._pop_head(worker)
-        for pos in sent:  # their results came before, on their own
-            values[pos], raw = parts.get(pos, (None, _LOST))
-            if raw is not None:
-                failures[pos] = raw
+        chunk, actions = self._finished(worker, values, failures, sent)
         if retiring:
             # Past its memory limit: it exits now, and what it was sent next never ran.
             worker.quitting = True
-            self._requeue(list(worker.queue))
-            worker.queue.clear()
+            self._requeue_behind(worker)
         worker.free_since = now
         worker.busy += busy
         worker.tasks += chunk.count
-        chunk.job.sizer.observe(chunk.count, busy)
-        return self._settle(worker, chunk, values, failures) + self._after(now)
+        self._observe(chunk, busy)
+        return [*actions, Measured(chunk.job, chunk.count, busy), *self._after(now)]
 
-    def _settle(
-        self, worker: Worker, chunk: Chunk, values: list[Any], failures: dict[int, Any]
-    ) -> list[Action]:
-        """Deliver the results of tasks ``0 .. len(values) - 1`` of ``chunk``, retrying
-        the failed ones that may be retried."""
-        job = chunk.job
-        if not failures:
-            return [Deliver(job, Piece(chunk.start, values, {}, chunk.origin, None))]
-        worker.failed += len(failures)
-        final: dict[int, BaseException] = {}
-        retried: list[int] = []
-        for pos, raw in sorted(failures.items()):
-            error = error_from_worker(chunk, pos, raw)
-            if self._retries_left(chunk, error):
-                self._retry(chunk, pos)
-                retried.append(pos)
-                worker.retried += 1
-            else:
-                final[pos] = error
-        # Deliver the tasks minus the retried ones, as contiguous pieces.
-        actions: list[Action] = []
-        lo = 0
-        for hi in [*retried, len(values)]:
-            if hi > lo:
-                piece_failures = {i - lo: e for i, e in final.items() if lo <= i < hi}
-                inputs = chunk.inputs(lo, hi) if piece_failures else None
-                piece = Piece(chunk.start + lo, values[lo:hi], piece_failures, chunk.origin, inputs)
-                actions.append(Deliver(job, piece))
-            lo = hi + 1
-        return actions
+    def _observe(self, chunk: Chunk, busy: float) -> None:
+        """Keep a running estimate of the job's seconds per task (as its sizer does)."""
+        per_task = max(busy, 1e-7) / chunk.count
+        key = chunk.job.sizer
+        before = self._per_task.get(key)
+        self._per_task[key] = per_task if before is None else (before + per_task) / 2
 
     def on_unreadable(
         self, wid: int, seq: int, what: str, info: FailureInfo, now: float
@@ -398,30 +322,7 @@ class PoolState:
             return []
         chunk = self._pop_head(worker)[0]
         worker.free_since = now
-        job = chunk.job
-        actions: list[Action] = []
-        if what == "inputs" and culprit(chunk.count) is None:
-            # Find the culprit: each input on its own.
-            self._requeue(self._singletons(chunk, range(chunk.count)))
-        else:
-            subject = "the function" if what == "function" else f"the input of task {chunk.start}"
-            # Also BrokenProcessPool: what ProcessPoolExecutor raises here.
-            error = also(
-                SerializationError(
-                    f"{subject} cannot be unpickled in the worker process: "
-                    f"{info.type_name}: {info.message}"
-                ),
-                BrokenProcessPool,
-            )
-            error.__cause__ = info.rebuild()
-            if what == "function":
-                actions.append(FailJob(job, error))
-                job.cancel()
-            else:
-                actions.append(
-                    Deliver(job, Piece(chunk.start, [None], {0: error}, chunk.origin, chunk.items))
-                )
-        return actions + self._after(now)
+        return self._unreadable(chunk, what, info) + self._after(now)
 
     def on_exit(
         self, wid: int, exitcode: int | None, now: float, read_slot: SlotReader
@@ -440,10 +341,9 @@ class PoolState:
             self.restarts += 1
             if worker.phase is WorkerPhase.STARTING:
                 self.start_failures += 1
-                self._requeue(list(worker.queue))
-                worker.queue.clear()
+                self._requeue_behind(worker)
                 if self.start_failures >= MAX_START_FAILURES and self.broken is None:
-                    return self._break(start_failure_error(exitcode, MAX_START_FAILURES))
+                    return self._break(start_failure_error(exitcode, MAX_START_FAILURES), now)
             elif worker.queue:
                 head = worker.queue[0]
                 pos = None
@@ -451,54 +351,8 @@ class PoolState:
                     seq, slot_pos, _ = read_slot(wid)
                     if seq == head.seq and slot_pos >= 0:
                         pos = slot_pos
-                actions += self._crashed(worker, exitcode, now, pos)
+                actions += self._crashed(worker, exitcode, pos)
         return actions + self._after(now)
-
-    def _crashed(
-        self, worker: Worker, exitcode: int | None, now: float, pos: int | None = None
-    ) -> list[Action]:
-        head = worker.queue[0]
-        pos = culprit(head.count, pos)
-        if pos is None:
-            # Which task killed it is unknown: each one again on its own.
-            worker.queue.popleft()
-            self._requeue(list(worker.queue))
-            worker.queue.clear()
-            self._requeue(self._singletons(head, range(head.count)))
-            return []
-        reason = self._exit_reason(exitcode, worker.pid)
-        error = WorkerCrashed(
-            f"the worker process (pid {worker.pid}) running task {head.start + pos} died: "
-            f"{reason}; it was replaced and the pool goes on",
-            exitcode,
-            reason,
-        )
-        return self._lose_head(worker, pos, error)
-
-    def _lose_head(self, worker: Worker, pos: int, error: BaseException) -> list[Action]:
-        """The worker's running chunk ends at task ``pos``, failed with ``error`` (its
-        worker died or was stopped): the tasks before it keep the results they logged or
-        sent, the tasks after it never started and go back to the queue as one chunk."""
-        head = worker.queue[0]
-        known = self.read_log(worker.wid, head.seq) if head.job.timeout is not None else {}
-        head, parts = self._pop_head(worker)
-        known.update(parts)
-        self._requeue(list(worker.queue))
-        worker.queue.clear()
-        done = 0
-        while done in known:
-            done += 1
-        self._requeue(self._tail(head, max(pos + 1, done)))
-        # Tasks that ran but whose results are not known (none, when the job is tracked).
-        self._requeue(self._singletons(head, range(done, pos)))
-        actions: list[Action] = []
-        if done:
-            values = [known[i][0] for i in range(done)]
-            failures = {i: known[i][1] for i in range(done) if known[i][1] is not None}
-            actions += self._settle(worker, head, values, failures)
-        if pos >= done:
-            actions += self._fail_task(head, pos, error, worker)
-        return actions
 
     def on_tick(self, now: float, read_slot: SlotReader) -> list[Action]:
         """Time passed: enforce task timeouts and kill workers that ignored SIGTERM."""
@@ -518,11 +372,9 @@ class PoolState:
             if culprit(head.count, pos if pos >= 0 else None) is None:
                 # Stuck unpickling a chunk's inputs: which one is unknown, so each
                 # goes again on its own (the one that hangs again then fails alone).
-                worker.queue.popleft()
-                worker.parts = {}
-                self._requeue(list(worker.queue))
-                worker.queue.clear()
-                self._requeue(self._singletons(head, range(head.count)))
+                self._pop_head(worker)
+                self._requeue_behind(worker)
+                self._isolate(head)
             else:
                 pos = max(pos, 0)
                 error = TaskTimeout(
@@ -592,19 +444,7 @@ class PoolState:
             return []
         chunk = self._pop_head(worker)[0]
         worker.free_since = now
-        if culprit(chunk.count) is None:
-            self._requeue(self._singletons(chunk, range(chunk.count)))
-            return self._after(now)
-        failure = also(
-            SerializationError(
-                f"the result of task {chunk.start} cannot be unpickled in the calling "
-                f"process: {type(error).__name__}: {error}"
-            ),
-            BrokenProcessPool,
-        )
-        failure.__cause__ = error
-        piece = Piece(chunk.start, [None], {0: failure}, chunk.origin, chunk.items)
-        return [Deliver(chunk.job, piece), *self._after(now)]
+        return self._result_unreadable(chunk, error) + self._after(now)
 
     def cancel(self, job: Job) -> None:
         """Drop the queued chunks of a job nobody waits for any more."""

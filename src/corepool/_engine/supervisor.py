@@ -27,10 +27,21 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
-from ..sharedmem import Packed, on_release, released_since, unpack
+from ..sharedmem import Packed, off_release, on_release, unpack
 from . import protocol as p
 from . import worker as worker_module
-from .model import Action, Chunk, Deliver, FailJob, Kill, Quit, Send, Start
+from .model import (
+    Action,
+    CancelJob,
+    Chunk,
+    Deliver,
+    FailJob,
+    Kill,
+    Measured,
+    Quit,
+    Send,
+    Start,
+)
 from .resultlog import LOG_BYTES, read_log
 from .state import PoolState
 
@@ -47,7 +58,6 @@ class _Proc:
         self.writer = p.FrameWriter(sock)
         self.writing = False
         self.channel_open = True
-        self.shared_cursor = released_since(0)[1]  # released handles it never saw
         self.inflight: dict[int, Packed] = {}  # reusable payloads it may still map, by seq
 
 
@@ -80,38 +90,63 @@ class Supervisor:
         self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", -1))
         self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
         self._wake_pending = False
+        # Held while the wake-up pipe is written or closed: once closed, its descriptor
+        # number may belong to another file, which a late call() must not write to.
+        self._wake_lock = threading.Lock()
+        self._closed = False
+        self._dropped: collections.deque[tuple[int, int]] = collections.deque()
         self._stop_when_done = False
         self.started = threading.Event()  # set once the first workers are started
         self._started_workers = False
         self._start_context: BaseContext | None = None  # overrides _ctx while launching
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
+        self._handlers: dict[type[Any], Callable[..., list[Action]]] = {
+            p.Done: self._on_done,
+            p.Part: self._on_part,
+            p.Logged: self._on_logged,
+            p.Ready: self._on_ready,
+            p.Unreadable: self._on_unreadable,
+            p.InitFailed: self._on_init_failed,
+            p.Run: self._on_unexpected,
+            p.Quit: self._on_unexpected,
+            p.DropShared: self._on_unexpected,
+        }
         on_release(self)
 
     # Other threads --------------------------------------------------------------------
-    def call(self, command: Callable[[float], list[Action]]) -> None:
-        """Run ``command(now)`` on the supervisor thread and apply the actions it returns."""
-        self._commands.append(command)
-        if self._wake_pending:
-            return  # the supervisor has not drained yet: it will see this command too
-        self._wake_pending = True
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # the pipe is full (a wakeup is pending anyway) or the pool is gone
+    def call(self, command: Callable[[float], list[Action]]) -> bool:
+        """Run ``command(now)`` on the supervisor thread and apply the actions it returns.
 
-    def shared_released(self) -> None:
+        False if the supervisor has ended (the command will never run)."""
+        with self._wake_lock:
+            if self._closed:
+                return False
+            self._commands.append(command)
+            if self._wake_pending:
+                return True  # the supervisor has not drained yet: it will see this too
+            self._wake_pending = True
+            try:
+                os.write(self._wake_w, b"x")
+            except (BlockingIOError, OSError):
+                pass  # the pipe is full: a wakeup is pending anyway
+        return True
+
+    def shared_released(self, token: tuple[int, int]) -> None:
         """A ``corepool.shared`` handle was released (any thread): tell the workers now,
         so that an idle one does not keep the memory until its next task."""
+        self._dropped.append(token)
+        self.call(self._tell_dropped)
 
-        def tell(now: float) -> list[Action]:
+    def _tell_dropped(self, now: float) -> list[Action]:
+        tokens: list[tuple[int, int]] = []
+        while self._dropped:
+            tokens.append(self._dropped.popleft())
+        if tokens:
             for wid, proc in self._procs.items():
-                released = self._released_shared(proc)
-                if released and proc.channel_open:
-                    proc.writer.push((p.DROP_SHARED, released))
+                if proc.channel_open:
+                    proc.writer.push(p.DropShared(tokens))
                     self._flush(wid, proc)
-            return []
-
-        self.call(tell)
+        return []
 
     def finish(self) -> None:
         """Let the thread end once no worker is left (after close or terminate)."""
@@ -147,7 +182,7 @@ class Supervisor:
             finally:
                 self.started.set()
             while not (self._stop_when_done and not self._procs):
-                deadline = self.state.next_deadline(self._read_slot, time.monotonic())
+                deadline = self.state.next_deadline(self.read_slot, time.monotonic())
                 timeout = None
                 if deadline is not None:
                     # Capped: select() overflows past about 24 days; a wake-up looks again.
@@ -160,7 +195,7 @@ class Supervisor:
                         self._on_channel(wid, mask)
                     else:
                         self._on_sentinel(wid)
-                self._apply(self.state.on_tick(time.monotonic(), self._read_slot))
+                self._apply(self.state.on_tick(time.monotonic(), self.read_slot))
         except BaseException as exc:  # a bug here must not leave callers waiting forever
             failure = CorepoolError(f"the corepool supervisor thread failed: {exc!r}")
             failure.__cause__ = exc
@@ -189,7 +224,7 @@ class Supervisor:
             command = self._commands.popleft()
             self._apply(command(time.monotonic()))
 
-    def _read_slot(self, wid: int) -> tuple[int, int, float]:
+    def read_slot(self, wid: int) -> tuple[int, int, float]:
         proc = self._procs.get(wid)
         if proc is None:
             return -1, -1, 0.0
@@ -214,50 +249,62 @@ class Supervisor:
             self._read_frames(wid, proc)
 
     def _read_frames(self, wid: int, proc: _Proc) -> None:
-        for meta, body, fds in proc.reader.read():
-            self._apply(self._on_frame(wid, meta, body, fds))
+        handlers = self._handlers
+        for message, body, fds in proc.reader.read():
+            self._apply(handlers[type(message)](wid, message, body, fds))
         if proc.reader.eof and proc.channel_open:
             proc.channel_open = False
             self._selector.unregister(proc.sock)
 
-    def _on_frame(
-        self, wid: int, meta: tuple[Any, ...], body: bytearray, fds: list[int]
-    ) -> list[Action]:
+    # Messages from a worker, by type: each returns the state's actions.
+    def _on_done(self, wid: int, msg: p.Done, body: bytearray, fds: list[int]) -> list[Action]:
         now = time.monotonic()
-        kind = meta[0]
-        if kind == p.LOGGED:
-            return self.state.on_logged(wid, meta[1], read_log(body, len(body)))
-        if kind == p.PART:
-            _, seq, pos = meta
-            try:
-                values, failures = unpack(body, fds)
-            except Exception as exc:
-                error = SerializationError(
-                    f"a task's result cannot be unpickled in the calling process: "
-                    f"{type(exc).__name__}: {exc}"
-                )
-                error.__cause__ = exc
-                values, failures = [None], {0: error}
-            return self.state.on_part(wid, seq, pos, values, failures)
-        if kind != p.DONE:
-            for fd in fds:
-                p.close_quietly(fd)
-        if kind in (p.DONE, p.UNREADABLE):
-            self._received(wid, meta[1], released=kind == p.DONE and meta[4])
-        if kind == p.DONE:
-            _, seq, busy, retiring, _, sent = meta
-            try:
-                values, failures = unpack(body, fds)
-            except BaseException as exc:  # even SystemExit from a __reduce__: not ours
-                return self.state.on_result_unreadable(wid, seq, exc, now)
-            return self.state.on_done(wid, seq, busy, values, failures, now, retiring, sent)
-        if kind == p.READY:
-            return self.state.on_ready(wid, meta[1], now)
-        if kind == p.UNREADABLE:
-            _, seq, what, info = meta
-            return self.state.on_unreadable(wid, seq, what, info, now)
-        if kind == p.INIT_FAILED:
-            return self.state.on_init_failed(wid, meta[1], now)
+        self._received(wid, msg.seq, msg.released)
+        try:
+            values, failures = unpack(body, fds)
+        except BaseException as exc:  # even SystemExit from a __reduce__: not ours
+            return self.state.on_result_unreadable(wid, msg.seq, exc, now)
+        return self.state.on_done(
+            wid, msg.seq, msg.busy, values, failures, now, msg.retiring, msg.sent
+        )
+
+    def _on_part(self, wid: int, msg: p.Part, body: bytearray, fds: list[int]) -> list[Action]:
+        try:
+            values, failures = unpack(body, fds)
+        except Exception as exc:
+            error = SerializationError(
+                f"a task's result cannot be unpickled in the calling process: "
+                f"{type(exc).__name__}: {exc}"
+            )
+            error.__cause__ = exc
+            values, failures = [None], {0: error}
+        return self.state.on_part(wid, msg.seq, msg.position, values, failures)
+
+    def _on_logged(self, wid: int, msg: p.Logged, body: bytearray, fds: list[int]) -> list[Action]:
+        _close_fds(fds)
+        return self.state.on_logged(wid, msg.seq, read_log(body, len(body)))
+
+    def _on_ready(self, wid: int, msg: p.Ready, body: bytearray, fds: list[int]) -> list[Action]:
+        _close_fds(fds)
+        return self.state.on_ready(wid, msg.pid, time.monotonic())
+
+    def _on_unreadable(
+        self, wid: int, msg: p.Unreadable, body: bytearray, fds: list[int]
+    ) -> list[Action]:
+        _close_fds(fds)
+        self._received(wid, msg.seq, released=False)
+        return self.state.on_unreadable(wid, msg.seq, msg.what, msg.info, time.monotonic())
+
+    def _on_init_failed(
+        self, wid: int, msg: p.InitFailed, body: bytearray, fds: list[int]
+    ) -> list[Action]:
+        _close_fds(fds)
+        return self.state.on_init_failed(wid, msg.info, time.monotonic())
+
+    def _on_unexpected(
+        self, wid: int, msg: p.Message, body: bytearray, fds: list[int]
+    ) -> list[Action]:
+        _close_fds(fds)  # a parent-bound message from a worker: ignored
         return []
 
     def _on_sentinel(self, wid: int) -> None:
@@ -271,7 +318,7 @@ class Supervisor:
         self._procs[wid] = proc  # keep its slot readable while the state decides
         try:
             actions = self.state.on_exit(
-                wid, proc.process.exitcode, time.monotonic(), self._read_slot
+                wid, proc.process.exitcode, time.monotonic(), self.read_slot
             )
         finally:
             del self._procs[wid]
@@ -308,7 +355,7 @@ class Supervisor:
             elif isinstance(action, Quit):
                 proc = self._procs.get(action.wid)
                 if proc is not None:
-                    proc.writer.push((p.QUIT,))
+                    proc.writer.push(p.Quit())
                     self._flush(action.wid, proc)
             elif isinstance(action, Kill):
                 proc = self._procs.get(action.wid)
@@ -319,6 +366,10 @@ class Supervisor:
                         pass
             elif isinstance(action, FailJob):
                 action.job.fail(action.error)
+            elif isinstance(action, Measured):
+                action.job.sizer.observe(action.items, action.busy)
+            elif isinstance(action, CancelJob):
+                action.job.cancel()
 
     def _send(self, action: Send) -> None:
         proc = self._procs.get(action.wid)
@@ -326,16 +377,17 @@ class Supervisor:
             return
         chunk: Chunk = action.chunk
         job = chunk.job
+        if not job.claim():
+            self._apply(self.state.on_refused(action, time.monotonic()))
+            return
         with_function = action.with_function or not job.cache_function
-        meta = (
-            p.RUN,
+        meta = p.Run(
             chunk.seq,
             job.id if job.cache_function else -1,
             job.fn_bytes if with_function else None,
             job.style,
             job.timeout is not None,
             action.forget,
-            self._released_shared(proc),
         )
         payload = chunk.payload
         if isinstance(payload, Packed):
@@ -354,11 +406,6 @@ class Supervisor:
         if packed is not None:
             packed.sent -= 1
             packed.pinned = packed.pinned or not released
-
-    @staticmethod
-    def _released_shared(proc: _Proc) -> list[tuple[int, int]]:
-        released, proc.shared_cursor = released_since(proc.shared_cursor)
-        return released
 
     def _flush(self, wid: int, proc: _Proc) -> None:
         try:
@@ -403,7 +450,7 @@ class Supervisor:
             p.close_quietly(parent_end)
             p.close_quietly(child_end)
             # Count it as a worker that died while starting; the state decides what next.
-            self._apply(self.state.on_exit(wid, None, time.monotonic(), self._read_slot))
+            self._apply(self.state.on_exit(wid, None, time.monotonic(), self.read_slot))
             return
         p.close_quietly(child_end)
         self.state.on_spawned(wid, process.pid)
@@ -413,6 +460,9 @@ class Supervisor:
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
 
     def _close_all(self) -> None:
+        off_release(self)
+        with self._wake_lock:
+            self._closed = True  # no call() writes to the pipe from now on
         for wid, proc in list(self._procs.items()):
             try:
                 proc.process.kill()
@@ -430,3 +480,8 @@ class Supervisor:
     def pids(self) -> list[int]:
         """Process ids of the live workers (for tests and stats)."""
         return [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
+
+
+def _close_fds(fds: list[int]) -> None:
+    for fd in fds:
+        p.close_quietly(fd)

@@ -118,7 +118,7 @@ def _run_tracked(
     positions sent already (their places in ``results`` are None)."""
     clock = time.monotonic
     sent: list[int] = []
-    log.on_full = lambda entries: p.send_blocking(sock, (p.LOGGED, seq), entries)
+    log.on_full = lambda entries: p.send_blocking(sock, p.Logged(seq), entries)
 
     def started(pos: int) -> None:
         slot[SLOT_T0] = clock()
@@ -128,7 +128,7 @@ def _run_tracked(
         if log.add(pos, value, failure):
             return True
         part = {0: failure} if failure is not None else {}
-        _send_results(sock, (p.PART, seq, pos), _pack_results([value], part))
+        _send_results(sock, p.Part(seq, pos), _pack_results([value], part))
         sent.append(pos)
         return False
 
@@ -148,12 +148,12 @@ def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packe
     )
 
 
-def _send_results(sock: socket.socket, meta: tuple[Any, ...], packed: bytes | Packed) -> None:
+def _send_results(sock: socket.socket, message: p.Message, packed: bytes | Packed) -> None:
     if isinstance(packed, bytes):
-        p.send_blocking(sock, meta, packed)
+        p.send_blocking(sock, message, packed)
         return
     try:
-        p.send_blocking(sock, meta, packed.body, packed.fds)
+        p.send_blocking(sock, message, packed.body, packed.fds)
     finally:
         for segment in packed.segments:
             segment.close()  # the parent has its own descriptors now
@@ -273,14 +273,14 @@ def main(
         _limiter = _initialize(init_blob, threads)
     except BaseException as exc:
         try:
-            p.send_blocking(sock, (p.INIT_FAILED, FailureInfo.capture(exc)))
+            p.send_blocking(sock, p.InitFailed(FailureInfo.capture(exc)))
         except OSError:
             pass
         return
     if memory_limit is not None:
         _cap_address_space(memory_limit)
     try:
-        p.send_blocking(sock, (p.READY, os.getpid()))
+        p.send_blocking(sock, p.Ready(os.getpid()))
         _serve(sock, slot, LogWriter(result_log, slot, SLOT_LOG), memory_limit)
     except (EOFError, OSError):
         return  # the parent is gone or closed the channel: nothing left to do
@@ -290,17 +290,15 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
     while True:
-        meta, body, fds = p.recv_blocking(sock)
-        if meta[0] == p.DROP_SHARED:
-            forget_shared(meta[1])
-            continue
-        if meta[0] != p.RUN:
-            return
-        _, seq, fn_key, fn_bytes, style, track, forget, drop_shared = meta
+        message, body, fds = p.recv_blocking(sock)
+        if type(message) is not p.Run:
+            if type(message) is p.DropShared:
+                forget_shared(message.tokens)
+                continue
+            return  # Quit
+        seq, fn_key, fn_bytes, style, track, forget = message
         for key in forget:
             functions.pop(key, None)
-        if drop_shared:
-            forget_shared(drop_shared)
         log.reset()  # before the chunk is announced: the parent never reads a stale log
         slot[SLOT_T0] = clock()
         slot[SLOT_POS] = -1
@@ -308,11 +306,13 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         fn = functions.get(fn_key)
         if fn is None:
             try:
+                if fn_bytes is None:  # cannot happen: the parent tracks what it sent
+                    raise LookupError(f"the function of job {fn_key} never arrived")
                 fn = loads(fn_bytes)
             except BaseException as exc:
                 for fd in fds:
                     p.close_quietly(fd)
-                p.send_blocking(sock, (p.UNREADABLE, seq, "function", FailureInfo.capture(exc)))
+                p.send_blocking(sock, p.Unreadable(seq, "function", FailureInfo.capture(exc)))
                 continue
             if fn_key >= 0:
                 functions[fn_key] = fn
@@ -322,7 +322,7 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
             # must stay intact for a retry.
             items = unpack(body, fds, private=True, mappings=mappings)
         except BaseException as exc:
-            p.send_blocking(sock, (p.UNREADABLE, seq, "inputs", FailureInfo.capture(exc)))
+            p.send_blocking(sock, p.Unreadable(seq, "inputs", FailureInfo.capture(exc)))
             continue
         del body
         started = time.perf_counter()
@@ -341,6 +341,6 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         del results
         # Unmapped now unless a task kept a view: the parent may then reuse the memory.
         released = let_go(mappings)
-        _send_results(sock, (p.DONE, seq, busy, retiring, released, tuple(sent)), packed)
+        _send_results(sock, p.Done(seq, busy, retiring, released, tuple(sent)), packed)
         if retiring:
             return

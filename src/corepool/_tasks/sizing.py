@@ -12,6 +12,7 @@ pickled size stays under :data:`MAX_CHUNK_BYTES`.
 from __future__ import annotations
 
 import math
+from collections import deque
 
 __all__ = ["MAX_CHUNK_BYTES", "TARGET_CHUNK_SECONDS", "ChunkSizer", "window_size"]
 
@@ -22,6 +23,7 @@ MAX_CHUNK_BYTES = 4 * 1024 * 1024
 MAX_CHUNK_ITEMS_UNSIZED = 8192
 MAX_CHUNK_ITEMS = 1 << 20
 GROWTH = 8
+MEASURED_KEPT = 32
 
 
 def window_size(workers: int) -> int:
@@ -50,17 +52,29 @@ class ChunkSizer:
         self._size = 1
         self.seconds_per_item: float | None = None
         self._bytes_per_item: float | None = None
+        # Measurements reported from other threads (the process backend's supervisor),
+        # folded in by the thread that pulls the input, the only one to change the size.
+        # Bounded: nobody folds a single call's; and each weighs half the one before.
+        self._measured: deque[tuple[int, float]] = deque(maxlen=MEASURED_KEPT)
 
     def next_size(self) -> int:
         """Inputs to put into the next chunk."""
         if self.fixed is not None:
             return self.fixed
+        self._fold()
         return min(self._size, self._cap)
 
     def observe(self, items: int, busy_seconds: float) -> None:
-        """A chunk of ``items`` tasks kept its worker busy for ``busy_seconds``."""
-        if items <= 0:
-            return
+        """A chunk of ``items`` tasks kept its worker busy for ``busy_seconds`` (any
+        thread: taken into account by the next :meth:`next_size`)."""
+        if items > 0:
+            self._measured.append((items, busy_seconds))
+
+    def _fold(self) -> None:
+        while self._measured:
+            self._learn(*self._measured.popleft())
+
+    def _learn(self, items: int, busy_seconds: float) -> None:
         per_item = max(busy_seconds, 1e-7) / items
         if self.seconds_per_item is None:
             self.seconds_per_item = per_item
@@ -76,6 +90,7 @@ class ChunkSizer:
         """A chunk of ``items`` inputs pickled to ``nbytes``: keep chunks under the byte cap."""
         if items <= 0:
             return
+        self._fold()
         self._bytes_per_item = max(nbytes / items, 1.0)
         by_bytes = max(1, int(MAX_CHUNK_BYTES / self._bytes_per_item))
         self._size = min(self._size, by_bytes)
@@ -83,6 +98,7 @@ class ChunkSizer:
 
     def estimate(self, items: int) -> float | None:
         """Expected seconds for a chunk of ``items`` tasks, once something was measured."""
+        self._fold()
         if self.seconds_per_item is None:
             return None
         return self.seconds_per_item * items

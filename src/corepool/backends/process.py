@@ -6,13 +6,12 @@ The only door into ``_engine/``: the faces and the CLI that need its start metho
 
 from __future__ import annotations
 
-import time
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
 from .._engine.engine import ProcessEngine, default_start_method, resolve_context
 from .._tasks.job import CallJob, Job, StreamJob
-from ..progress import PoolStats, WorkerStats
+from ..progress import PoolStats
 from .base import Backend
 
 __all__ = ["ProcessBackend", "default_start_method", "resolve_context"]
@@ -79,23 +78,4 @@ class ProcessBackend(Backend):
         return self.engine.pids()
 
     def stats(self) -> PoolStats:
-        state = self.engine.state
-        now = time.monotonic()
-        rows = [(w, True) for w in list(state.workers.values())]
-        rows += [(w, False) for w in list(state.retired)]
-        if state.retired_earlier.tasks:
-            rows.append((state.retired_earlier, False))
-        workers = [
-            WorkerStats(
-                w.wid,
-                w.pid,
-                alive,
-                w.tasks,
-                w.failed,
-                w.busy,
-                (now if w.ended_at is None else w.ended_at) - w.started_at,
-                w.retried,
-            )
-            for w, alive in sorted(rows, key=lambda r: r[0].wid)
-        ]
-        return PoolStats(self.name, workers, state.restarts)
+        return self.engine.stats(self.name)
