@@ -31,6 +31,8 @@ Worker → parent::
                                                    retiring: past its memory limit, it exits;
                                                    released: it unmapped the inputs' memory
     (UNREADABLE, chunk_seq, what, FailureInfo)     the function or the inputs did not unpickle
+    (RECORD, chunk_seq, position, fields)          a task logged (see ``outputs.py``)
+    (OUTPUT, chunk_seq, stream, text)              a task printed whole lines (1: stdout)
 
 ``failures`` maps a position in the chunk to a :class:`~corepool.serialize.FailureInfo`,
 to ``(RESULT_UNPICKLABLE, FailureInfo)`` for a result that could not be pickled, or to
@@ -47,6 +49,7 @@ import os
 import pickle
 import socket
 import struct
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any
@@ -60,6 +63,8 @@ DONE = "done"
 PART = "part"
 LOGGED = "logged"
 UNREADABLE = "unreadable"
+RECORD = "record"  # a log record; not LOGGED, which is the result log
+OUTPUT = "output"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"
 
@@ -72,6 +77,8 @@ _HEADER = struct.Struct("!IQI")
 _SMALL = 64 * 1024
 MAX_FDS = 250  # per frame; the kernel takes at most 253 in one message
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+# A task's own threads may log or print while the worker sends: one frame at a time.
+_SEND_LOCK = threading.Lock()
 
 
 def encode(
@@ -107,17 +114,18 @@ def send_blocking(
     """Send one frame on a blocking socket (the worker side)."""
     buffers = [memoryview(b) for b in encode(meta, body, len(fds))]
     ancillary = _rights(fds)
-    while buffers:
-        sent = sock.sendmsg(buffers, ancillary)
-        ancillary = []  # descriptors travel with the first byte only
-        while sent and buffers:
-            head = buffers[0]
-            if sent >= len(head):
-                sent -= len(head)
-                buffers.pop(0)
-            else:
-                buffers[0] = head[sent:]
-                sent = 0
+    with _SEND_LOCK:
+        while buffers:
+            sent = sock.sendmsg(buffers, ancillary)
+            ancillary = []  # descriptors travel with the first byte only
+            while sent and buffers:
+                head = buffers[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    buffers.pop(0)
+                else:
+                    buffers[0] = head[sent:]
+                    sent = 0
 
 
 def _recv_exactly(sock: socket.socket, size: int, fds: deque[int] | None = None) -> bytearray:

@@ -27,7 +27,9 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
+from ..forwarding import forward_settings
 from ..sharedmem import Packed, on_release, released_since, unpack
+from . import outputs
 from . import protocol as p
 from . import worker as worker_module
 from .model import Action, Chunk, Deliver, FailJob, Kill, Quit, Send, Start
@@ -72,6 +74,7 @@ class Supervisor:
         user_threads = {k: os.environ[k] for k in worker_module.THREAD_VARIABLES if k in os.environ}
         self._threads = (thread_limit, user_threads)
         self._memory_limit = memory_limit
+        self._forward = forward_settings()  # the caller's logging levels, as of now
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -225,6 +228,9 @@ class Supervisor:
     ) -> list[Action]:
         now = time.monotonic()
         kind = meta[0]
+        if kind in (p.RECORD, p.OUTPUT):
+            outputs.receive(meta, self.state, wid)
+            return []
         if kind == p.LOGGED:
             return self.state.on_logged(wid, meta[1], read_log(body, len(body)))
         if kind == p.PART:
@@ -393,6 +399,7 @@ class Supervisor:
                 self._memory_limit,
                 inherited,
                 log,
+                self._forward,
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,

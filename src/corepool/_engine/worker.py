@@ -29,6 +29,7 @@ from typing import Any
 from .. import nesting
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
+from . import outputs
 from . import protocol as p
 from .resultlog import LogWriter
 
@@ -119,6 +120,7 @@ def _run_fast(
     results: list[Any] = []
     failures: dict[int, Any] = {}
     inputs = iter(items)
+    outputs.follow(inputs, items)  # which task logs or prints, asked only then
     while True:
         try:
             if style == p.SINGLE:
@@ -302,10 +304,13 @@ def main(
     memory_limit: int | None = None,
     inherited: tuple[int, ...] | None = None,
     result_log: Any = None,
+    forward: Any = None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``).
 
     ``result_log``: the shared array of its result log (see ``resultlog.py``).
+
+    ``forward``: the caller's :class:`~corepool.forwarding.Forward` (logs, output).
 
     ``inherited``: set when the worker was forked straight from the pool's process:
     descriptors of the parent's (other workers' channels, the supervisor's pipe) to
@@ -320,6 +325,7 @@ def main(
     if not _parent_alive(parent_pid):
         return
     sock.setblocking(True)
+    outputs.install(sock, forward)
     try:
         _limiter = _initialize(init_blob, threads)
     except BaseException as exc:
@@ -378,11 +384,13 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         del body
         started = time.perf_counter()
         sent: list[int] = []
+        outputs.chunk_started(seq, (lambda: int(slot[SLOT_POS])) if track else None)
         if track:
             results, failures, sent = _run_tracked(fn, items, style, slot, log, sock, seq)
         else:
             results, failures = _run_fast(fn, items, style)
         busy = time.perf_counter() - started
+        outputs.chunk_ended()
         del items
         retiring = False
         if memory_limit is not None:

@@ -17,6 +17,7 @@ from typing import Any, ClassVar
 from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
 from ..errors import BrokenPool, TaskTimeout
+from ..forwarding import inline_task
 from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
@@ -119,8 +120,8 @@ def run_inline(
     reported as :class:`TaskTimeout` once it returns, and its result is dropped.
     The tasks run at nesting ``level`` (what a corepool call inside them runs on).
     """
-    with running_task(level):
-        return _run_chunk(job, origin, start, items, catch)
+    with running_task(level), inline_task(start, items, job.describe_value) as task:
+        return _run_chunk(job, origin, start, items, catch, task)
 
 
 def _run_chunk(
@@ -129,6 +130,7 @@ def _run_chunk(
     start: int,
     items: list[Any],
     catch: type[BaseException] | tuple[type[BaseException], ...],
+    task: Any,
 ) -> Piece:
     call: Callable[[Any], Any] = caller(job.fn, job.style)
     if live_handles():
@@ -139,6 +141,7 @@ def _run_chunk(
     retried = 0
     began = time.perf_counter()
     for pos, item in enumerate(items):
+        task.pos = pos  # what records made now name (forwarding.inline_task)
         attempt = 0
         while True:
             t0 = time.monotonic()

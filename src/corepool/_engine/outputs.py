@@ -1,0 +1,134 @@
+"""Log records and printed lines on the process backend's channel.
+
+Worker side: :func:`install` (when the worker starts, before its initializer) sets the
+worker's loggers to the caller's levels with one root handler, and replaces
+``sys.stdout`` / ``sys.stderr`` with line writers; both send frames on the worker's
+channel at once, from whatever thread logs or prints::
+
+    (RECORD, chunk_seq, position, fields)      a record, as forwarding.record_fields
+    (OUTPUT, chunk_seq, stream, text)          whole lines (1: stdout, 2: stderr)
+
+They travel on the channel the results use, so a task's records and lines reach the
+caller before the chunk's ``DONE`` does. The run loop says which chunk runs
+(:func:`chunk_started`), how to find the running task (:func:`follow`, or the slot),
+and when the chunk ends (:func:`chunk_ended`: the rest of an unfinished line goes).
+
+Caller side: :func:`receive`, on the supervisor thread, rebuilds a record with the
+task's index and input summary (from the chunk the worker is running) and hands it to
+the caller's handlers, or writes the text to the caller's current stream.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable, Iterator, Sized
+from typing import Any
+
+from ..forwarding import (
+    STDERR,
+    STDOUT,
+    Forward,
+    LineWriter,
+    Place,
+    RecordSender,
+    handle_record,
+    write_output,
+)
+from . import protocol as p
+
+
+class _Worker:
+    """This worker's forwarding, once installed."""
+
+    def __init__(self) -> None:
+        self.active = False
+        self.seq = -1
+        self.place = Place()
+        self.locate: Callable[[], int] | None = None
+        self.writers: list[LineWriter] = []
+
+    def position(self) -> int:
+        return self.locate() if self.locate is not None else self.place.now()
+
+
+_worker = _Worker()
+
+
+def install(sock: Any, forward: Forward | None) -> None:
+    """Forward this worker's records and output on ``sock`` as ``forward`` says."""
+    if forward is None or not forward.anything:
+        return
+    state = _worker
+    state.active = True
+    if forward.levels is not None:
+        forward.levels.apply()
+
+        def send_record(fields: dict[str, Any]) -> None:
+            p.send_blocking(sock, (p.RECORD, state.seq, state.position(), fields))
+
+        logging.root.addHandler(RecordSender(send_record))
+    if forward.output:
+        for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")):
+            original = getattr(sys, name)
+            if original is not None:
+                try:
+                    original.flush()
+                except Exception:
+                    pass
+
+            def send_text(text: str, stream: int = stream) -> None:
+                p.send_blocking(sock, (p.OUTPUT, state.seq, stream, text))
+
+            writer = LineWriter(send_text, original, f"<{name}>")
+            state.writers.append(writer)
+            setattr(sys, name, writer)
+
+
+def chunk_started(seq: int, locate: Callable[[], int] | None = None) -> None:
+    """Chunk ``seq`` starts; ``locate()``: the running position, if the loop keeps it."""
+    state = _worker
+    if state.active:
+        state.seq = seq
+        state.locate = locate
+        state.place.reset()
+
+
+def follow(inputs: Iterator[Any], items: Sized) -> None:
+    """The chunk runs by consuming ``inputs`` over ``items`` (no per-task hook)."""
+    if _worker.active:
+        _worker.place.follow(inputs, items)
+
+
+def chunk_ended() -> None:
+    """The chunk's tasks are over: send the rest of any unfinished line."""
+    state = _worker
+    if state.active:
+        for writer in state.writers:
+            writer.end_task()
+        state.place.reset()
+        state.locate = None
+
+
+def _running_task(state: Any, wid: int, seq: int, pos: int) -> tuple[int | None, str | None]:
+    """The index and input summary of task ``pos`` of chunk ``seq`` on worker ``wid``."""
+    worker = state.workers.get(wid)
+    if worker is None or not worker.queue or pos < 0:
+        return None, None
+    chunk = worker.queue[0]
+    if chunk.seq != seq or pos >= chunk.count:
+        return None, None
+    shown = None
+    if chunk.items is not None and pos < len(chunk.items):
+        shown = chunk.job.describe_value(chunk.items[pos])
+    return chunk.start + pos, shown
+
+
+def receive(meta: tuple[Any, ...], state: Any, wid: int) -> None:
+    """A ``RECORD`` or ``OUTPUT`` frame from worker ``wid`` (``state``: the PoolState)."""
+    if meta[0] == p.RECORD:
+        _, seq, pos, fields = meta
+        handle_record(fields, *_running_task(state, wid, seq, pos))
+    else:
+        _, _seq, stream, text = meta
+        write_output(stream, text)
