@@ -56,7 +56,13 @@ _worker = _Worker()
 
 
 def install(sock: Any, forward: Forward | None) -> None:
-    """Forward this worker's records and output on ``sock`` as ``forward`` says."""
+    """Forward this worker's records and output on ``sock`` as ``forward`` says.
+
+    Not forwarding output means the raw descriptors: a forked worker's copy of a stream
+    the caller had put in place of ``sys.stdout`` would swallow what it printed.
+    """
+    if forward is None or not forward.output:
+        sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
     if forward is None or not forward.anything:
         return
     state = _worker

@@ -6,9 +6,10 @@ unpickled once per job on each worker) and the pickled inputs. :func:`run_chunk`
 the tasks one after another with the same per-task rules as the process backend, and
 answers with one pickled blob::
 
-    (OK, values, failures, busy_seconds, worker, retried)
+    (OK, values, failures, busy_seconds, worker, retried, kept)
                                    failures: {position: FailureInfo}; worker: "host:pid";
-                                   retried: failed attempts that were run again
+                                   retried: failed attempts that were run again;
+                                   kept: what the tasks logged and printed (_capture.py)
     (UNREADABLE, what, FailureInfo)                the spec or the inputs did not unpickle
 
 Per-task retries happen here, inside the chunk, so a task that raises is retried alone
@@ -36,7 +37,9 @@ from typing import Any
 from .._engine import protocol as p
 from .._engine.worker import caller
 from ..errors import SerializationError, TaskTimeout
+from ..forwarding import Place
 from ..serialize import FailureInfo, dumps_data, find_unpicklable, loads
+from . import _capture
 
 __all__ = [
     "OK",
@@ -66,6 +69,7 @@ class Spec:
     retry_on: tuple[type[BaseException], ...]
     timeout: float | None
     overrun_note: str
+    forward: _capture.CallerForward | None = None  # the caller's logging levels and output
 
 
 # Specs unpickled on this worker, by job token; a few jobs at a time are live.
@@ -128,12 +132,15 @@ def run_chunk(
         _local.shared = None
     began = time.perf_counter()
     retried = 0
-    if spec.retries == 0 and spec.timeout is None:
-        values, failures = _run_plain(spec, items)
-    else:
-        values, failures, retried = _run_careful(spec, start, items)
+    with _capture.capturing(spec.forward) as capture:
+        place = None if capture is None else capture.place
+        if spec.retries == 0 and spec.timeout is None:
+            values, failures = _run_plain(spec, items, place)
+        else:
+            values, failures, retried = _run_careful(spec, start, items, place)
+        kept = [] if capture is None else capture.taken()
     busy = time.perf_counter() - began
-    return _pack(start, values, failures, busy, retried)
+    return _pack(start, values, failures, busy, retried, kept)
 
 
 def run_chunk_announced(*args: Any) -> Iterator[bytes]:
@@ -146,11 +153,15 @@ def run_chunk_announced(*args: Any) -> Iterator[bytes]:
     yield run_chunk(*args)
 
 
-def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, Any]]:
+def _run_plain(
+    spec: Spec, items: Sequence[Any], place: Place | None = None
+) -> tuple[list[Any], dict[int, Any]]:
     """No retries, no timeout: a C loop over the inputs, resumed after each failure."""
     values: list[Any] = []
     failures: dict[int, Any] = {}
     inputs = iter(items)
+    if place is not None:
+        place.follow(inputs, items)
     call = spec.fn if spec.style == p.SINGLE else caller(spec.fn, spec.style)
     while True:
         try:
@@ -165,7 +176,7 @@ def _run_plain(spec: Spec, items: Sequence[Any]) -> tuple[list[Any], dict[int, A
 
 
 def _run_careful(
-    spec: Spec, start: int, items: Sequence[Any]
+    spec: Spec, start: int, items: Sequence[Any], place: Place | None = None
 ) -> tuple[list[Any], dict[int, Any], int]:
     """Task by task, with per-task retries and deadlines; also counts the retries."""
     call = caller(spec.fn, spec.style)
@@ -173,6 +184,8 @@ def _run_careful(
     failures: dict[int, Any] = {}
     retried = 0
     for pos, item in enumerate(items):
+        if place is not None:
+            place.pos = pos
         attempt = 0
         while True:
             try:
@@ -201,8 +214,10 @@ def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int
     assert spec.timeout is not None
     outcome: list[tuple[bool, Any]] = []
     finished = threading.Event()
+    capture = _capture.current()
 
     def target() -> None:
+        _capture.adopt(capture)
         try:
             outcome.append((True, call(item)))
         except BaseException as exc:
@@ -225,10 +240,15 @@ def _with_deadline(call: Callable[[Any], Any], item: Any, spec: Spec, index: int
 
 
 def _pack(
-    start: int, values: list[Any], failures: dict[int, Any], busy: float, retried: int
+    start: int,
+    values: list[Any],
+    failures: dict[int, Any],
+    busy: float,
+    retried: int,
+    kept: list[Any],
 ) -> bytes:
     try:
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried, kept))
     except Exception:
         pass
     for pos, exc in find_unpicklable(values).items():
@@ -238,12 +258,12 @@ def _pack(
         )
         failures[pos] = FailureInfo.capture(error)
     try:
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried, kept))
     except Exception:
         # A failure record itself would not pickle: keep only its text.
         for pos, info in list(failures.items()):
             failures[pos] = FailureInfo(info.type_name, info.message, info.traceback_text, None)
-        return dumps_data((OK, values, failures, busy, _worker_name(), retried))
+        return dumps_data((OK, values, failures, busy, _worker_name(), retried, kept))
 
 
 def _worker_name() -> str:
