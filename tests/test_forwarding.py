@@ -249,3 +249,16 @@ def test_the_environment_switches_forwarding_off(tmp_path: Path) -> None:
     ]
     forwarded = scripts.run(_SWITCHED_OFF, tmp_path)
     assert "caught 3" in forwarded.stdout, forwarded.stderr
+
+
+def log_index(x: int) -> int:
+    logging.getLogger("forwarded").info("task %s", x)
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_a_tasks_records_arrive_before_its_result(backend: str, kept: _Keep) -> None:
+    with corepool.Pool(2, backend=backend) as pool:
+        for x in pool.imap_unordered(log_index, range(40), chunksize=3):
+            handled = {r.corepool_task for r in kept.records}  # type: ignore[attr-defined]
+            assert x in handled

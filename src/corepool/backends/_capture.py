@@ -115,7 +115,8 @@ class _Switch:
         capture = current()
         if capture is not None and capture.forward.output:
             return capture.writers[self._stream].write(text)
-        return int(self._original.write(text))
+        self._original.write(text)  # some (Ray's) return None, not a count
+        return len(text)
 
     def flush(self) -> None:
         capture = current()
