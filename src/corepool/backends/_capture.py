@@ -25,7 +25,7 @@ import os
 import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 from ..forwarding import (
@@ -60,9 +60,11 @@ class Capture:
         self.kept: list[tuple[Any, ...]] = []
         self._lock = threading.Lock()
         self.writers = {
-            stream: LineWriter(lambda text, s=stream: self._keep((OUTPUT, s, text)), None, "")
-            for stream in (STDOUT, STDERR)
+            stream: LineWriter(self._keeper(stream), None, "") for stream in (STDOUT, STDERR)
         }
+
+    def _keeper(self, stream: int) -> Callable[[str], None]:
+        return lambda text: self._keep((OUTPUT, stream, text))
 
     def _keep(self, entry: tuple[Any, ...]) -> None:
         with self._lock:
