@@ -262,3 +262,52 @@ def test_a_tasks_records_arrive_before_its_result(backend: str, kept: _Keep) -> 
         for x in pool.imap_unordered(log_index, range(40), chunksize=3):
             handled = {r.corepool_task for r in kept.records}  # type: ignore[attr-defined]
             assert x in handled
+
+
+def log_then_fail(x: int) -> int:
+    logging.getLogger("forwarded").info("started %s", x)
+    if x == 5:
+        raise ValueError("five")
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_tasks_with_a_timeout_and_retries_are_named_too(backend: str, kept: _Keep) -> None:
+    """The careful path (a slot per task, or a helper thread on a cluster worker)."""
+    # A pool of its own: a pool takes the levels when it starts (the default pool may
+    # have started earlier in the session).
+    with corepool.Pool(2, backend=backend, task_timeout=60, retries=1) as pool:
+        out = list(pool.imap(log_then_fail, range(8), chunksize=4, on_error="return"))
+    assert isinstance(out[5], ValueError)
+    named = sorted((r.corepool_task, r.getMessage()) for r in kept.records)  # type: ignore[attr-defined]
+    assert named == sorted([(x, f"started {x}") for x in range(8)] + [(5, "started 5")])
+
+
+def log_in_initializer() -> None:
+    logging.getLogger("forwarded").warning("initializer ran")
+
+
+@pytest.mark.timeout(120)
+def test_an_initializers_records_arrive_without_a_task(kept: _Keep) -> None:
+    with corepool.Pool(2, initializer=log_in_initializer) as pool:
+        assert pool.map(abs, range(4)) == list(range(4))
+    started = [r for r in kept.records if r.getMessage() == "initializer ran"]
+    assert len(started) == 2
+    assert all(not hasattr(r, "corepool_task") for r in started)
+    assert all(r.process != os.getpid() for r in started)
+
+
+def log_then_exit(x: int) -> int:
+    logging.getLogger("forwarded").warning("last words of %s", x)
+    if x == 1:
+        os._exit(3)
+    return x
+
+
+@pytest.mark.timeout(120)
+def test_a_crashed_tasks_last_records_still_arrive(kept: _Keep) -> None:
+    with corepool.Pool(2) as pool:
+        out = list(pool.imap(log_then_exit, range(3), chunksize=1, on_error="return"))
+    assert isinstance(out[1], corepool.WorkerCrashed)
+    words = [r for r in kept.records if r.getMessage() == "last words of 1"]
+    assert words and all(r.corepool_task == 1 for r in words)  # type: ignore[attr-defined]

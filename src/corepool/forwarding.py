@@ -25,6 +25,7 @@ when a pool starts): workers then log and print as plain processes do.
 from __future__ import annotations
 
 import contextlib
+import functools
 import io
 import logging
 import operator
@@ -99,9 +100,13 @@ class Levels:
                 known.append((name, _threshold(logger)))
         return cls(_threshold(logging.root), tuple(sorted(known)))
 
+    @functools.cached_property
+    def _table(self) -> dict[str, int]:
+        return dict(self.loggers)
+
     def threshold(self, name: str) -> int:
         """The level from which a record of logger ``name`` is handled by the caller."""
-        table = dict(self.loggers)
+        table = self._table
         while name:
             if name in table:
                 return table[name]
