@@ -316,6 +316,11 @@ class LineWriter(io.TextIOBase):
         self._deliver(whole)
         return len(text)
 
+    @property
+    def pending(self) -> bool:
+        """True while part of a line waits for its end."""
+        return bool(self._pending)
+
     def end_task(self) -> None:
         """Send what is left of an unfinished line (the task that printed it ended)."""
         with self._lock:

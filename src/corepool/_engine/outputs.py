@@ -111,7 +111,8 @@ def chunk_ended() -> None:
     state = _worker
     if state.active:
         for writer in state.writers:
-            writer.end_task()
+            if writer.pending:
+                writer.end_task()
         state.place.reset()
         state.locate = None
 
