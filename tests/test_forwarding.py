@@ -311,3 +311,36 @@ def test_a_crashed_tasks_last_records_still_arrive(kept: _Keep) -> None:
     assert isinstance(out[1], corepool.WorkerCrashed)
     words = [r for r in kept.records if r.getMessage() == "last words of 1"]
     assert words and all(r.corepool_task == 1 for r in words)  # type: ignore[attr-defined]
+
+
+_CONFIGURED_LATER = """
+import logging, sys
+import corepool
+
+def work(x):
+    logging.getLogger("late").info("task %s", x)
+    return x
+
+if __name__ == "__main__":
+    backend = sys.argv[1]
+    options = {"address": sys.argv[2]} if len(sys.argv) > 2 else {}
+    corepool.map(work, range(2), workers=2, backend=backend, **options)  # pool started
+    logging.basicConfig(filename="late.log", level=logging.INFO, format="%(message)s")
+    corepool.map(work, range(3), workers=2, backend=backend, **options)  # the same pool
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["process", "dask"])
+def test_logging_configured_after_the_pool_started_applies_to_the_next_map(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    arguments = [backend]
+    if backend == "dask":
+        pytest.importorskip("distributed")
+        arguments.append(request.getfixturevalue("dask_cluster").address)
+    done = scripts.run(_CONFIGURED_LATER, tmp_path, timeout=150, arguments=arguments)
+    assert done.returncode == 0, done.stderr
+    assert sorted((tmp_path / "late.log").read_text().splitlines()) == [
+        "task 0", "task 1", "task 2"
+    ]

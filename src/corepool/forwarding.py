@@ -91,6 +91,14 @@ class Levels:
     root: int
     loggers: tuple[tuple[str, int], ...]
 
+    def __eq__(self, other: object) -> bool:  # the cached table is not part of it
+        if not isinstance(other, Levels):
+            return NotImplemented
+        return (self.root, self.loggers) == (other.root, other.loggers)
+
+    def __hash__(self) -> int:
+        return hash((self.root, self.loggers))
+
     @classmethod
     def of_caller(cls) -> Levels:
         """This process's logging configuration, now."""
@@ -136,6 +144,12 @@ class Levels:
             logger.propagate = True
             logger.disabled = False
         logging.root.handlers.clear()
+        logging.root.setLevel(self.root)
+
+    def set_levels(self) -> None:
+        """Only the levels of :meth:`apply` (the caller's changed; handlers stay)."""
+        for name, level in self.loggers:
+            logging.getLogger(name).setLevel(level)
         logging.root.setLevel(self.root)
 
 

@@ -15,7 +15,10 @@ and when the chunk ends (:func:`chunk_ended`: the rest of an unfinished line goe
 
 Caller side: :func:`receive`, on the supervisor thread, rebuilds a record with the
 task's index and input summary (from the chunk the worker is running) and hands it to
-the caller's handlers, or writes the text to the caller's current stream.
+the caller's handlers, or writes the text to the caller's current stream. A worker
+starts with the caller's levels of the pool's start; :class:`LevelsWatch` reads them
+again when a new map-like job's first chunk goes out, and if they changed, each worker
+gets ``(LEVELS, levels)`` before its next ``RUN`` (:func:`set_levels` applies them).
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from ..forwarding import (
     STDERR,
     STDOUT,
     Forward,
+    Levels,
     LineWriter,
     Place,
     RecordSender,
@@ -91,6 +95,12 @@ def install(sock: Any, forward: Forward | None) -> None:
             setattr(sys, name, writer)
 
 
+def set_levels(levels: Levels) -> None:
+    """The caller's levels changed: set this worker's loggers to the new ones."""
+    if _worker.active:
+        levels.set_levels()
+
+
 def chunk_started(seq: int, locate: Callable[[], int] | None = None) -> None:
     """Chunk ``seq`` starts; ``locate()``: the running position, if the loop keeps it."""
     state = _worker
@@ -115,6 +125,41 @@ def chunk_ended() -> None:
                 writer.end_task()
         state.place.reset()
         state.locate = None
+
+
+class LevelsWatch:
+    """The caller's levels as the workers should have them, and which worker has which.
+
+    Read again when the first chunk of a map-like job newer than any seen goes out (a
+    job that names one call, ``submit`` / ``apply_async``, does not pay for it).
+    """
+
+    def __init__(self, forward: Forward) -> None:
+        self.forward = forward
+        self._version = 0
+        self._newest_job = -1
+        self._given: dict[int, int] = {}  # worker id -> the version it has
+
+    def starting(self, wid: int) -> Forward:
+        """What worker ``wid``, starting now, is given."""
+        self._given[wid] = self._version
+        return self.forward
+
+    def before_run(self, wid: int, job: Any) -> Levels | None:
+        """The levels to send worker ``wid`` before a chunk of ``job``, if it lacks them."""
+        levels = self.forward.levels
+        if levels is None:
+            return None
+        if job.id > self._newest_job and job.style != p.CALL:
+            self._newest_job = job.id
+            now = Levels.of_caller()
+            if now != levels:
+                self.forward = Forward(now, self.forward.output)
+                self._version += 1
+        if self._given.get(wid, self._version) == self._version:
+            return None
+        self._given[wid] = self._version
+        return self.forward.levels
 
 
 def _running_task(state: Any, wid: int, seq: int, pos: int) -> tuple[int | None, str | None]:

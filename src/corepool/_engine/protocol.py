@@ -16,6 +16,7 @@ Parent → worker::
                                                    drop_shared: released shared handles
     (QUIT,)
     (DROP_SHARED, tokens)                          handles released: unmap their objects
+    (LEVELS, levels)                               the caller's logging levels changed
 
 Worker → parent::
 
@@ -64,6 +65,7 @@ PART = "part"
 LOGGED = "logged"
 UNREADABLE = "unreadable"
 RECORD = "record"  # a log record; not LOGGED, which is the result log
+LEVELS = "levels"
 OUTPUT = "output"
 RESULT_UNPICKLABLE = "result_unpicklable"
 MEMORY_LIMIT = "memory_limit"

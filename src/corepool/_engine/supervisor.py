@@ -74,7 +74,7 @@ class Supervisor:
         user_threads = {k: os.environ[k] for k in worker_module.THREAD_VARIABLES if k in os.environ}
         self._threads = (thread_limit, user_threads)
         self._memory_limit = memory_limit
-        self._forward = forward_settings()  # the caller's logging levels, as of now
+        self._levels = outputs.LevelsWatch(forward_settings())  # the caller's, as of now
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -333,6 +333,9 @@ class Supervisor:
         chunk: Chunk = action.chunk
         job = chunk.job
         with_function = action.with_function or not job.cache_function
+        levels = self._levels.before_run(action.wid, job)
+        if levels is not None:
+            proc.writer.push((p.LEVELS, levels))
         meta = (
             p.RUN,
             chunk.seq,
@@ -399,7 +402,7 @@ class Supervisor:
                 self._memory_limit,
                 inherited,
                 log,
-                self._forward,
+                self._levels.starting(wid),
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,

@@ -351,6 +351,9 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         if meta[0] == p.DROP_SHARED:
             forget_shared(meta[1])
             continue
+        if meta[0] == p.LEVELS:
+            outputs.set_levels(meta[1])
+            continue
         if meta[0] != p.RUN:
             return
         _, seq, fn_key, fn_bytes, style, track, forget, drop_shared = meta

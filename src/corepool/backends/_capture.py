@@ -47,7 +47,7 @@ CallerForward = tuple[Forward, str, int]  # what to forward, and the caller's ho
 
 
 def caller_forward() -> CallerForward:
-    """Taken when a cluster pool starts: the caller's levels and where it runs."""
+    """Taken when a job starts: the caller's levels and where it runs."""
     return forward_settings(), socket.gethostname(), os.getpid()
 
 

@@ -109,7 +109,6 @@ class ClusterBackend(Backend):
         # Per worker process ("host:pid"): [number, pid, tasks, failed, busy, retried].
         self._counters: dict[str, list[Any]] = {}
         self._restarts = 0
-        self._forward = _capture.caller_forward()  # the caller's logging levels, as of now
 
     # What a subclass provides -----------------------------------------------------
     @abstractmethod
@@ -160,7 +159,7 @@ class ClusterBackend(Backend):
             timeout = job.timeout if self.times_tasks_on_worker else None
             spec = _remote.Spec(
                 job.fn, job.style, job.retries, job.retry_on, timeout, self.overrun_note,
-                self._forward,
+                _capture.caller_forward(),  # the caller's logging levels as the job starts
             )
             name = getattr(job.fn, "__qualname__", type(job.fn).__name__)
             used: dict[str, Any] = {}
