@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -120,6 +121,17 @@ def test_printed_lines_reach_the_callers_current_streams(
         assert f"err {x}\n" in err.getvalue()
 
 
+def run_program(
+    code: str, backend: str, folder: Path, request: pytest.FixtureRequest
+) -> subprocess.CompletedProcess[str]:
+    """``python program.py BACKEND [ADDRESS]``: the Dask one is the session's cluster."""
+    arguments = [backend]
+    if backend == "dask":
+        pytest.importorskip("distributed")
+        arguments.append(request.getfixturevalue("dask_cluster").address)
+    return scripts.run(code, folder, timeout=150, arguments=arguments)
+
+
 _NOTEBOOK = """
 import io, re, sys
 import corepool
@@ -153,11 +165,7 @@ if __name__ == "__main__":
 def test_a_notebook_like_caller_sees_every_line_whole(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    arguments = [backend]
-    if backend == "dask":
-        pytest.importorskip("distributed")
-        arguments.append(request.getfixturevalue("dask_cluster").address)
-    done = scripts.run(_NOTEBOOK, tmp_path, timeout=150, arguments=arguments)
+    done = run_program(_NOTEBOOK, backend, tmp_path, request)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "lines 1600 whole 1600 broken 0 []", done.stdout
 
@@ -192,11 +200,7 @@ if __name__ == "__main__":
 def test_a_script_with_a_file_handler_gets_every_tasks_records(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    arguments = [backend]
-    if backend == "dask":
-        pytest.importorskip("distributed")
-        arguments.append(request.getfixturevalue("dask_cluster").address)
-    done = scripts.run(_SCRIPT, tmp_path, timeout=150, arguments=arguments)
+    done = run_program(_SCRIPT, backend, tmp_path, request)
     assert done.returncode == 0, done.stderr
     ran = json.loads(done.stdout)
     lines = sorted((tmp_path / "run.log").read_text().splitlines(), key=lambda s: s.split("|")[3])
@@ -335,11 +339,7 @@ if __name__ == "__main__":
 def test_logging_configured_after_the_pool_started_applies_to_the_next_map(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    arguments = [backend]
-    if backend == "dask":
-        pytest.importorskip("distributed")
-        arguments.append(request.getfixturevalue("dask_cluster").address)
-    done = scripts.run(_CONFIGURED_LATER, tmp_path, timeout=150, arguments=arguments)
+    done = run_program(_CONFIGURED_LATER, backend, tmp_path, request)
     assert done.returncode == 0, done.stderr
     assert sorted((tmp_path / "late.log").read_text().splitlines()) == [
         "task 0", "task 1", "task 2"
