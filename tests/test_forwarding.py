@@ -133,11 +133,16 @@ def run_program(
 
 
 _NOTEBOOK = """
-import io, re, sys
+import io, re, sys, time
 import corepool
 
 class Cell(io.StringIO):
-    '''What a notebook kernel puts in place of sys.stdout.'''
+    '''What a notebook kernel puts in place of sys.stdout (its write lets other
+    threads run, as a kernel's stream does when it takes its lock).'''
+
+    def write(self, text):
+        time.sleep(0)
+        return super().write(text)
 
 def shout(x):
     for n in range(40):
@@ -161,7 +166,7 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["process", "serial", "dask"])
+@pytest.mark.parametrize("backend", ["process", "thread", "serial", "dask"])
 def test_a_notebook_like_caller_sees_every_line_whole(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:

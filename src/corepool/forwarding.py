@@ -13,8 +13,8 @@ lines at a time. This module holds what every backend shares:
 - :class:`LineWriter`: the stream a worker's ``sys.stdout`` / ``sys.stderr`` become;
   it sends whole lines only, and what is left of a line when a task ends.
 - :class:`Place`: which task of the chunk runs now, asked only when something is sent.
-- :func:`inline_task`: the task attributes on records made in thread and serial tasks
-  (the records themselves need no forwarding there: same process, same handlers).
+- ``backends/_inline.py`` uses it for thread and serial tasks (same process, same
+  handlers: only the task attributes, and whole lines from threads).
 
 Every forwarded record carries ``corepool_task`` (the task's index in its call) and
 ``corepool_input`` (a short repr of its input); ``record.process`` is the worker's pid.
@@ -46,9 +46,9 @@ __all__ = [
     "LineWriter",
     "Place",
     "RecordSender",
+    "env_on",
     "forward_settings",
     "handle_record",
-    "inline_task",
     "record_fields",
     "write_output",
 ]
@@ -167,14 +167,15 @@ class Forward:
         return self.levels is not None or self.output
 
 
-def _env_on(name: str) -> bool:
+def env_on(name: str) -> bool:
+    """False if the environment variable ``name`` says 0 / false / no / off."""
     return os.environ.get(name, "1").strip().lower() not in ("0", "false", "no", "off")
 
 
 def forward_settings() -> Forward:
     """The forwarding a pool starting now gives its workers (environment and levels)."""
-    levels = Levels.of_caller() if _env_on("COREPOOL_FORWARD_LOGS") else None
-    return Forward(levels, _env_on("COREPOOL_FORWARD_OUTPUT"))
+    levels = Levels.of_caller() if env_on("COREPOOL_FORWARD_LOGS") else None
+    return Forward(levels, env_on("COREPOOL_FORWARD_OUTPUT"))
 
 
 # Records as plain fields -------------------------------------------------------------
@@ -350,55 +351,3 @@ class LineWriter(io.TextIOBase):
             if self._original is not None:  # the caller is gone: the worker's own stream
                 with contextlib.suppress(Exception):
                     self._original.write(text)
-
-
-# In-process tasks (thread and serial backends) ----------------------------------------
-class _InlineTask:
-    __slots__ = ("describe", "items", "pos", "start")
-
-    def __init__(self, start: int, items: list[Any], describe: Callable[[Any], str]) -> None:
-        self.start = start
-        self.items = items
-        self.describe = describe
-        self.pos = 0
-
-
-_inline = threading.local()
-_factory_lock = threading.Lock()
-_factory_installed = False
-
-
-def _install_record_factory() -> None:
-    global _factory_installed
-    with _factory_lock:
-        if _factory_installed:
-            return
-        previous = logging.getLogRecordFactory()
-
-        def factory(*args: Any, **kwargs: Any) -> logging.LogRecord:
-            record = previous(*args, **kwargs)
-            task: _InlineTask | None = getattr(_inline, "task", None)
-            if task is not None and 0 <= task.pos < len(task.items):
-                setattr(record, TASK_ATTRIBUTE, task.start + task.pos)
-                setattr(record, INPUT_ATTRIBUTE, task.describe(task.items[task.pos]))
-            return record
-
-        logging.setLogRecordFactory(factory)
-        _factory_installed = True
-
-
-@contextlib.contextmanager
-def inline_task(
-    start: int, items: list[Any], describe: Callable[[Any], str]
-) -> Iterator[_InlineTask]:
-    """Mark this thread as running tasks ``start ..`` of ``items`` (set ``.pos`` per
-    task): records it makes get the task's index and input summary."""
-    if not _factory_installed:
-        _install_record_factory()
-    task = _InlineTask(start, items, describe)
-    outer = getattr(_inline, "task", None)
-    _inline.task = task
-    try:
-        yield task
-    finally:
-        _inline.task = outer

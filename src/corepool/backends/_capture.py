@@ -120,6 +120,10 @@ class _Switch:
         self._original.write(text)  # some (Ray's) return None, not a count
         return len(text)
 
+    def writelines(self, lines: Any) -> None:
+        for line in lines:
+            self.write(line)
+
     def flush(self) -> None:
         capture = current()
         if capture is None or not capture.forward.output:

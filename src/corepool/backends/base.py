@@ -17,10 +17,10 @@ from typing import Any, ClassVar
 from .._engine.job import CallJob, Job, Piece, StreamJob
 from .._engine.worker import caller
 from ..errors import BrokenPool, TaskTimeout
-from ..forwarding import inline_task
 from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
+from ._inline import inline_task
 
 
 class Backend(ABC):
