@@ -141,7 +141,7 @@ def _run_chunk(
     retried = 0
     began = time.perf_counter()
     for pos, item in enumerate(items):
-        task.pos = pos  # what records made now name (forwarding.inline_task)
+        task.pos = pos  # what records made now name (_inline.inline_task)
         attempt = 0
         while True:
             t0 = time.monotonic()
