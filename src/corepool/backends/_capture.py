@@ -136,15 +136,14 @@ class _Switch:
 def _install(forward: Forward) -> None:
     global _installed
     with _install_lock:
-        if _installed:
-            return
-        logging.root.addHandler(_Dispatch())
-        for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")):
-            original = getattr(sys, name)
-            if original is not None:
-                setattr(sys, name, _Switch(original, stream))
-        _installed = True
-    if forward.levels is not None:
+        if not _installed:
+            logging.root.addHandler(_Dispatch())
+            for stream, name in ((STDOUT, "stdout"), (STDERR, "stderr")):
+                original = getattr(sys, name)
+                if original is not None:
+                    setattr(sys, name, _Switch(original, stream))
+            _installed = True
+    if forward.levels is not None:  # each job's: the caller's may have come down
         lowest = forward.levels.lowest()
         if lowest < logging.root.getEffectiveLevel():
             logging.root.setLevel(lowest)
