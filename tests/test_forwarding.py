@@ -14,7 +14,6 @@ import io
 import json
 import logging
 import os
-import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -121,15 +120,19 @@ def test_printed_lines_reach_the_callers_current_streams(
         assert f"err {x}\n" in err.getvalue()
 
 
-def run_program(
-    code: str, backend: str, folder: Path, request: pytest.FixtureRequest
-) -> subprocess.CompletedProcess[str]:
-    """``python program.py BACKEND [ADDRESS]``: the Dask one is the session's cluster."""
+SCRIPT_BACKENDS = ["process", "thread", "serial", "dask"]
+
+
+def run_program(code: str, backend: str, folder: Path, request: pytest.FixtureRequest) -> str:
+    """``python program.py BACKEND [ADDRESS]`` (Dask: the session's cluster) to a clean
+    exit; what it printed."""
     arguments = [backend]
     if backend == "dask":
         pytest.importorskip("distributed")
         arguments.append(request.getfixturevalue("dask_cluster").address)
-    return scripts.run(code, folder, timeout=150, arguments=arguments)
+    done = scripts.run(code, folder, timeout=150, arguments=arguments)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
 
 
 _NOTEBOOK = """
@@ -166,13 +169,12 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["process", "thread", "serial", "dask"])
+@pytest.mark.parametrize("backend", SCRIPT_BACKENDS)
 def test_a_notebook_like_caller_sees_every_line_whole(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    done = run_program(_NOTEBOOK, backend, tmp_path, request)
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "lines 1600 whole 1600 broken 0 []", done.stdout
+    out = run_program(_NOTEBOOK, backend, tmp_path, request)
+    assert out.strip() == "lines 1600 whole 1600 broken 0 []", out
 
 
 _SCRIPT = """
@@ -201,13 +203,11 @@ if __name__ == "__main__":
 
 
 @pytest.mark.timeout(180)
-@pytest.mark.parametrize("backend", ["process", "thread", "serial", "dask"])
+@pytest.mark.parametrize("backend", SCRIPT_BACKENDS)
 def test_a_script_with_a_file_handler_gets_every_tasks_records(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    done = run_program(_SCRIPT, backend, tmp_path, request)
-    assert done.returncode == 0, done.stderr
-    ran = json.loads(done.stdout)
+    ran = json.loads(run_program(_SCRIPT, backend, tmp_path, request))
     lines = sorted((tmp_path / "run.log").read_text().splitlines(), key=lambda s: s.split("|")[3])
     inputs = ["'a'", "'b'", "2", "'d'"]
     expected = []
@@ -344,8 +344,7 @@ if __name__ == "__main__":
 def test_logging_configured_after_the_pool_started_applies_to_the_next_map(
     backend: str, tmp_path: Path, request: pytest.FixtureRequest
 ) -> None:
-    done = run_program(_CONFIGURED_LATER, backend, tmp_path, request)
-    assert done.returncode == 0, done.stderr
+    run_program(_CONFIGURED_LATER, backend, tmp_path, request)
     assert sorted((tmp_path / "late.log").read_text().splitlines()) == [
         "task 0", "task 1", "task 2"
     ]
