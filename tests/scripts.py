@@ -27,11 +27,23 @@ def _command(code: str, folder: Path) -> tuple[list[str], dict[str, str]]:
     return [sys.executable, str(script)], env
 
 
-def run(code: str, folder: Path, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    """Run ``code`` as ``program.py`` in ``folder`` to the end (killed after ``timeout``)."""
-    command, env = _command(code, folder)
+def run(
+    code: str,
+    folder: Path,
+    timeout: float = 60,
+    arguments: list[str] | None = None,
+    env: dict[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``code`` as ``program.py`` in ``folder`` to the end (killed after ``timeout``),
+    with command-line ``arguments`` and extra environment variables ``env``."""
+    command, environment = _command(code, folder)
     return subprocess.run(
-        command, cwd=folder, env=env, capture_output=True, text=True, timeout=timeout
+        [*command, *(arguments or [])],
+        cwd=folder,
+        env={**environment, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
 
 

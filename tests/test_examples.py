@@ -143,6 +143,15 @@ EXPECTED: dict[str, list[str]] = {
         r"^amap cancelled: the hung tasks are stopped, the other two never start$",
         r"^on the replaced workers: \[1, 2\], 0\.\d+ s after cancel\(\)$",
     ],
+    "logging_print.py": [
+        r"^(apple|pear|fig): done$",
+        r"^prices: \[5\.0, 4\.0, nan, 3\.0\]$",
+        r"^log: INFO shop.prices pid=N task=0 input='apple': pricing apple$",
+        r"^log: WARNING shop.prices pid=N task=2 input='unicorn': no price for unicorn$",
+        r"^log: INFO shop.prices pid=N task=3 input='fig': pricing fig$",
+        r"^records from the workers' pids, none from this one: True$",
+        r"^the replaced sys.stdout caught: \['kiwi: done', 'lime: done', 'plum: done'\]$",
+    ],
     "slow_loop.py": [
         r"^ +ncalls +tottime +percall +cumtime +percall filename:lineno\(function\)$",
         r"^ +1 +[\d.]+ +[\d.]+ +[\d.]+ +[\d.]+ slow_loop.py:\d+\(slow_program\)$",

@@ -15,9 +15,9 @@ on that type. The kind travels in the header, not as a pickled class: pickling a
 tuple by class costs about five times a plain tuple's pickling, on every chunk.
 
 Parent to worker: :class:`Run` (body: packed inputs), :class:`Quit`,
-:class:`DropShared`. Worker to parent: :class:`Ready`, :class:`InitFailed`,
-:class:`Part`, :class:`Logged`, :class:`Done`, :class:`Unreadable`; each class says
-what its fields and body are.
+:class:`DropShared`, :class:`Levels`. Worker to parent: :class:`Ready`,
+:class:`InitFailed`, :class:`Part`, :class:`Logged`, :class:`Done`, :class:`Unreadable`,
+:class:`Record`, :class:`Output`; each class says what its fields and body are.
 
 ``failures`` (in a DONE or PART body) maps a position in the chunk to a
 :class:`~corepool.serialize.FailureInfo`, to ``(RESULT_UNPICKLABLE, FailureInfo)`` for a
@@ -35,6 +35,7 @@ import os
 import pickle
 import socket
 import struct
+import threading
 from collections import deque
 from collections.abc import Sequence
 from typing import Any, NamedTuple
@@ -117,7 +118,45 @@ class Unreadable(NamedTuple):
     info: FailureInfo
 
 
-Message = Run | Quit | DropShared | Ready | InitFailed | Part | Logged | Done | Unreadable
+class Levels(NamedTuple):
+    """The caller's logging levels changed (see ``outputs.py``): apply them before the
+    next chunk."""
+
+    levels: Any
+
+
+class Record(NamedTuple):
+    """Task ``position`` of chunk ``seq`` logged a record (``fields``: see
+    ``forwarding.record_fields``). Not :class:`Logged`, which is the result log."""
+
+    seq: int
+    position: int
+    fields: dict[str, Any]
+
+
+class Output(NamedTuple):
+    """Chunk ``seq``'s task printed whole lines ``text`` on ``stream`` (1: stdout, 2:
+    stderr)."""
+
+    seq: int
+    stream: int
+    text: str
+
+
+Message = (
+    Run
+    | Quit
+    | DropShared
+    | Ready
+    | InitFailed
+    | Part
+    | Logged
+    | Done
+    | Unreadable
+    | Levels
+    | Record
+    | Output
+)
 
 # The kind number in a frame's header is the position here (append new kinds at the end).
 KINDS: tuple[type[Any], ...] = (
@@ -130,6 +169,9 @@ KINDS: tuple[type[Any], ...] = (
     Logged,
     Done,
     Unreadable,
+    Levels,
+    Record,
+    Output,
 )
 _KIND_OF: dict[type[Any], int] = {cls: kind for kind, cls in enumerate(KINDS)}
 
@@ -137,6 +179,8 @@ _HEADER = struct.Struct("!BIQI")
 _SMALL = 64 * 1024
 MAX_FDS = 250  # per frame; the kernel takes at most 253 in one message
 _ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+# A task's own threads may log or print while the worker sends: one frame at a time.
+_SEND_LOCK = threading.Lock()
 
 Frame = tuple[Message, bytearray, list[int]]  # a message, its body, its descriptors
 
@@ -184,17 +228,18 @@ def send_blocking(
     """Send one frame on a blocking socket (the worker side)."""
     buffers = [memoryview(b) for b in encode(message, body, len(fds))]
     ancillary = _rights(fds)
-    while buffers:
-        sent = sock.sendmsg(buffers, ancillary)
-        ancillary = []  # descriptors travel with the first byte only
-        while sent and buffers:
-            head = buffers[0]
-            if sent >= len(head):
-                sent -= len(head)
-                buffers.pop(0)
-            else:
-                buffers[0] = head[sent:]
-                sent = 0
+    with _SEND_LOCK:
+        while buffers:
+            sent = sock.sendmsg(buffers, ancillary)
+            ancillary = []  # descriptors travel with the first byte only
+            while sent and buffers:
+                head = buffers[0]
+                if sent >= len(head):
+                    sent -= len(head)
+                    buffers.pop(0)
+                else:
+                    buffers[0] = head[sent:]
+                    sent = 0
 
 
 def _recv_exactly(sock: socket.socket, size: int, fds: deque[int] | None = None) -> bytearray:

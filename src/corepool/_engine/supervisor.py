@@ -27,7 +27,9 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
+from ..forwarding import forward_settings
 from ..sharedmem import Packed, off_release, on_release, unpack
+from . import outputs
 from . import protocol as p
 from . import worker as worker_module
 from .model import (
@@ -82,6 +84,7 @@ class Supervisor:
         user_threads = {k: os.environ[k] for k in worker_module.THREAD_VARIABLES if k in os.environ}
         self._threads = (thread_limit, user_threads)
         self._memory_limit = memory_limit
+        self._levels = outputs.LevelsWatch(forward_settings())  # the caller's, as of now
         self._procs: dict[int, _Proc] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
@@ -110,6 +113,9 @@ class Supervisor:
             p.Run: self._on_unexpected,
             p.Quit: self._on_unexpected,
             p.DropShared: self._on_unexpected,
+            p.Levels: self._on_unexpected,
+            p.Record: self._on_forwarded,
+            p.Output: self._on_forwarded,
         }
         on_release(self)
 
@@ -301,6 +307,13 @@ class Supervisor:
         _close_fds(fds)
         return self.state.on_init_failed(wid, msg.info, time.monotonic())
 
+    def _on_forwarded(
+        self, wid: int, msg: p.Record | p.Output, body: bytearray, fds: list[int]
+    ) -> list[Action]:
+        _close_fds(fds)
+        outputs.receive(msg, self.state, wid)
+        return []
+
     def _on_unexpected(
         self, wid: int, msg: p.Message, body: bytearray, fds: list[int]
     ) -> list[Action]:
@@ -381,6 +394,9 @@ class Supervisor:
             self._apply(self.state.on_refused(action, time.monotonic()))
             return
         with_function = action.with_function or not job.cache_function
+        levels = self._levels.before_run(action.wid, job)
+        if levels is not None:
+            proc.writer.push(p.Levels(levels))
         meta = p.Run(
             chunk.seq,
             job.id if job.cache_function else -1,
@@ -440,6 +456,7 @@ class Supervisor:
                 self._memory_limit,
                 inherited,
                 log,
+                self._levels.starting(wid),
             ),
             name=f"corepool-worker-{wid}",
             daemon=False,

@@ -28,6 +28,7 @@ from .._tasks.run import pack_results, run_tasks
 from ..nesting import THREAD_VARIABLES as THREAD_VARIABLES  # the supervisor's too
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
+from . import outputs
 from . import protocol as p
 from .resultlog import LogWriter
 
@@ -251,10 +252,13 @@ def main(
     memory_limit: int | None = None,
     inherited: tuple[int, ...] | None = None,
     result_log: Any = None,
+    forward: Any = None,
 ) -> None:
     """Entry point of a worker process (the ``target`` of its ``Process``).
 
     ``result_log``: the shared array of its result log (see ``resultlog.py``).
+
+    ``forward``: the caller's :class:`~corepool.forwarding.Forward` (logs, output).
 
     ``inherited``: set when the worker was forked straight from the pool's process:
     descriptors of the parent's (other workers' channels, the supervisor's pipe) to
@@ -269,6 +273,7 @@ def main(
     if not _parent_alive(parent_pid):
         return
     sock.setblocking(True)
+    outputs.install(sock, forward)
     try:
         _limiter = _initialize(init_blob, threads)
     except BaseException as exc:
@@ -294,6 +299,9 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         if type(message) is not p.Run:
             if type(message) is p.DropShared:
                 forget_shared(message.tokens)
+                continue
+            if type(message) is p.Levels:
+                outputs.set_levels(message.levels)
                 continue
             return  # Quit
         seq, fn_key, fn_bytes, style, track, forget = message
@@ -327,11 +335,15 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         del body
         started = time.perf_counter()
         sent: list[int] = []
+        outputs.chunk_started(seq, (lambda: int(slot[SLOT_POS])) if track else None)
         if track:
             results, failures, sent = _run_tracked(fn, items, style, slot, log, sock, seq)
         else:
-            results, failures, _ = run_tasks(fn, style, items, capture=FailureInfo.capture)
+            results, failures, _ = run_tasks(
+                fn, style, items, capture=FailureInfo.capture, place=outputs.place()
+            )
         busy = time.perf_counter() - started
+        outputs.chunk_ended()
         del items
         retiring = False
         if memory_limit is not None:

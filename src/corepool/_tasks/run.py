@@ -24,8 +24,8 @@ that cannot be pickled and fails those tasks alone.
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from collections.abc import Callable, Iterator, Sequence, Sized
+from typing import Any, Protocol, TypeVar
 
 from ..serialize import FailureInfo
 from .rules import may_retry
@@ -37,6 +37,16 @@ T = TypeVar("T")
 Call = Callable[[Any], Any]
 # One run of a task: (the call, its input, its position in the chunk) -> its value.
 Attempt = Callable[[Call, Any, int], Any]
+
+
+class Place(Protocol):
+    """Where a caller keeps the position of the running task (the one that logs or
+    prints now): set task by task, or, on the fast path, read from the iterator."""
+
+    pos: int
+
+    def follow(self, inputs: Iterator[Any], items: Sized) -> None:
+        """The chunk runs by consuming ``inputs`` (an iterator over ``items``)."""
 
 
 def caller(fn: Callable[..., Any], style: int) -> Call:
@@ -64,6 +74,7 @@ def run_tasks(
     attempt: Attempt | None = None,
     started: Callable[[int], None] | None = None,
     ended: Callable[[int, Any, Any], bool] | None = None,
+    place: Place | None = None,
 ) -> tuple[list[Any], dict[int, Any], int]:
     """Run ``fn`` on each of ``items``: their values (None where a task failed), the
     failures by position (as ``capture`` made them), and how many runs were retries.
@@ -71,15 +82,18 @@ def run_tasks(
     ``catch``: the exceptions that fail a task; others propagate (the serial backend
     lets Ctrl-C through). ``ended(pos, value, failure)`` returns False when it took the
     task's outcome elsewhere: its place in the values is then None, and no failure.
+    ``place`` is kept at the running task (for the records and lines it makes).
     """
     if retries == 0 and attempt is None and started is None and ended is None:
-        fast_values, fast_failures = _run_fast(fn, style, items, capture, catch)
+        fast_values, fast_failures = _run_fast(fn, style, items, capture, catch, place)
         return fast_values, fast_failures, 0
     call = caller(fn, style)
     values: list[Any] = []
     failures: dict[int, Any] = {}
     retried = 0
     for pos, item in enumerate(items):
+        if place is not None:
+            place.pos = pos
         tries = 0
         while True:
             if started is not None:
@@ -109,10 +123,13 @@ def _run_fast(
     items: Sequence[Any],
     capture: Callable[[BaseException], Any],
     catch: type[BaseException] | tuple[type[BaseException], ...],
+    place: Place | None,
 ) -> tuple[list[Any], dict[int, Any]]:
     values: list[Any] = []
     failures: dict[int, Any] = {}
     inputs = iter(items)
+    if place is not None:
+        place.follow(inputs, items)
     while True:
         try:
             if style == CallStyle.SINGLE:

@@ -41,7 +41,7 @@ from ..errors import CorepoolError, SerializationError, WorkerCrashed
 from ..progress import PoolStats, WorkerStats
 from ..serialize import FailureInfo, dumps_code, find_unpicklable, loads
 from ..sharedmem import Shared, reducing_shared_with
-from . import _byvalue, _remote
+from . import _byvalue, _capture, _remote
 from .base import Backend
 
 __all__ = ["Chunk", "ClusterBackend", "reject_local_options"]
@@ -159,7 +159,8 @@ class ClusterBackend(Backend):
         if blob is None:
             timeout = job.timeout if self.times_tasks_on_worker else None
             spec = _remote.Spec(
-                job.fn, job.style, job.retries, job.retry_on, timeout, self.overrun_note
+                job.fn, job.style, job.retries, job.retry_on, timeout, self.overrun_note,
+                _capture.caller_forward(),  # the caller's logging levels as the job starts
             )
             name = getattr(job.fn, "__qualname__", type(job.fn).__name__)
             used: dict[str, Any] = {}
@@ -246,7 +247,8 @@ class ClusterBackend(Backend):
         if reply[0] == _remote.UNREADABLE:
             self._unreadable(chunk, reply[1], reply[2])
             return
-        _, values, raw_failures, busy, worker, retried = reply
+        _, values, raw_failures, busy, worker, retried, kept = reply
+        _capture.replay(kept, chunk)  # before the results: the order they happened in
         failures = {pos: info.rebuild() for pos, info in raw_failures.items()}
         self._count(worker, len(values), len(failures), busy, retried)
         job.sizer.observe(len(values), busy)

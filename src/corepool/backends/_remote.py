@@ -6,9 +6,10 @@ unpickled once per job on each worker) and the pickled inputs. :func:`run_chunk`
 the tasks one after another with the same per-task rules as the process backend, and
 answers with one pickled blob::
 
-    (OK, values, failures, busy_seconds, worker, retried)
+    (OK, values, failures, busy_seconds, worker, retried, kept)
                                    failures: {position: FailureInfo}; worker: "host:pid";
-                                   retried: failed attempts that were run again
+                                   retried: failed attempts that were run again;
+                                   kept: what the tasks logged and printed (_capture.py)
     (UNREADABLE, what, FailureInfo)                the spec or the inputs did not unpickle
 
 The tasks run in the loop every backend shares (``_tasks/run.py``). Per-task retries
@@ -38,6 +39,7 @@ from typing import Any
 from .._tasks.run import pack_results, run_tasks
 from ..errors import SerializationError, TaskTimeout
 from ..serialize import FailureInfo, dumps_data, loads
+from . import _capture
 
 __all__ = [
     "OK",
@@ -67,6 +69,7 @@ class Spec:
     retry_on: tuple[type[BaseException], ...]
     timeout: float | None
     overrun_note: str
+    forward: _capture.CallerForward | None = None  # the caller's logging levels and output
 
 
 # Specs unpickled on this worker, by job token; a few jobs at a time are live.
@@ -131,17 +134,20 @@ def run_chunk(
     attempt = None
     if spec.timeout is not None:
         attempt = functools.partial(_with_deadline, spec=spec, start=start)
-    values, failures, retried = run_tasks(
-        spec.fn,
-        spec.style,
-        items,
-        capture=FailureInfo.capture,
-        retries=spec.retries,
-        retry_on=spec.retry_on,
-        attempt=attempt,
-    )
+    with _capture.capturing(spec.forward) as capture:
+        values, failures, retried = run_tasks(
+            spec.fn,
+            spec.style,
+            items,
+            capture=FailureInfo.capture,
+            retries=spec.retries,
+            retry_on=spec.retry_on,
+            attempt=attempt,
+            place=None if capture is None else capture.place,
+        )
+        kept = [] if capture is None else capture.taken()
     busy = time.perf_counter() - began
-    return _pack(start, values, failures, busy, retried)
+    return _pack(start, values, failures, busy, retried, kept)
 
 
 def run_chunk_announced(*args: Any) -> Iterator[bytes]:
@@ -162,8 +168,10 @@ def _with_deadline(
     index = start + pos
     outcome: list[tuple[bool, Any]] = []
     finished = threading.Event()
+    capture = _capture.current()
 
     def target() -> None:
+        _capture.adopt(capture)
         try:
             outcome.append((True, call(item)))
         except BaseException as exc:
@@ -186,7 +194,12 @@ def _with_deadline(
 
 
 def _pack(
-    start: int, values: list[Any], failures: dict[int, Any], busy: float, retried: int
+    start: int,
+    values: list[Any],
+    failures: dict[int, Any],
+    busy: float,
+    retried: int,
+    kept: list[Any],
 ) -> bytes:
     def unpicklable(pos: int, exc: BaseException) -> FailureInfo:
         return FailureInfo.capture(
@@ -199,7 +212,7 @@ def _pack(
         dumps_data,
         values,
         failures,
-        lambda vals, fails: (OK, vals, fails, busy, _worker_name(), retried),
+        lambda vals, fails: (OK, vals, fails, busy, _worker_name(), retried, kept),
         unpicklable,
     )
 

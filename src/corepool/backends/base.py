@@ -20,6 +20,7 @@ from ..errors import BrokenPool, TaskTimeout
 from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
+from ._inline import inline_task
 
 
 class Backend(ABC):
@@ -126,7 +127,7 @@ def run_inline(
     if job.timeout is not None:
         attempt = _timed(job.timeout, start, attempt)
     began = time.perf_counter()
-    with running_task(level):
+    with running_task(level), inline_task(start, items, job.describe_value) as task:
         values, failures, retried = run_tasks(
             job.fn,
             job.style,
@@ -135,6 +136,7 @@ def run_inline(
             retries=job.retries if retries is None else retries,
             retry_on=job.retry_on,
             attempt=attempt,
+            place=task.place,
         )
     job.sizer.observe(len(items), time.perf_counter() - began)
     return Piece(start, values, failures, origin, items if failures else None, retried)

@@ -37,6 +37,7 @@ from collections.abc import Iterator
 from typing import IO, Any
 
 from .. import errors
+from . import tasklog
 from .journal import KeyFinder, RunProgress, TaskRecord
 from .jsonl import canonical_digest, decode_value, error_row, ok_row, parse_line, result_json
 from .output import Committer
@@ -158,6 +159,7 @@ class Batch:
         self._feeder_waits = False
         self.stopping = False
         self.records: list[TaskRecord] = []
+        self.logs = tasklog.current()  # the lines tasks log, kept for those that fail
         # Input lines found unusable (line, payload): added by the feeder, taken by flush.
         self.bad: deque[tuple[int, str]] = deque()
         self.rows: list[str] = []
@@ -309,6 +311,7 @@ class Batch:
         inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
         run_id, result, append = self.run_id, result_json, records.append
         now, timeout = time.time_ns() // 1_000_000, self.timeout_micros
+        logged = {} if self.logs is None else self.logs.take(start, len(values))
         chars = taken = failed = 0
         try:
             for position, value in enumerate(values, start):
@@ -323,7 +326,7 @@ class Batch:
                         pass
                     else:
                         append((digest, occurrence, True, None, payload, line, run_id, now,
-                                micros))
+                                micros, None))
                         done[position] = (True, payload, None)
                         chars += len(payload)
                         taken += 1
@@ -331,7 +334,8 @@ class Batch:
                 elif isinstance(failure, errors.TaskTimeout):
                     micros = timeout
                 ok, payload, kind = self._outcome(value, failure)
-                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros))
+                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros,
+                        logged.get(position)))
                 done[position] = (ok, payload, kind)
                 chars += len(payload)
                 taken += 1

@@ -185,6 +185,9 @@ def _failures(view: dict[str, Any]) -> str:
         if trace:
             message += (f'<details id="tb-{failure["line"]}"><summary>traceback</summary>'
                         f"<pre>{_e(trace)}</pre></details>")
+        if failure.get("logged"):
+            message += (f'<details id="log-{failure["line"]}"><summary>logged</summary>'
+                        f'<pre>{_e(failure["logged"])}</pre></details>')
         rows.append(
             f'<tr class="failure"><td class="kind">{_e(failure["kind"])}</td>'
             f'<td>{_e(failure["type"])}</td><td>{message}</td>'

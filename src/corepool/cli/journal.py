@@ -8,14 +8,15 @@ writer). Tables::
     tasks  (digest, occurrence) -> ok, kind, payload (JSON text), line, run, and when
            it finished (``finished``, epoch milliseconds) and how long its call took in
            the worker (``micros``, microseconds; NULL when unknown: a crash, an
-           exception). Integers, not REALs: smaller rows, a cheaper insert
+           exception). Integers, not REALs: smaller rows, a cheaper insert; and for
+           a failed task the last lines it logged (``logged``, text; see tasklog.py)
     runs   one row per ``corepool run``: started, ended, state, counts, ``retries``, and
            while it runs its progress (rows written of ``total``, recent rate), for
            ``status``
     bad_lines  (run, line) -> payload: the input lines a run found unusable (kind
            ``input``); they never run, so they are not tasks
 
-Journals of an older version lack ``finished``, ``micros``, ``retries`` and
+Journals of an older version lack ``finished``, ``micros``, ``logged``, ``retries`` and
 ``bad_lines``: the writer adds them when it opens one (old rows keep NULL there), and
 the readers (``status``, ``report``, ``dashboard``) do without them.
 
@@ -53,6 +54,7 @@ __all__ = [
     "TaskRecord",
     "read_summary",
     "ro_connect",
+    "table_columns",
 ]
 
 SCHEMA_VERSION = "2"
@@ -69,6 +71,7 @@ CREATE TABLE IF NOT EXISTS tasks (
     run INTEGER NOT NULL,
     finished INTEGER,
     micros INTEGER,
+    logged TEXT,
     PRIMARY KEY (digest, occurrence)
 ) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS runs (
@@ -98,15 +101,17 @@ CREATE TABLE IF NOT EXISTS bad_lines (
 _ADDED_COLUMNS = {
     "runs": {"total": "INTEGER", "rows": "INTEGER NOT NULL DEFAULT 0", "rate": "REAL",
              "updated": "REAL", "retries": "INTEGER"},
-    "tasks": {"finished": "INTEGER", "micros": "INTEGER"},
+    "tasks": {"finished": "INTEGER", "micros": "INTEGER", "logged": "TEXT"},
 }
-TASK_COLUMNS = "digest, occurrence, ok, kind, payload, line, run, finished, micros"
-_TASK_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
+TASK_COLUMNS = "digest, occurrence, ok, kind, payload, line, run, finished, micros, logged"
+_TASK_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _TASK_ROW = f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES {_TASK_VALUES}"
 
 #: A finished task as :meth:`Journal.commit_tasks` takes it:
-#: ``(digest, occurrence, ok, kind, payload, line, run, finished, micros)``.
-TaskRecord = tuple[bytes, int, bool, "str | None", str, int, int, int, "int | None"]
+#: ``(digest, occurrence, ok, kind, payload, line, run, finished, micros, logged)``.
+TaskRecord = tuple[
+    bytes, int, bool, "str | None", str, int, int, int, "int | None", "str | None"
+]
 
 
 class JournalError(Exception):
@@ -451,14 +456,16 @@ def read_summary(path: str, failures: int = 5) -> Summary:
                 ok += count
             else:
                 by_kind[kind or "exception"] = count
+        logged = "logged" if "logged" in table_columns(conn, "tasks") else "NULL"
         first = [
-            (int(line), json.loads(payload))
-            for line, payload in conn.execute(
-                "SELECT line, payload FROM tasks WHERE ok = 0 ORDER BY run, line LIMIT ?",
+            (int(line), {**json.loads(payload), **({"logged": lines} if lines else {})})
+            for line, payload, lines in conn.execute(
+                f"SELECT line, payload, {logged} FROM tasks WHERE ok = 0 "
+                "ORDER BY run, line LIMIT ?",
                 (failures,),
             )
         ]
-        have = {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        have = table_columns(conn, "runs")
         columns = ", ".join(  # a journal of the first version lacks the progress columns
             name if name in have else "NULL"
             for name in ("id", "started", "ended", "state", "command", "pid", "executed",
@@ -470,6 +477,11 @@ def read_summary(path: str, failures: int = 5) -> Summary:
     finally:
         conn.close()
     return Summary(meta, ok, by_kind, first, runs)
+
+
+def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:
+    """The columns of ``table`` (an older journal, read as it is, lacks some)."""
+    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def ro_connect(path: str) -> sqlite3.Connection:

@@ -25,6 +25,7 @@ from typing import IO, Any
 from .. import errors
 from .._tasks.styles import CallStyle
 from ..options import check_timeout
+from . import tasklog
 from .batch import (
     BACKLOG_LIMIT,
     FLUSH_SECONDS,
@@ -157,8 +158,9 @@ def _run(args: argparse.Namespace) -> int:
         try:
             journal = _open_journal(args, path, identity, code_fingerprint(fn))
             try:
-                return _with_pool(args, fn, backend, options, journal, stream, path, total,
-                                  started)
+                with tasklog.collecting():  # before the pool starts: it takes the levels
+                    return _with_pool(args, fn, backend, options, journal, stream, path,
+                                      total, started)
             finally:
                 journal.close()
         finally:

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from .journal import JournalError, ro_connect
+from .journal import JournalError, ro_connect, table_columns
 
 __all__ = ["FAILURE_ROWS", "SLOWEST", "collect"]
 
@@ -27,10 +27,6 @@ SLOWEST = 10
 _BUCKETS = 60  # bars of the throughput chart, at most
 _TEXT = 2_000  # characters of a message kept
 _TRACEBACK = 20_000  # characters of a traceback kept
-
-
-def _columns(conn: sqlite3.Connection, table: str) -> set[str]:
-    return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _cut(text: Any, limit: int) -> str | None:
@@ -50,7 +46,7 @@ def collect(path: str) -> dict[str, Any]:
         meta = dict(conn.execute("SELECT name, value FROM meta").fetchall())
         if "target" not in meta:
             raise JournalError(f"{path} is not a corepool run journal")
-        timed = "micros" in _columns(conn, "tasks")
+        timed = "micros" in table_columns(conn, "tasks")
         runs = _runs(conn)
         bad = _bad_lines(conn, runs[-1]["id"] if runs else None)
         scan = _Scan(conn, runs, timed)
@@ -74,7 +70,7 @@ def collect(path: str) -> dict[str, Any]:
 
 
 def _runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
-    have = _columns(conn, "runs")
+    have = table_columns(conn, "runs")
     names = ("id", "started", "ended", "state", "command", "pid", "executed", "failed",
              "pending", "total", "rows", "rate", "updated", "retries")
     columns = ", ".join(name if name in have else "NULL" for name in names)
@@ -197,7 +193,7 @@ def _slowest(conn: sqlite3.Connection) -> list[dict[str, Any]]:
                 "ORDER BY micros DESC LIMIT ?", (SLOWEST,))]
 
 
-def _failure(line: int, payload: str, attempts: int) -> dict[str, Any]:
+def _failure(line: int, payload: str, attempts: int, logged: str | None) -> dict[str, Any]:
     try:
         error = json.loads(payload)
     except ValueError:
@@ -211,16 +207,18 @@ def _failure(line: int, payload: str, attempts: int) -> dict[str, Any]:
         "message": _cut(error.get("message"), _TEXT),
         "traceback": _cut(error.get("traceback"), _TRACEBACK),
         "attempts": attempts,
+        "logged": _cut(logged, _TRACEBACK),
     }
 
 
 def _failures(conn: sqlite3.Connection, runs: list[dict[str, Any]],
               bad: list[tuple[int, str]]) -> list[dict[str, Any]]:
     retries = {run["id"]: run["retries"] for run in runs}
-    found = [_failure(line, payload, 0) for line, payload in bad[:FAILURE_ROWS]]
-    for line, run, payload in conn.execute(
-            "SELECT line, run, payload FROM tasks WHERE ok = 0 ORDER BY line LIMIT ?",
+    found = [_failure(line, payload, 0, None) for line, payload in bad[:FAILURE_ROWS]]
+    logged = "logged" if "logged" in table_columns(conn, "tasks") else "NULL"  # older journals
+    for line, run, payload, lines in conn.execute(
+            f"SELECT line, run, payload, {logged} FROM tasks WHERE ok = 0 ORDER BY line LIMIT ?",
             (FAILURE_ROWS,)):
-        found.append(_failure(int(line), payload, 1 + retries.get(run, 0)))
+        found.append(_failure(int(line), payload, 1 + retries.get(run, 0), lines))
     found.sort(key=lambda failure: failure["line"])
     return found[:FAILURE_ROWS]

@@ -18,6 +18,8 @@ from .journal import JournalError, RunInfo, Summary, read_summary
 from .recover import damage_advice, is_damage
 from .report import eta_seconds, format_eta
 
+LOGGED_SHOWN = 5  # a failed task's last logged lines shown under it
+
 __all__ = ["render", "run", "to_json"]
 
 
@@ -109,6 +111,8 @@ def render(summary: Summary) -> str:
             message = str(error.get("message") or "").splitlines()
             lines.append(f"  line {line}: [{error.get('kind')}] {error.get('type')}"
                          + (f": {message[0][:200]}" if message else ""))
+            logged = str(error.get("logged") or "").splitlines()[-LOGGED_SHOWN:]
+            lines.extend(f"    | {text[:200]}" for text in logged)
     return "\n".join(lines)
 
 
