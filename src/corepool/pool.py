@@ -12,8 +12,8 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ._engine import protocol as p
-from ._engine.job import TIMED_OUT, LazyEvent, StreamJob
-from .core import PoolCore, parse_memory
+from ._engine.job import LazyEvent, StreamJob
+from .core import PoolCore, WaitExpired, parse_memory
 from .cpus import blas_thread_limit
 from .nesting import default_workers
 from .options import check_on_error, check_workers
@@ -97,7 +97,6 @@ class IMapIterator:
         iterable: Any = None,
         timeout_error: type[BaseException] = multiprocessing.TimeoutError,
     ) -> None:
-        self._job = job
         self._timeout_error = timeout_error
         self._pieces = core.pieces(job, ordered=ordered, progress=progress, iterable=iterable)
         self._values = core.values(self._pieces, on_error)
@@ -110,19 +109,18 @@ class IMapIterator:
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result, waiting at most ``timeout`` seconds (multiprocessing.TimeoutError)."""
-        self._job.wait = timeout
+        self._pieces.wait = timeout
         try:
-            value = next(self._values)
+            return next(self._values)
+        except WaitExpired:
+            raise self._timeout_error from None
         finally:
-            self._job.wait = None
-        if value is TIMED_OUT:
-            raise self._timeout_error
-        return value
+            self._pieces.wait = None
 
     def close(self) -> None:
         """Stop early: no more input is pulled, results not yet read are dropped."""
         self._values.close()  # type: ignore[attr-defined]
-        self._pieces.close()  # type: ignore[attr-defined]
+        self._pieces.close()
 
     def __del__(self) -> None:
         try:
