@@ -61,6 +61,8 @@ __all__ = [
     "zeros",
 ]
 
+#: The name of lent segments (results a worker fills again once returned), in /proc.
+LENT_NAME = "corepool-result"
 #: Buffers of this many bytes or more travel through shared memory.
 THRESHOLD = 256 * 1024
 # Segments one message may carry (the kernel passes at most 253 descriptors at once);
@@ -86,7 +88,7 @@ class Packed:
     see the next payload's bytes appear in it.
     """
 
-    __slots__ = ("body", "copied", "nbytes", "pinned", "pool", "segments", "sent")
+    __slots__ = ("body", "copied", "lend", "nbytes", "pinned", "pool", "segments", "sent")
 
     def __init__(
         self,
@@ -94,8 +96,10 @@ class Packed:
         segments: list[Segment],
         pool: SegmentPool | None = None,
         copied: Segment | None = None,
+        lend: int | None = None,
     ) -> None:
         self.body = body
+        self.lend = lend  # the tag ``copied`` was lent under (see corepool.lending)
         self.segments = segments
         self.nbytes = len(body) + sum(s.size for s in segments)
         self.pool = pool if copied is not None else None
@@ -214,11 +218,13 @@ def _pickle(obj: Any, buffers: list[pickle.PickleBuffer], *, cloud: bool = True)
     return data
 
 
-def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
+def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> bytes | Packed:
     """Pickle ``obj`` for another process: plain bytes, or a :class:`Packed` with segments.
 
-    Large buffers go into a segment from ``pool`` when it has one that fits. Raises
-    whatever pickling raises when ``obj`` cannot be pickled at all.
+    Large buffers go into a segment from ``pool`` when it has one that fits. ``lend``
+    tags the segment the buffers were copied into, so that the receiver can say when it
+    no longer maps it (see :mod:`corepool.lending`). Raises whatever pickling raises when
+    ``obj`` cannot be pickled at all.
     """
     outer = _packing.segments
     segments: list[Segment] = []
@@ -240,16 +246,17 @@ def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
         return data
     raws = [b.raw() for b in buffers]
     try:
-        layout, copied = _place(raws, segments, pool)
+        layout, copied = _place(raws, segments, pool, "corepool" if lend is None else LENT_NAME)
     finally:
         for raw in raws:
             raw.release()
-    body = pickle.dumps((data, layout), protocol=PROTOCOL)
-    return Packed(body, segments, pool, copied)
+    lent = None if lend is None or copied is None else (lend, len(segments) - 1)
+    body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
+    return Packed(body, segments, pool, copied, None if lent is None else lend)
 
 
 def _place(
-    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None
+    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None, name: str
 ) -> tuple[list[tuple[int, int, int]], Segment | None]:
     """Where each buffer travels: (index of its segment in ``segments``, offset, size).
 
@@ -273,7 +280,7 @@ def _place(
         layout.append((index, offset, raw.nbytes))
     if not to_copy:
         return layout, None
-    copied, places = Segment.write(to_copy, pool)
+    copied, places = Segment.write(to_copy, pool, name)
     segments.append(copied)
     copied_index = len(segments) - 1
     for k, (index, position, size) in enumerate(layout):
@@ -288,17 +295,19 @@ def unpack(
     *,
     private: bool = False,
     mappings: list[mmap.mmap] | None = None,
+    lent: Callable[[int, mmap.mmap], None] | None = None,
 ) -> Any:
     """The object :func:`pack` made; closes ``fds`` (the mappings outlive them).
 
     ``private``: the receiver's writes to its buffers stay its own (copy-on-write),
     for payloads the sender may send again. ``mappings`` receives the mapping of the
-    payload's buffers, for :func:`let_go`.
+    payload's buffers, for :func:`let_go`. ``lent(tag, mapping)`` is called for a
+    segment the sender lent (see ``pack``'s ``lend``).
     """
     if not fds:
         return pickle.loads(body)
     try:
-        data, layout = pickle.loads(body)
+        data, layout, lend = pickle.loads(body)
         views: list[memoryview] = [memoryview(b"")] * len(layout)
         for index in sorted({i for i, _, _ in layout}):
             mine = [(k, offset, size) for k, (i, offset, size) in enumerate(layout) if i == index]
@@ -309,6 +318,8 @@ def unpack(
                 views[k] = view
             if mm is not None and mappings is not None:
                 mappings.append(mm)
+            if mm is not None and lent is not None and lend is not None and lend[1] == index:
+                lent(lend[0], mm)
             del mm
         outer = _received.fds
         _received.fds = fds

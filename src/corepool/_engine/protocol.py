@@ -16,6 +16,8 @@ Parent → worker::
                                                    drop_shared: released shared handles
     (QUIT,)
     (DROP_SHARED, tokens)                          handles released: unmap their objects
+    (RESULTS_FREE, tags)                           lent result segments the parent no longer
+                                                   maps: fill them again (corepool.lending)
 
 Worker → parent::
 
@@ -54,6 +56,7 @@ from typing import Any
 RUN = "run"
 QUIT = "quit"
 DROP_SHARED = "drop_shared"
+RESULTS_FREE = "results_free"
 READY = "ready"
 INIT_FAILED = "init_failed"
 DONE = "done"

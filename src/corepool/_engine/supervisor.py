@@ -27,6 +27,7 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from ..errors import CorepoolError, SerializationError
+from ..lending import Returns
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
 from . import worker as worker_module
@@ -86,6 +87,7 @@ class Supervisor:
         self._start_context: BaseContext | None = None  # overrides _ctx while launching
         self.thread = threading.Thread(target=self._run, name="corepool-supervisor", daemon=True)
         on_release(self)
+        self._returns = Returns(self.results_returned)  # lent result segments let go
 
     # Other threads --------------------------------------------------------------------
     def call(self, command: Callable[[float], list[Action]]) -> None:
@@ -109,6 +111,20 @@ class Supervisor:
                 if released and proc.channel_open:
                     proc.writer.push((p.DROP_SHARED, released))
                     self._flush(wid, proc)
+            return []
+
+        self.call(tell)
+
+    def results_returned(self) -> None:
+        """Result segments the user's arrays no longer use (any thread): tell the workers
+        that lent them, so that they fill them again (see ``corepool.lending``)."""
+
+        def tell(now: float) -> list[Action]:
+            for pid, tags in self._returns.take().items():
+                for wid, proc in self._procs.items():
+                    if proc.process.pid == pid and proc.channel_open:
+                        proc.writer.push((p.RESULTS_FREE, tags))
+                        self._flush(wid, proc)
             return []
 
         self.call(tell)
@@ -230,7 +246,7 @@ class Supervisor:
         if kind == p.PART:
             _, seq, pos = meta
             try:
-                values, failures = unpack(body, fds)
+                values, failures = unpack(body, fds, lent=self._lent_by(wid, fds))
             except Exception as exc:
                 error = SerializationError(
                     f"a task's result cannot be unpickled in the calling process: "
@@ -247,7 +263,7 @@ class Supervisor:
         if kind == p.DONE:
             _, seq, busy, retiring, _, sent = meta
             try:
-                values, failures = unpack(body, fds)
+                values, failures = unpack(body, fds, lent=self._lent_by(wid, fds))
             except BaseException as exc:  # even SystemExit from a __reduce__: not ours
                 return self.state.on_result_unreadable(wid, seq, exc, now)
             return self.state.on_done(wid, seq, busy, values, failures, now, retiring, sent)
@@ -259,6 +275,10 @@ class Supervisor:
         if kind == p.INIT_FAILED:
             return self.state.on_init_failed(wid, meta[1], now)
         return []
+
+    def _lent_by(self, wid: int, fds: list[int]) -> Callable[[int, Any], None] | None:
+        proc = self._procs.get(wid)
+        return self._returns.watcher(proc.process.pid) if fds and proc is not None else None
 
     def _on_sentinel(self, wid: int) -> None:
         proc = self._procs.pop(wid, None)
@@ -413,6 +433,7 @@ class Supervisor:
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
 
     def _close_all(self) -> None:
+        self._returns.close()
         for wid, proc in list(self._procs.items()):
             try:
                 proc.process.kill()

@@ -27,6 +27,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from .. import nesting
+from ..lending import Lender
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
 from . import protocol as p
@@ -169,9 +170,13 @@ def _run_tracked(
     return results, failures, sent
 
 
+# Result segments, reused once the parent lets go of them (see corepool.lending).
+_lender = Lender()
+
+
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
     try:
-        return pack((results, failures))
+        return _lender.pack((results, failures))
     except BaseException:
         pass
     for pos, value in enumerate(results):
@@ -197,8 +202,7 @@ def _send_results(sock: socket.socket, meta: tuple[Any, ...], packed: bytes | Pa
     try:
         p.send_blocking(sock, meta, packed.body, packed.fds)
     finally:
-        for segment in packed.segments:
-            segment.close()  # the parent has its own descriptors now
+        _lender.sent(packed)  # the parent has its own descriptors now
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -340,10 +344,15 @@ def main(
 def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
+    if memory_limit is not None:
+        _lender.pool.close()  # kept segments would count against the task's memory
     while True:
         meta, body, fds = p.recv_blocking(sock)
         if meta[0] == p.DROP_SHARED:
             forget_shared(meta[1])
+            continue
+        if meta[0] == p.RESULTS_FREE:
+            _lender.returned(meta[1])
             continue
         if meta[0] != p.RUN:
             return
