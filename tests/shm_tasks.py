@@ -187,3 +187,25 @@ def write_into_kept(value: float) -> None:
 
 def sum_all(handles: list[np.ndarray], arrays: list[np.ndarray]) -> tuple[float, float]:
     return float(sum(h.sum() for h in handles)), float(sum(a.sum() for a in arrays))
+
+
+def fill_shared(args: tuple[np.ndarray, float]) -> float:
+    """Write ``value`` all over the shared array this task got; its sum afterwards."""
+    a, value = args
+    a[:] = value
+    return float(a.sum())
+
+
+def convolve_peak(args: tuple[np.ndarray, int]) -> int:
+    """Peak bytes numpy allocated while scipy.signal.convolve2d filtered the array."""
+    import tracemalloc
+
+    from scipy import signal
+
+    a, _ = args
+    tracemalloc.start()
+    try:
+        signal.convolve2d(a, np.ones((2, 2)), mode="valid")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

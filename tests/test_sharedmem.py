@@ -226,7 +226,22 @@ def test_shared_array_is_mapped_once_per_worker_and_read_only() -> None:
             per_worker.setdefault(pid, set()).add(obj_id)
         assert all(len(ids) == 1 for ids in per_worker.values())  # kept, not re-read
         total, mapped, writable = pool.apply(st.sum_shared, ((handle, 0),))
-        assert mapped and not writable  # a view of the shared pages, never copied
+        assert mapped and writable  # a copy-on-write view of the shared pages, not a copy
+
+
+def test_a_shared_array_is_copy_on_write_so_libraries_do_not_copy_it() -> None:
+    image = np.ones((1024, 1024))  # 8 MB
+    handle = corepool.shared(image)
+    with corepool.Pool(1) as pool:
+        # scipy copies an input it cannot write to: with a view it may write to, its
+        # peak is the output alone, not the output plus a copy of the image.
+        peak = pool.apply(st.convolve_peak, ((handle, 0),))
+        assert peak < 1.5 * image.nbytes
+        # A task's writes stay in its worker: not in the parent, not in the shared pages.
+        assert pool.apply(st.fill_shared, ((handle, 2.0),)) == 2.0 * image.size
+    assert (image == 1.0).all()
+    with corepool.Pool(1) as fresh:
+        assert fresh.apply(st.sum_shared, ((handle, 0),))[0] == float(image.size)
 
 
 def test_shared_any_picklable_object_and_nested_handles() -> None:

@@ -97,6 +97,7 @@ class IMapIterator:
         iterable: Any = None,
         timeout_error: type[BaseException] = multiprocessing.TimeoutError,
     ) -> None:
+        self._job = job
         self._timeout_error = timeout_error
         self._pieces = core.pieces(job, ordered=ordered, progress=progress, iterable=iterable)
         self._values = core.values(self._pieces, on_error)

@@ -19,9 +19,10 @@ copied at all: its own segment travels, and the receiver maps the same pages.
 ``shared(obj)`` pickles an object once into such a file and returns a :class:`Shared`
 handle. A task that receives the handle (as an argument, or anywhere inside one) gets
 the object itself: each worker maps the file the first time it meets the handle and
-keeps the object until the handle is released; a numpy array inside it is a read-only
-view of the shared pages, never copied. The thread and serial backends pass the object
-itself (:func:`resolve`).
+keeps the object until the handle is released; a numpy array inside it is a
+copy-on-write view of the shared pages, never copied: writable, so that a library that
+would copy read-only input does not, while a task's writes stay in its own worker. The
+thread and serial backends pass the object itself (:func:`resolve`).
 
 Other backends (Dask, Ray) choose how a handle travels on their engine by pickling
 their payloads inside :func:`reducing_shared_with`; outside any of these, a handle
@@ -422,10 +423,11 @@ def shared(obj: T) -> Shared[T]:
     """Place a large read-only object once where every worker can read it.
 
     Pass the handle to any number of tasks, instead of the object: each worker process
-    maps it once, and a task gets the object itself (a numpy array as a read-only view
-    of the shared memory, with no copy). The memory is freed when the handle is
-    garbage-collected or :meth:`Shared.release` is called; workers drop their view
-    before their next task after that.
+    maps it once, and a task gets the object itself (a numpy array as a copy-on-write
+    view of the shared memory, with no copy: a task's writes are seen by no other
+    process, but by that worker's later tasks, as with any object a worker keeps). The
+    memory is freed when the handle is garbage-collected or :meth:`Shared.release` is
+    called; workers drop their view before their next task after that.
 
     >>> import corepool
     >>> table = corepool.shared(list(range(1000)))
@@ -477,7 +479,10 @@ def _shared_from_message(token: tuple[int, int], index: int, layout: list[tuple[
     fds = _received.fds
     if fds is None:
         raise RuntimeError("a corepool.shared handle can only be unpickled by a corepool worker")
-    _, views = map_views(fds[index], layout, writable=False)
+    # Copy-on-write: a writable array, so that a library that copies read-only input
+    # (scipy.signal.convolve2d does) reads the shared pages instead; a task's writes stay
+    # in this worker. Not populated: that would copy every page up front.
+    _, views = map_views(fds[index], layout, writable=True, private=True)
     value = pickle.loads(views[0], buffers=views[1:])
     _cache[token] = value
     if len(_cache) > _CACHE_LIMIT:
