@@ -98,7 +98,7 @@ class Returns:
         """What ``unpack(..., lent=)`` calls for a segment worker ``pid`` lent."""
 
         def watch(tag: int, mapping: mmap.mmap) -> None:
-            weakref.finalize(mapping, self._freed_one, pid, tag)
+            weakref.finalize(mapping, self._freed_one, pid, tag).atexit = False
 
         return watch
 

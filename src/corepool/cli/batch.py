@@ -306,7 +306,11 @@ class Batch:
             counts.ok += ok_rows
             counts.reused += reused
             self.chars += chars
-        if position != first and self._feeder_waits:
+        self._room_made(position != first)
+
+    def _room_made(self, moved: bool) -> None:
+        """Rows were written (``moved``): wake a reader waiting for the ahead limit."""
+        if moved and self._feeder_waits:
             with self._room:
                 self._room.notify_all()
 
@@ -446,9 +450,7 @@ class Batch:
             self.next_position = position
             counts.ok += ok_rows
             self.chars += chars
-        if position != first and self._feeder_waits:
-            with self._room:
-                self._room.notify_all()
+        self._room_made(position != first)
 
     @staticmethod
     def _outcome(value: Any, failure: BaseException | None) -> tuple[bool, str, str | None]:
