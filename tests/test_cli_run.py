@@ -382,8 +382,7 @@ def test_resume_command_keeps_the_address() -> None:
 
 @pytest.mark.timeout(60)
 def test_a_fresh_run_numbers_duplicate_lines_and_a_rerun_reuses_each(tmp_path: Path) -> None:
-    # A first run keys lines in the workers (the fast path): equal lines still get the
-    # occurrence numbers 1..n, so a rerun finds every one of them.
+    # Equal lines are one task each, numbered 1..n, so a rerun finds every one of them.
     values = [i % 3 for i in range(300)]
     write_lines(tmp_path / "in.jsonl", values)
     first = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl", cwd=tmp_path)

@@ -163,10 +163,6 @@ class Batch:
         self.rows: list[str] = []
         self.chars = 0
         self.since = time.monotonic()
-        # The fast path (a journal that held nothing at the start, see feed_lines): the
-        # lines sent to the pool, by position, until their outcome comes back.
-        self.fresh = not finder.lookups
-        self.lines: dict[int, tuple[int, bytes]] = {}
 
     # Feeder thread --------------------------------------------------------------------
     def feed(self) -> Iterator[Any]:
@@ -257,9 +253,6 @@ class Batch:
         Once per result piece over every row: counts are kept in locals and stored
         back at the end (also when Ctrl-C interrupts), a function call per row costs.
         """
-        if self.fresh:
-            self._drain_lines()
-            return
         backlog, rows, done, counts = self.backlog, self.rows, self.done, self.counts
         popleft, take_done, append = backlog.popleft, done.pop, rows.append
         first = position = self.next_position
@@ -362,96 +355,6 @@ class Batch:
                 or self.chars >= FLUSH_CHARS:
             self.flush()
 
-    # The fast path: nothing in the journal yet ------------------------------------------
-    def feed_lines(self) -> Iterator[tuple[int, bytes]]:
-        """The pool's input when the journal held nothing at the start: no line can be
-        skipped, so every non-blank line goes to the pool as ``(line, raw)``, and the
-        worker parses, keys, runs and writes it as JSON (:func:`~.jsonl.call_line`);
-        this thread reads lines and nothing more. A task's index is its position."""
-        lines = self.lines
-        position = 0
-        for item in enumerate(self.stream, start=1):
-            if not item[1].strip():
-                continue  # blank lines are not tasks (see jsonl)
-            if position - self.next_position >= AHEAD_LIMIT and not self._wait_room(
-                    position):
-                return  # the batch is over
-            lines[position] = item
-            position += 1
-            yield item
-        self.read_all = True
-
-    def take_lines(self, returned: list[tuple[int, Any]]) -> None:
-        """Outcomes of :meth:`feed_lines` tasks, ``(digest, ok, payload, micros)`` from
-        ``call_line``, recorded for the journal at once whatever order they came in.
-
-        A content's occurrence number is given here, as results come: two equal lines
-        are one task each, whichever finished first taking number 1 (equal inputs are
-        interchangeable: a resumed run reuses either result for either line)."""
-        lines, done, records, bad = self.lines, self.done, self.records, self.bad
-        run_id, find, append = self.run_id, self.finder.find, records.append
-        now = time.time_ns() // 1_000_000
-        chars = taken = failed = 0
-        try:
-            for position, (digest, ok, payload, micros) in returned:
-                line = lines.pop(position)[0]
-                chars += len(payload)
-                if digest is None:  # not a task: the input line is unusable
-                    bad.append((line, payload))
-                    done[position] = (False, payload, "input")
-                    continue
-                occurrence = find(digest)[0]
-                kind = None if ok else "exception"
-                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros))
-                done[position] = (ok, payload, kind)
-                taken += 1
-                failed += not ok
-        finally:
-            self.counts.executed += taken
-            self.counts.executed_failed += failed
-            self.chars += chars
-        self._drain_lines()
-        if failed:
-            self._check_limit()
-        if len(self.rows) >= FLUSH_ROWS or len(records) >= FLUSH_ROWS \
-                or self.chars >= FLUSH_CHARS:
-            self.flush()
-
-    def take_lines_failed(self, failed: list[tuple[int, BaseException]]) -> None:
-        """:meth:`feed_lines` tasks that failed: keyed here from their line (rare)."""
-        for position, _ in failed:
-            line, raw = self.lines.pop(position)
-            digest = canonical_digest(decode_value(raw))  # the worker read it already
-            self.inflight[position] = (digest, self.finder.find(digest)[0], line)
-        self.take_failed(failed)
-
-    def _drain_lines(self) -> None:
-        """:meth:`drain` on the fast path: every position is a task, written in order."""
-        done, rows, counts = self.done, self.rows, self.counts
-        take_done, append = done.pop, rows.append
-        first = position = self.next_position
-        ok_rows = chars = 0
-        try:
-            while True:
-                outcome = take_done(position, None)
-                if outcome is None:
-                    break
-                ok, payload, kind = outcome
-                if ok:
-                    ok_rows += 1
-                    row = ok_row(position, payload)
-                else:
-                    counts.add_failure(kind or "exception")
-                    row = error_row(position, payload)
-                position += 1
-                append(row)
-                chars += len(row)
-        finally:
-            self.next_position = position
-            counts.ok += ok_rows
-            self.chars += chars
-        self._room_made(position != first)
-
     @staticmethod
     def _outcome(value: Any, failure: BaseException | None) -> tuple[bool, str, str | None]:
         if failure is None:
@@ -484,8 +387,6 @@ class Batch:
         """Tasks of the input not finished (None before the whole input was read)."""
         if not self.read_all:
             return None
-        if self.fresh:
-            return len(self.lines)
         waiting = sum(1 for e in self.backlog if not isinstance(e, Spilled) and e[1] is None)
         return waiting - len(self.done)
 

@@ -323,11 +323,6 @@ class KeyFinder:
         self._counts: dict[bytes, int] = {}
         self._spilled = False
 
-    @property
-    def lookups(self) -> bool:
-        """Whether the journal held tasks at the start (else nothing can be done yet)."""
-        return self._lookups
-
     def find(self, digest: bytes) -> tuple[int, tuple[bool, str] | None]:
         """``(occurrence, done)`` for the next input line with this content.
 

@@ -25,7 +25,6 @@ __all__ = [
     "MODES",
     "Parsed",
     "call_kwargs",
-    "call_line",
     "call_star",
     "call_timed",
     "canonical_digest",
@@ -195,36 +194,3 @@ def call_timed(fn: Callable[..., Any], value: Any,
     start = clock()
     result = fn(value)
     return result, (clock() - start) // 1000
-
-
-def call_line(fn: Callable[[Any], Any], mode: str, item: tuple[int, bytes],
-              clock: Callable[[], int] = time.perf_counter_ns
-              ) -> tuple[bytes | None, bool, str, int | None]:
-    """One input line ``(line number, raw bytes)`` run where the task runs: parsed,
-    keyed, called and its result written as JSON, so the runner's own process does no
-    per-row JSON work (its fast path, for a journal that holds nothing yet).
-
-    Returns ``(digest, ok, payload, micros)``: ``payload`` is the result's JSON text, or
-    an error object's (``ok`` False) when the result is not JSON; ``digest`` is None for
-    a line that is no task (not JSON, or the wrong shape for ``mode``: an ``input``
-    error). An exception of the function propagates (it may be retried).
-    """
-    line, raw = item
-    needs = list if mode == "star" else dict if mode == "kwargs" else None
-    try:
-        value = decode_value(raw)
-        bad = needs is not None and value.__class__ is not needs
-    except ValueError:
-        bad = True
-    if bad:
-        return None, False, json.dumps(parse_line(raw, line, mode).error), None
-    digest = canonical_digest(value)
-    start = clock()
-    result = fn(value)
-    micros = (clock() - start) // 1000
-    try:
-        return digest, True, result_json(result), micros
-    except TypeError as exc:  # not the task's fault: no worker traceback to show
-        error = {"kind": "exception", "type": "TypeError", "message": str(exc),
-                 "traceback": None}
-        return digest, False, json.dumps(error, ensure_ascii=False), micros

@@ -19,7 +19,7 @@ import signal
 import sqlite3
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Any
 
 from .. import errors
@@ -35,7 +35,7 @@ from .batch import (
 )
 from .checks import check_arity, check_paths, code_fingerprint
 from .journal import Journal, JournalError, KeyFinder, RunProgress
-from .jsonl import call_kwargs, call_line, call_star, call_timed, count_lines
+from .jsonl import call_kwargs, call_star, call_timed, count_lines
 from .lock import PathLock
 from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
@@ -261,17 +261,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
     committer = Committer(journal, run_id, out)
     batch = Batch(args, finder, stream, committer, progress, run_id)
     caller = _CALLERS.get(args.mode)
-    call = fn if caller is None else functools.partial(caller, fn)
-    task: Callable[[Any], Any]
-    feed: Iterator[Any]
-    take: Callable[[list[tuple[int, Any]]], None]
-    take_failed: Callable[[list[tuple[int, BaseException]]], None]
-    if batch.fresh:  # nothing to skip: the workers parse, key and write each line
-        task = functools.partial(call_line, call, args.mode)
-        feed, take, take_failed = batch.feed_lines(), batch.take_lines, batch.take_lines_failed
-    else:
-        task = functools.partial(call_timed, call)
-        feed, take, take_failed = batch.feed(), batch.take, batch.take_failed
+    task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
@@ -279,16 +269,16 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
             try:
                 # As they finish: a slow task does not hold back the records of later
                 # ones; a wake-up at least every FLUSH_SECONDS flushes rows meanwhile.
-                batches = core.batches(task, feed, wake=FLUSH_SECONDS,
+                batches = core.batches(task, batch.feed(), wake=FLUSH_SECONDS,
                                        timeout=args.timeout, retries=args.retries)
             except errors.SerializationError as exc:
                 raise UsageError(str(exc)) from None
             try:
                 for finished in batches:
                     if finished.returned:
-                        take(finished.returned)
+                        batch.take(finished.returned)
                     if finished.failed:
-                        take_failed(finished.failed)
+                        batch.take_failed(finished.failed)
                     batch.tick()
             finally:
                 batches.close()
