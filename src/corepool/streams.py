@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Generator
 from typing import TYPE_CHECKING, Any
 
-from ._engine.job import Piece, PieceStream, WaitExpired
+from ._engine.job import Piece, PieceStream, StreamJob, WaitExpired
 
 if TYPE_CHECKING:
     from .core import PoolCore
@@ -34,6 +34,11 @@ class Pieces:
         self._stream = stream
         self._bar = bar
         self._open = True
+
+    @property
+    def job(self) -> StreamJob:
+        """The job whose pieces these are."""
+        return self._stream.job
 
     @property
     def wait(self) -> float | None:
@@ -60,7 +65,7 @@ class Pieces:
             self.close()
             raise
         if piece.failures:
-            self._stream.job.annotate(piece)
+            self.job.annotate(piece)
         if self._bar is not None:
             self._bar.update(len(piece.values))
         return piece
@@ -73,7 +78,7 @@ class Pieces:
         self._stream.close()
         if self._bar is not None:
             self._bar.close()
-        self._core._finished(self._stream.job)
+        self._core._finished(self.job)
 
     def __del__(self) -> None:
         try:
@@ -111,7 +116,7 @@ class ResultBatch:
 def batches_of(pieces: Pieces, wake: float, most: int) -> Generator[ResultBatch, None, None]:
     """``pieces`` regrouped: what finished meanwhile (up to about ``most`` outcomes) in
     one batch; an empty batch each time ``wake`` seconds pass with nothing finished."""
-    serial = pieces._stream.job.pump is not None  # runs work inline as it is asked
+    serial = pieces.job.pump is not None  # runs work inline as it is asked
     try:
         while True:
             pieces.wait = wake
