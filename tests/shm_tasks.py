@@ -9,18 +9,20 @@ from typing import Any
 import numpy as np
 
 
-def memfd_mappings(_: Any = None) -> int:
-    """How many corepool shared-memory mappings this process has."""
+def memfd_mappings(_: Any = None, name: str = "corepool") -> int:
+    """How many corepool shared-memory mappings this process has (``name``: those of
+    that name only, e.g. ``corepool (`` for arguments, ``corepool-result`` for results
+    a worker keeps to fill again)."""
     with open("/proc/self/maps") as f:
-        return sum("memfd:corepool" in line for line in f)
+        return sum(f"memfd:{name}" in line for line in f)
 
 
-def memfd_fds(_: Any = None) -> int:
+def memfd_fds(_: Any = None, name: str = "corepool") -> int:
     """How many open descriptors of corepool shared-memory files this process holds."""
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if "memfd:corepool" in os.readlink(f"/proc/self/fd/{fd}"):
+            if f"memfd:{name}" in os.readlink(f"/proc/self/fd/{fd}"):
                 count += 1
         except OSError:
             continue
@@ -28,7 +30,13 @@ def memfd_fds(_: Any = None) -> int:
 
 
 def pid_and_segments(_: Any = None) -> tuple[int, tuple[int, int]]:
-    return os.getpid(), (memfd_mappings(), memfd_fds())
+    """This worker's pid, and the argument segments it maps and holds."""
+    return os.getpid(), (memfd_mappings(name="corepool ("), memfd_fds(name="corepool ("))
+
+
+def result_segments(_: Any = None) -> tuple[int, int]:
+    """The result segments this worker maps (to fill again) and holds (lent or kept)."""
+    return memfd_mappings(name="corepool-result"), memfd_fds(name="corepool-result")
 
 
 def backed_by_mapping(obj: Any) -> bool:
@@ -179,3 +187,25 @@ def write_into_kept(value: float) -> None:
 
 def sum_all(handles: list[np.ndarray], arrays: list[np.ndarray]) -> tuple[float, float]:
     return float(sum(h.sum() for h in handles)), float(sum(a.sum() for a in arrays))
+
+
+def fill_shared(args: tuple[np.ndarray, float]) -> float:
+    """Write ``value`` all over the shared array this task got; its sum afterwards."""
+    a, value = args
+    a[:] = value
+    return float(a.sum())
+
+
+def convolve_peak(args: tuple[np.ndarray, int]) -> int:
+    """Peak bytes numpy allocated while scipy.signal.convolve2d filtered the array."""
+    import tracemalloc
+
+    from scipy import signal
+
+    a, _ = args
+    tracemalloc.start()
+    try:
+        signal.convolve2d(a, np.ones((2, 2)), mode="valid")
+        return tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()

@@ -378,3 +378,19 @@ def test_resume_command_keeps_the_address() -> None:
         ["run", "m:f", "in.jsonl", "--backend", "dask", "--address", "tcp://h:8786"])
     assert resume_command(args, "j.db").endswith(
         "--journal j.db --backend dask --address tcp://h:8786")
+
+
+@pytest.mark.timeout(60)
+def test_a_fresh_run_numbers_duplicate_lines_and_a_rerun_reuses_each(tmp_path: Path) -> None:
+    # Equal lines are one task each, numbered 1..n, so a rerun finds every one of them.
+    values = [i % 3 for i in range(300)]
+    write_lines(tmp_path / "in.jsonl", values)
+    first = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    with sqlite3.connect(tmp_path / "out.jsonl.journal.db") as conn:
+        keys = conn.execute("SELECT digest, occurrence FROM tasks").fetchall()
+    assert sorted(n for d, n in keys if d == canonical_digest(1)) == list(range(1, 101))
+    assert {d for d, _ in keys} == {canonical_digest(v) for v in range(3)}
+    again = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl", cwd=tmp_path)
+    assert again.returncode == 0 and "ran 0 " in again.stderr, again.stderr
+    assert [r["result"] for r in rows(tmp_path / "out.jsonl")] == [v * v for v in values]

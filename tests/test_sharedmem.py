@@ -179,9 +179,12 @@ def test_no_segment_outlives_crashes_timeouts_and_results() -> None:
         assert all(isinstance(e, corepool.TaskError) for e in errors)
     results = corepool.map(st.filled, [(BIG, 2.0)] * 4, workers=2)
     assert all((r == 2.0).all() for r in results)
-    # Workers drop their view of a chunk's arguments once it is done.
+    # Workers drop their view of a chunk's arguments once it is done; of the results,
+    # they hold only the segments lent to the parent (4 arrays alive here), to fill again.
     seen = corepool.map(st.pid_and_segments, range(8), workers=2, chunksize=1)
     assert {held for _, held in seen} == {(0, 0)}
+    lent = corepool.map(st.result_segments, range(8), workers=2, chunksize=1)
+    assert all(fds <= 4 for _, fds in lent)
     del results
     shutdown_default_pool()  # its pool of reusable segments goes with it
     assert _wait_until(_parent_holds_no_segments)
@@ -224,7 +227,22 @@ def test_shared_array_is_mapped_once_per_worker_and_read_only() -> None:
             per_worker.setdefault(pid, set()).add(obj_id)
         assert all(len(ids) == 1 for ids in per_worker.values())  # kept, not re-read
         total, mapped, writable = pool.apply(st.sum_shared, ((handle, 0),))
-        assert mapped and not writable  # a view of the shared pages, never copied
+        assert mapped and writable  # a copy-on-write view of the shared pages, not a copy
+
+
+def test_a_shared_array_is_copy_on_write_so_libraries_do_not_copy_it() -> None:
+    image = np.ones((1024, 1024))  # 8 MB
+    handle = corepool.shared(image)
+    with corepool.Pool(1) as pool:
+        # scipy copies an input it cannot write to: with a view it may write to, its
+        # peak is the output alone, not the output plus a copy of the image.
+        peak = pool.apply(st.convolve_peak, ((handle, 0),))
+        assert peak < 1.5 * image.nbytes
+        # A task's writes stay in its worker: not in the parent, not in the shared pages.
+        assert pool.apply(st.fill_shared, ((handle, 2.0),)) == 2.0 * image.size
+    assert (image == 1.0).all()
+    with corepool.Pool(1) as fresh:
+        assert fresh.apply(st.sum_shared, ((handle, 0),))[0] == float(image.size)
 
 
 def test_shared_any_picklable_object_and_nested_handles() -> None:
@@ -328,3 +346,49 @@ def test_more_shared_objects_in_one_task_than_a_message_can_carry() -> None:
     with corepool.Pool(1) as pool:
         totals = pool.apply(st.sum_all, (handles, arrays))
     assert totals == (float(sum(10 * i for i in range(300))), 0.0)
+
+
+# Result segments lent and filled again (corepool.lending) ---------------------------------
+
+
+def _inode_of(array: np.ndarray) -> int:
+    """The inode of the shared-memory file ``array`` lives in (from /proc/self/maps)."""
+    address = array.__array_interface__["data"][0]
+    with open("/proc/self/maps") as f:
+        for line in f:
+            span, _, _, _, inode = line.split()[:5]
+            start, end = (int(x, 16) for x in span.split("-"))
+            if start <= address < end:
+                return int(inode)
+    raise AssertionError("not a mapping")
+
+
+def test_a_result_segment_the_caller_let_go_is_filled_again() -> None:
+    with corepool.Pool(1) as pool:
+        first = pool.apply(st.filled, ((BIG, 1.0),))
+        inode = _inode_of(first)
+        del first  # the worker hears that its segment is free before the next task
+        gc.collect()
+        second = pool.apply(st.filled, ((BIG, 2.0),))
+        assert (second == 2.0).all()
+        assert _inode_of(second) == inode  # the same pages, not a new file
+
+
+def test_results_the_caller_keeps_are_never_written_over() -> None:
+    with corepool.Pool(2) as pool:
+        kept = pool.map(st.filled, [(BIG, float(i)) for i in range(4)])
+        inodes = {_inode_of(a) for a in kept}
+        for round_ in range(3):
+            later = pool.map(st.filled, [(BIG, 10.0 + round_)] * 4)
+            assert all((a == 10.0 + round_).all() for a in later)
+            assert not inodes & {_inode_of(a) for a in later}
+            del later
+        assert all((a == float(i)).all() for i, a in enumerate(kept))
+        # A worker that dies with segments lent: the caller's arrays stay valid.
+        crashed = pool.apply_async(st.crash, (None,))
+        crashed.wait(30)
+        assert crashed.ready() and not crashed.successful()
+        assert len(pool.map(st.result_segments, range(2))) == 2  # the pool goes on
+    assert all((a == float(i)).all() for i, a in enumerate(kept))
+    del kept
+    assert _wait_until(_parent_holds_no_segments)

@@ -13,11 +13,11 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
-from ._tasks.job import TIMED_OUT, CallJob, Job, Piece, StreamJob
+from ._tasks.job import CallJob, Job, Piece, StreamJob, WaitExpired
 from ._tasks.sizing import ChunkSizer, window_size
 from ._tasks.styles import CallStyle
 from .backends import Backend, create_backend, resolve_backend_name
@@ -32,12 +32,16 @@ from .options import (
     warn_many_processes,
 )
 from .progress import PoolStats, make_progress
+from .streams import Pieces, ResultBatch, batches_of
 
 __all__ = [
     "ON_ERROR_CHOICES",
     "PROCESS_ONLY_OPTIONS",
+    "Pieces",
     "PoolCore",
+    "ResultBatch",
     "Values",
+    "WaitExpired",
     "parse_memory",
 ]
 
@@ -214,23 +218,32 @@ class PoolCore:
         progress: Any = None,
         iterable: Any = None,
         keeps_all: bool = False,
-    ) -> Iterator[Piece]:
+    ) -> Pieces:
         """The job's pieces, annotated, with progress; Ctrl-C stops the pool."""
         bar = make_progress(progress, iterable) if progress else None
-        try:
-            for piece in job.pieces(ordered, keeps_all):
-                if piece.failures:
-                    job.annotate(piece)
-                if bar is not None:
-                    bar.update(len(piece.values))
-                yield piece
-        except KeyboardInterrupt:
-            self.terminate()
-            raise
-        finally:
-            if bar is not None:
-                bar.close()
-            self._finished(job)
+        return Pieces(self, job.pieces(ordered, keeps_all), bar)
+
+    def batches(
+        self,
+        fn: Callable[..., Any],
+        iterable: Iterable[Any],
+        *,
+        wake: float,
+        timeout: float | None = None,
+        retries: int | None = None,
+        most: int = 8192,
+    ) -> Generator[ResultBatch, None, None]:
+        """Run ``fn`` over ``iterable`` and give the outcomes in batches, as they finish.
+
+        Each batch holds the tasks that finished since the last one (up to about
+        ``most``), by input index; a batch with no outcomes at all (``woke``) comes when
+        nothing finished for ``wake`` seconds, so the caller gets a turn to do its own
+        work while slow tasks run. The job starts here: an argument that cannot be sent
+        raises at once. Closing the iterator (or Ctrl-C) stops the job.
+        """
+        job = self.stream_job(fn, iterable, CallStyle.SINGLE, chunksize=None, timeout=timeout,
+                              retries=retries)
+        return batches_of(self.pieces(job, ordered=False), wake, most)
 
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
         """Flatten pieces into values, applying ``on_error``.
@@ -422,9 +435,7 @@ class Values:
         while True:
             piece = self._piece
             if piece is None:
-                piece = next(self._pieces)
-                if piece is TIMED_OUT:
-                    return TIMED_OUT
+                piece = next(self._pieces)  # WaitExpired leaves this iterator as it was
                 piece.values.reverse()  # read by popping from the end
                 self._piece, self._pos = piece, 0
             values = piece.values
@@ -450,3 +461,4 @@ class Values:
         close = getattr(self._pieces, "close", None)
         if close is not None:
             close()
+

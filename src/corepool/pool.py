@@ -11,9 +11,9 @@ from concurrent.futures import Future
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ._tasks.job import TIMED_OUT, LazyEvent, StreamJob
+from ._tasks.job import LazyEvent, StreamJob
 from ._tasks.styles import CallStyle
-from .core import PoolCore, parse_memory
+from .core import PoolCore, WaitExpired, parse_memory
 from .cpus import blas_thread_limit
 from .nesting import default_workers
 from .options import DEFAULT_BACKEND, check_on_error, check_workers, explicit_backend
@@ -110,19 +110,18 @@ class IMapIterator:
 
     def next(self, timeout: float | None = None) -> Any:
         """The next result, waiting at most ``timeout`` seconds (multiprocessing.TimeoutError)."""
-        self._job.wait = timeout
+        self._pieces.wait = timeout
         try:
-            value = next(self._values)
+            return next(self._values)
+        except WaitExpired:
+            raise self._timeout_error from None
         finally:
-            self._job.wait = None
-        if value is TIMED_OUT:
-            raise self._timeout_error
-        return value
+            self._pieces.wait = None
 
     def close(self) -> None:
         """Stop early: no more input is pulled, results not yet read are dropped."""
         self._values.close()  # type: ignore[attr-defined]
-        self._pieces.close()  # type: ignore[attr-defined]
+        self._pieces.close()
 
     def __del__(self) -> None:
         try:

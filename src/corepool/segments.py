@@ -43,10 +43,10 @@ class Segment:
 
     __slots__ = ("__weakref__", "_writer", "fd", "size")
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, name: str = "corepool") -> None:
         self.size = size
         self._writer: mmap.mmap | None = None  # this process's mapping, once reused
-        self.fd = os.memfd_create("corepool", os.MFD_CLOEXEC)
+        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)  # the name shows in /proc
         try:
             os.ftruncate(self.fd, size)
         except BaseException:
@@ -55,14 +55,14 @@ class Segment:
 
     @classmethod
     def write(
-        cls, parts: list[memoryview], pool: SegmentPool | None = None
+        cls, parts: list[memoryview], pool: SegmentPool | None = None, name: str = "corepool"
     ) -> tuple[Segment, list[tuple[int, int]]]:
         """A segment holding ``parts`` one after another (from ``pool`` if it has one
         that fits), and each part's (offset, size) in it."""
         layout, size = _layout(parts)
         segment = pool.take(size) if pool is not None else None
         if segment is None:
-            segment = cls(size)
+            segment = cls(size, name)
             writing = segment._pwrite
         else:
             writing = segment._copy

@@ -19,9 +19,10 @@ copied at all: its own segment travels, and the receiver maps the same pages.
 ``shared(obj)`` pickles an object once into such a file and returns a :class:`Shared`
 handle. A task that receives the handle (as an argument, or anywhere inside one) gets
 the object itself: each worker maps the file the first time it meets the handle and
-keeps the object until the handle is released; a numpy array inside it is a read-only
-view of the shared pages, never copied. The thread and serial backends pass the object
-itself (:func:`resolve`).
+keeps the object until the handle is released; a numpy array inside it is a
+copy-on-write view of the shared pages, never copied: writable, so that a library that
+would copy read-only input does not, while a task's writes stay in its own worker. The
+thread and serial backends pass the object itself (:func:`resolve`).
 
 Other backends (Dask, Ray) choose how a handle travels on their engine by pickling
 their payloads inside :func:`reducing_shared_with`; outside any of these, a handle
@@ -62,6 +63,8 @@ __all__ = [
     "zeros",
 ]
 
+#: The name of lent segments (results a worker fills again once returned), in /proc.
+LENT_NAME = "corepool-result"
 #: Buffers of this many bytes or more travel through shared memory.
 THRESHOLD = 256 * 1024
 # Segments one message may carry (the kernel passes at most 253 descriptors at once);
@@ -87,7 +90,7 @@ class Packed:
     see the next payload's bytes appear in it.
     """
 
-    __slots__ = ("body", "copied", "nbytes", "pinned", "pool", "segments", "sent")
+    __slots__ = ("body", "copied", "lend", "nbytes", "pinned", "pool", "segments", "sent")
 
     def __init__(
         self,
@@ -95,8 +98,10 @@ class Packed:
         segments: list[Segment],
         pool: SegmentPool | None = None,
         copied: Segment | None = None,
+        lend: int | None = None,
     ) -> None:
         self.body = body
+        self.lend = lend  # the tag ``copied`` was lent under (see corepool.lending)
         self.segments = segments
         self.nbytes = len(body) + sum(s.size for s in segments)
         self.pool = pool if copied is not None else None
@@ -215,11 +220,13 @@ def _pickle(obj: Any, buffers: list[pickle.PickleBuffer], *, cloud: bool = True)
     return data
 
 
-def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
+def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> bytes | Packed:
     """Pickle ``obj`` for another process: plain bytes, or a :class:`Packed` with segments.
 
-    Large buffers go into a segment from ``pool`` when it has one that fits. Raises
-    whatever pickling raises when ``obj`` cannot be pickled at all.
+    Large buffers go into a segment from ``pool`` when it has one that fits. ``lend``
+    tags the segment the buffers were copied into, so that the receiver can say when it
+    no longer maps it (see :mod:`corepool.lending`). Raises whatever pickling raises when
+    ``obj`` cannot be pickled at all.
     """
     outer = _packing.segments
     segments: list[Segment] = []
@@ -241,16 +248,17 @@ def pack(obj: Any, pool: SegmentPool | None = None) -> bytes | Packed:
         return data
     raws = [b.raw() for b in buffers]
     try:
-        layout, copied = _place(raws, segments, pool)
+        layout, copied = _place(raws, segments, pool, "corepool" if lend is None else LENT_NAME)
     finally:
         for raw in raws:
             raw.release()
-    body = pickle.dumps((data, layout), protocol=PROTOCOL)
-    return Packed(body, segments, pool, copied)
+    lent = None if lend is None or copied is None else (lend, len(segments) - 1)
+    body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
+    return Packed(body, segments, pool, copied, None if lent is None else lend)
 
 
 def _place(
-    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None
+    raws: list[memoryview], segments: list[Segment], pool: SegmentPool | None, name: str
 ) -> tuple[list[tuple[int, int, int]], Segment | None]:
     """Where each buffer travels: (index of its segment in ``segments``, offset, size).
 
@@ -274,7 +282,7 @@ def _place(
         layout.append((index, offset, raw.nbytes))
     if not to_copy:
         return layout, None
-    copied, places = Segment.write(to_copy, pool)
+    copied, places = Segment.write(to_copy, pool, name)
     segments.append(copied)
     copied_index = len(segments) - 1
     for k, (index, position, size) in enumerate(layout):
@@ -289,17 +297,19 @@ def unpack(
     *,
     private: bool = False,
     mappings: list[mmap.mmap] | None = None,
+    lent: Callable[[int, mmap.mmap], None] | None = None,
 ) -> Any:
     """The object :func:`pack` made; closes ``fds`` (the mappings outlive them).
 
     ``private``: the receiver's writes to its buffers stay its own (copy-on-write),
     for payloads the sender may send again. ``mappings`` receives the mapping of the
-    payload's buffers, for :func:`let_go`.
+    payload's buffers, for :func:`let_go`. ``lent(tag, mapping)`` is called for a
+    segment the sender lent (see ``pack``'s ``lend``).
     """
     if not fds:
         return pickle.loads(body)
     try:
-        data, layout = pickle.loads(body)
+        data, layout, lend = pickle.loads(body)
         views: list[memoryview] = [memoryview(b"")] * len(layout)
         for index in sorted({i for i, _, _ in layout}):
             mine = [(k, offset, size) for k, (i, offset, size) in enumerate(layout) if i == index]
@@ -310,6 +320,8 @@ def unpack(
                 views[k] = view
             if mm is not None and mappings is not None:
                 mappings.append(mm)
+            if mm is not None and lent is not None and lend is not None and lend[1] == index:
+                lent(lend[0], mm)
             del mm
         outer = _received.fds
         _received.fds = fds
@@ -411,10 +423,11 @@ def shared(obj: T) -> Shared[T]:
     """Place a large read-only object once where every worker can read it.
 
     Pass the handle to any number of tasks, instead of the object: each worker process
-    maps it once, and a task gets the object itself (a numpy array as a read-only view
-    of the shared memory, with no copy). The memory is freed when the handle is
-    garbage-collected or :meth:`Shared.release` is called; workers drop their view
-    before their next task after that.
+    maps it once, and a task gets the object itself (a numpy array as a copy-on-write
+    view of the shared memory, with no copy: a task's writes are seen by no other
+    process, but by that worker's later tasks, as with any object a worker keeps). The
+    memory is freed when the handle is garbage-collected or :meth:`Shared.release` is
+    called; workers drop their view before their next task after that.
 
     >>> import corepool
     >>> table = corepool.shared(list(range(1000)))
@@ -466,7 +479,10 @@ def _shared_from_message(token: tuple[int, int], index: int, layout: list[tuple[
     fds = _received.fds
     if fds is None:
         raise RuntimeError("a corepool.shared handle can only be unpickled by a corepool worker")
-    _, views = map_views(fds[index], layout, writable=False)
+    # Copy-on-write: a writable array, so that a library that copies read-only input
+    # (scipy.signal.convolve2d does) reads the shared pages instead; a task's writes stay
+    # in this worker. Not populated: that would copy every page up front.
+    _, views = map_views(fds[index], layout, writable=True, private=True)
     value = pickle.loads(views[0], buffers=views[1:])
     _cache[token] = value
     if len(_cache) > _CACHE_LIMIT:

@@ -15,9 +15,10 @@ on that type. The kind travels in the header, not as a pickled class: pickling a
 tuple by class costs about five times a plain tuple's pickling, on every chunk.
 
 Parent to worker: :class:`Run` (body: packed inputs), :class:`Quit`,
-:class:`DropShared`, :class:`Levels`. Worker to parent: :class:`Ready`,
-:class:`InitFailed`, :class:`Part`, :class:`Logged`, :class:`Done`, :class:`Unreadable`,
-:class:`Record`, :class:`Output`; each class says what its fields and body are.
+:class:`DropShared`, :class:`Levels`, :class:`ResultsFree`. Worker to parent:
+:class:`Ready`, :class:`InitFailed`, :class:`Part`, :class:`Logged`, :class:`Done`,
+:class:`Unreadable`, :class:`Record`, :class:`Output`; each class says what its fields
+and body are.
 
 ``failures`` (in a DONE or PART body) maps a position in the chunk to a
 :class:`~corepool.serialize.FailureInfo`, to ``(RESULT_UNPICKLABLE, FailureInfo)`` for a
@@ -125,6 +126,13 @@ class Levels(NamedTuple):
     levels: Any
 
 
+class ResultsFree(NamedTuple):
+    """Lent result segments (``tags``) the parent no longer maps: fill them again (see
+    ``corepool.lending``)."""
+
+    tags: Any
+
+
 class Record(NamedTuple):
     """Task ``position`` of chunk ``seq`` logged a record (``fields``: see
     ``forwarding.record_fields``). Not :class:`Logged`, which is the result log."""
@@ -156,6 +164,7 @@ Message = (
     | Levels
     | Record
     | Output
+    | ResultsFree
 )
 
 # The kind number in a frame's header is the position here (append new kinds at the end).
@@ -172,6 +181,7 @@ KINDS: tuple[type[Any], ...] = (
     Levels,
     Record,
     Output,
+    ResultsFree,
 )
 _KIND_OF: dict[type[Any], int] = {cls: kind for kind, cls in enumerate(KINDS)}
 

@@ -28,6 +28,7 @@ from typing import Any
 
 from ..errors import CorepoolError, SerializationError
 from ..forwarding import forward_settings
+from ..lending import Returns
 from ..sharedmem import Packed, off_release, on_release, unpack
 from . import outputs
 from . import protocol as p
@@ -114,10 +115,12 @@ class Supervisor:
             p.Quit: self._on_unexpected,
             p.DropShared: self._on_unexpected,
             p.Levels: self._on_unexpected,
+            p.ResultsFree: self._on_unexpected,
             p.Record: self._on_forwarded,
             p.Output: self._on_forwarded,
         }
         on_release(self)
+        self._returns = Returns(self.results_returned)  # lent result segments let go
 
     # Other threads --------------------------------------------------------------------
     def call(self, command: Callable[[float], list[Action]]) -> bool:
@@ -153,6 +156,20 @@ class Supervisor:
                     proc.writer.push(p.DropShared(tokens))
                     self._flush(wid, proc)
         return []
+
+    def results_returned(self) -> None:
+        """Result segments the user's arrays no longer use (any thread): tell the workers
+        that lent them, so that they fill them again (see ``corepool.lending``)."""
+
+        def tell(now: float) -> list[Action]:
+            for pid, tags in self._returns.take().items():
+                for wid, proc in self._procs.items():
+                    if proc.process.pid == pid and proc.channel_open:
+                        proc.writer.push(p.ResultsFree(tags))
+                        self._flush(wid, proc)
+            return []
+
+        self.call(tell)
 
     def finish(self) -> None:
         """Let the thread end once no worker is left (after close or terminate)."""
@@ -267,7 +284,7 @@ class Supervisor:
         now = time.monotonic()
         self._received(wid, msg.seq, msg.released)
         try:
-            values, failures = unpack(body, fds)
+            values, failures = unpack(body, fds, lent=self._lent_by(wid, fds))
         except BaseException as exc:  # even SystemExit from a __reduce__: not ours
             return self.state.on_result_unreadable(wid, msg.seq, exc, now)
         return self.state.on_done(
@@ -276,7 +293,7 @@ class Supervisor:
 
     def _on_part(self, wid: int, msg: p.Part, body: bytearray, fds: list[int]) -> list[Action]:
         try:
-            values, failures = unpack(body, fds)
+            values, failures = unpack(body, fds, lent=self._lent_by(wid, fds))
         except Exception as exc:
             error = SerializationError(
                 f"a task's result cannot be unpickled in the calling process: "
@@ -319,6 +336,10 @@ class Supervisor:
     ) -> list[Action]:
         _close_fds(fds)  # a parent-bound message from a worker: ignored
         return []
+
+    def _lent_by(self, wid: int, fds: list[int]) -> Callable[[int, Any], None] | None:
+        proc = self._procs.get(wid)
+        return self._returns.watcher(proc.process.pid) if fds and proc is not None else None
 
     def _on_sentinel(self, wid: int) -> None:
         proc = self._procs.pop(wid, None)
@@ -477,6 +498,7 @@ class Supervisor:
         self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
 
     def _close_all(self) -> None:
+        self._returns.close()
         off_release(self)
         with self._wake_lock:
             self._closed = True  # no call() writes to the pipe from now on

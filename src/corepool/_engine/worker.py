@@ -25,6 +25,7 @@ from typing import Any
 
 from .. import nesting
 from .._tasks.run import pack_results, run_tasks
+from ..lending import Lender
 from ..nesting import THREAD_VARIABLES as THREAD_VARIABLES  # the supervisor's too
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
@@ -139,7 +140,15 @@ def _run_tracked(
     return results, failures, sent
 
 
+# Result segments, reused once the parent lets go of them (see corepool.lending).
+_lender = Lender()
+
+
 def _pack_results(results: list[Any], failures: dict[int, Any]) -> bytes | Packed:
+    try:
+        return _lender.pack((results, failures))
+    except BaseException:
+        pass  # find the results that cannot be pickled (into fresh segments)
     return pack_results(
         pack,
         results,
@@ -156,8 +165,7 @@ def _send_results(sock: socket.socket, message: p.Message, packed: bytes | Packe
     try:
         p.send_blocking(sock, message, packed.body, packed.fds)
     finally:
-        for segment in packed.segments:
-            segment.close()  # the parent has its own descriptors now
+        _lender.sent(packed)  # the parent has its own descriptors now
 
 
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
@@ -294,11 +302,16 @@ def main(
 def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | None) -> None:
     functions: dict[int, Callable[..., Any]] = {}
     clock = time.monotonic
+    if memory_limit is not None:
+        _lender.pool.close()  # kept segments would count against the task's memory
     while True:
         message, body, fds = p.recv_blocking(sock)
         if type(message) is not p.Run:
             if type(message) is p.DropShared:
                 forget_shared(message.tokens)
+                continue
+            if type(message) is p.ResultsFree:
+                _lender.returned(message.tags)
                 continue
             if type(message) is p.Levels:
                 outputs.set_levels(message.levels)

@@ -209,7 +209,10 @@ class CallJob(Job):
 
 
 _END = object()
-TIMED_OUT = Piece(-1, [])  # yielded by StreamJob.pieces when a bounded wait expires
+
+
+class WaitExpired(Exception):
+    """No piece came within a :class:`PieceStream`'s bounded wait; the stream goes on."""
 
 
 class StreamJob(Job):
@@ -239,7 +242,6 @@ class StreamJob(Job):
         self.input_error: BaseException | None = None
         self._failure: BaseException | None = None
         self.pump: Callable[[], bool] | None = None  # serial backend: run work inline
-        self.wait: float | None = None  # longest wait for the next piece (None: forever)
         self.unbounded = False  # the pool is closing: pull without waiting for the consumer
 
     # The feeder side ----------------------------------------------------------------
@@ -316,57 +318,11 @@ class StreamJob(Job):
         try:
             return self._results.get(timeout=timeout)
         except queue.Empty:
-            return TIMED_OUT
+            raise WaitExpired from None
 
-    def pieces(self, ordered: bool, keeps_all: bool = False) -> Iterator[Piece]:
-        """Finished pieces, in input order or as they come; raises the job's failure.
-
-        The window is freed as pieces are consumed, which bounds memory for a lazy
-        consumer; a consumer that ``keeps_all`` results anyway (``map``) frees it as
-        pieces arrive instead, so one slow task does not stall the tasks after it.
-        While :attr:`wait` is set, a wait for the next piece longer than that yields
-        :data:`TIMED_OUT` instead (the iteration can go on afterwards).
-        """
-        held: dict[int, Piece] = {}
-        consumed_by_origin: dict[int, int] = {}
-        next_index = 0
-        seen_end = False
-        finished = False
-        try:
-            while True:
-                if ordered:
-                    while next_index in held:
-                        piece = held.pop(next_index)
-                        next_index += len(piece.values)
-                        if not keeps_all:
-                            self._release(piece, consumed_by_origin)
-                        yield piece
-                if self._failure is not None:
-                    raise self._failure
-                if seen_end and self.total is not None and self._consumed(ordered, next_index):
-                    finished = True
-                    if self.input_error is not None:
-                        raise self.input_error
-                    return
-                item = self._next_piece(self.wait)
-                if item is TIMED_OUT:
-                    yield item
-                    continue
-                if item is _END:
-                    seen_end = True
-                    continue
-                if ordered:
-                    if keeps_all:
-                        self._release(item, consumed_by_origin)
-                    held[item.start] = item
-                else:
-                    self._release(item, consumed_by_origin)
-                    yield item
-        finally:
-            if not finished or self._failure is not None:
-                # Left early (an error raised, the loop broken): stop the job, also when
-                # its input was read already: nobody takes its other results.
-                self.cancel()
+    def pieces(self, ordered: bool, keeps_all: bool = False) -> PieceStream:
+        """Finished pieces, in input order or as they come (see :class:`PieceStream`)."""
+        return PieceStream(self, ordered, keeps_all)
 
     def _consumed(self, ordered: bool, next_index: int) -> bool:
         assert self.total is not None
@@ -387,6 +343,95 @@ class StreamJob(Job):
             self.window.release()
         else:
             by_origin[piece.origin] = done
+
+
+class PieceStream:
+    """A stream job's finished pieces, in input order or as they come; raises the job's
+    failure.
+
+    The window is freed as pieces are consumed, which bounds memory for a lazy
+    consumer; a consumer that ``keeps_all`` results anyway (``map``) frees it as
+    pieces arrive instead, so one slow task does not stall the tasks after it.
+    While :attr:`wait` is set, ``next()`` waits at most that long for a piece and raises
+    :class:`WaitExpired` instead; the stream goes on afterwards. Any other exception,
+    :meth:`close`, or the stream being dropped early, cancels the job.
+    """
+
+    def __init__(self, job: StreamJob, ordered: bool, keeps_all: bool) -> None:
+        self.job = job
+        self.wait: float | None = None  # longest wait for the next piece (None: forever)
+        self._ordered = ordered
+        self._keeps_all = keeps_all
+        self._held: dict[int, Piece] = {}
+        self._by_origin: dict[int, int] = {}
+        self._next_index = 0
+        self._seen_end = False
+        self._open = True
+
+    def __iter__(self) -> PieceStream:
+        return self
+
+    def __next__(self) -> Piece:
+        if not self._open:
+            raise StopIteration
+        try:
+            return self._step()
+        except WaitExpired:
+            raise
+        except BaseException:
+            self._end(cancel=True)  # a no-op when the end was reached already
+            raise
+
+    def _step(self) -> Piece:
+        job = self.job
+        while True:
+            if self._ordered and self._next_index in self._held:
+                piece = self._held.pop(self._next_index)
+                self._next_index += len(piece.values)
+                if not self._keeps_all:
+                    job._release(piece, self._by_origin)
+                return piece
+            if job._failure is not None:
+                raise job._failure
+            if (
+                self._seen_end
+                and job.total is not None
+                and job._consumed(self._ordered, self._next_index)
+            ):
+                self._end(cancel=False)
+                if job.input_error is not None:
+                    raise job.input_error
+                raise StopIteration
+            item = job._next_piece(self.wait)
+            if item is _END:
+                self._seen_end = True
+                continue
+            if self._ordered:
+                if self._keeps_all:
+                    job._release(item, self._by_origin)
+                self._held[item.start] = item
+            else:
+                job._release(item, self._by_origin)
+                return item  # type: ignore[no-any-return]
+
+    def _end(self, *, cancel: bool) -> None:
+        if not self._open:
+            return
+        self._open = False
+        if cancel or self.job._failure is not None:
+            # Left early (an error raised, the stream dropped): stop the job, also when
+            # its input was read already: nobody takes its other results.
+            self.job.cancel()
+
+    def close(self) -> None:
+        """Stop early: the job is cancelled unless every piece was taken."""
+        self._end(cancel=True)
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except Exception:
+            pass
 
 
 def input_failure_piece(

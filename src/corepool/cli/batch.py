@@ -301,53 +301,64 @@ class Batch:
             counts.ok += ok_rows
             counts.reused += reused
             self.chars += chars
-        if position != first and self._feeder_waits:
+        self._room_made(position != first)
+
+    def _room_made(self, moved: bool) -> None:
+        """Rows were written (``moved``): wake a reader waiting for the ahead limit."""
+        if moved and self._feeder_waits:
             with self._room:
                 self._room.notify_all()
 
-    def take(self, start: int, values: list[Any], failures: dict[int, BaseException]) -> None:
-        """The results of the tasks at positions ``start ...`` (with their failures), in
-        whatever order they finished: recorded for the journal at once."""
-        inflight, done, records, counts = self.inflight, self.done, self.records, self.counts
+    def take(self, returned: list[tuple[int, Any]]) -> None:
+        """The tasks at these positions returned ``(value, micros)`` (see ``call_timed``),
+        in whatever order they finished: recorded for the journal at once."""
+        inflight, done, records = self.inflight, self.done, self.records
         run_id, result, append = self.run_id, result_json, records.append
-        now, timeout = time.time_ns() // 1_000_000, self.timeout_micros
-        logged = {} if self.logs is None else self.logs.take(start, len(values))
-        chars = taken = failed = 0
+        now = time.time_ns() // 1_000_000
+        chars = taken = 0
+        unwritable: list[tuple[int, Any]] = []
         try:
-            for position, value in enumerate(values, start):
+            for position, (value, micros) in returned:
+                try:
+                    payload = result(value)
+                except TypeError:
+                    unwritable.append((position, value))  # not JSON: an error row
+                    continue
                 digest, occurrence, line = inflight.pop(position)
-                failure = failures.get(position - start) if failures else None
-                micros: int | None = None
-                if failure is None:  # the common case: it ran and returned (call_timed)
-                    value, micros = value
-                    try:
-                        payload = result(value)
-                    except TypeError:
-                        pass
-                    else:
-                        append((digest, occurrence, True, None, payload, line, run_id, now,
-                                micros, None))
-                        done[position] = (True, payload, None)
-                        chars += len(payload)
-                        taken += 1
-                        continue
-                elif isinstance(failure, errors.TaskTimeout):
-                    micros = timeout
-                ok, payload, kind = self._outcome(value, failure)
-                append((digest, occurrence, ok, kind, payload, line, run_id, now, micros,
-                        logged.get(position)))
-                done[position] = (ok, payload, kind)
+                append((digest, occurrence, True, None, payload, line, run_id, now, micros,
+                        None))
+                done[position] = (True, payload, None)
                 chars += len(payload)
                 taken += 1
-                failed += 1
         finally:
-            counts.executed += taken
-            counts.executed_failed += failed
+            self.counts.executed += taken
             self.chars += chars
+            if self.logs is not None and self.logs.tails:
+                for position, _ in returned:
+                    self.logs.pop(position)  # it succeeded: its lines are not kept
+        self._record_failures([(position, value, None) for position, value in unwritable])
+
+    def take_failed(self, failed: list[tuple[int, BaseException]]) -> None:
+        """The tasks at these positions failed (in whatever order they finished)."""
+        self._record_failures([(position, None, error) for position, error in failed])
+
+    def _record_failures(self, failed: list[tuple[int, Any, BaseException | None]]) -> None:
+        now, timeout = time.time_ns() // 1_000_000, self.timeout_micros
+        for position, value, failure in failed:
+            digest, occurrence, line = self.inflight.pop(position)
+            micros = timeout if isinstance(failure, errors.TaskTimeout) else None
+            ok, payload, kind = self._outcome(value, failure)
+            logged = None if self.logs is None else self.logs.pop(position)
+            self.records.append((digest, occurrence, ok, kind, payload, line, self.run_id,
+                                 now, micros, logged))
+            self.done[position] = (ok, payload, kind)
+            self.chars += len(payload)
+            self.counts.executed += 1
+            self.counts.executed_failed += 1
         self.drain()
         if failed:
-            self._check_limit()  # after the whole piece is recorded
-        if len(self.rows) >= FLUSH_ROWS or len(records) >= FLUSH_ROWS \
+            self._check_limit()  # after the whole batch is recorded
+        if len(self.rows) >= FLUSH_ROWS or len(self.records) >= FLUSH_ROWS \
                 or self.chars >= FLUSH_CHARS:
             self.flush()
 

@@ -20,10 +20,9 @@ import sqlite3
 import sys
 import time
 from collections.abc import Callable
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from .. import errors
-from .._tasks.styles import CallStyle
 from ..options import check_timeout
 from . import tasklog
 from .batch import (
@@ -43,6 +42,9 @@ from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
 from .report import Progress, summary
 from .target import UsageError, load_function
+
+if TYPE_CHECKING:
+    from ..core import PoolCore
 
 __all__ = ["BACKLOG_LIMIT", "Batch", "Spilled", "UsageError", "default_journal",
            "error_object", "load_function", "parse_max_failures", "resume_command", "run"]
@@ -254,7 +256,7 @@ def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
     return live
 
 
-def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journal: Journal,
+def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, journal: Journal,
              finder: KeyFinder, stream: IO[bytes], out: Output, path: str,
              total: int | None, started: float, run_id: int) -> int:
     progress = Progress(total, enabled=not args.no_progress)
@@ -267,20 +269,21 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     try:
         try:
             try:
-                job = core.stream_job(task, batch.feed(), CallStyle.SINGLE, chunksize=None,
-                                      timeout=args.timeout, retries=args.retries)
+                # As they finish: a slow task does not hold back the records of later
+                # ones; a wake-up at least every FLUSH_SECONDS flushes rows meanwhile.
+                batches = core.batches(task, batch.feed(), wake=FLUSH_SECONDS,
+                                       timeout=args.timeout, retries=args.retries)
             except errors.SerializationError as exc:
                 raise UsageError(str(exc)) from None
-            job.wait = FLUSH_SECONDS  # wake up to flush rows while slow tasks run
-            # As they finish: a slow task does not hold back the records of later ones.
-            pieces = core.pieces(job, ordered=False)
             try:
-                for piece in pieces:
-                    if piece.values:
-                        batch.take(piece.start, piece.values, piece.failures)
+                for finished in batches:
+                    if finished.returned:
+                        batch.take(finished.returned)
+                    if finished.failed:
+                        batch.take_failed(finished.failed)
                     batch.tick()
             finally:
-                pieces.close()
+                batches.close()
             batch.drain()
         except KeyboardInterrupt:
             # A second Ctrl-C must not break the cleanup below.

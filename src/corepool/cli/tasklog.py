@@ -45,17 +45,13 @@ class TaskLogTail(logging.Handler):
                 tail = self.tails[index] = deque(maxlen=KEPT_LINES)
             tail.extend(lines)
 
-    def take(self, start: int, count: int) -> dict[int, str]:
-        """The lines of the tasks ``start .. start + count - 1`` (finished: forgotten)."""
+    def pop(self, index: int) -> str | None:
+        """The lines of task ``index`` (finished: forgotten); None if it logged none."""
         if not self.tails:
-            return {}
-        found = {}
+            return None
         with self._tails_lock:
-            for index in range(start, start + count):
-                tail = self.tails.pop(index, None)
-                if tail:
-                    found[index] = "\n".join(tail)
-        return found
+            tail = self.tails.pop(index, None)
+        return "\n".join(tail) if tail else None
 
 
 _current: TaskLogTail | None = None
