@@ -12,7 +12,7 @@ from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .exits import ExitExplainer
-from .job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .job import CallJob, Job, StreamJob, input_failure_piece, start_feeder
 from .model import Action, Chunk
 from .startup import (
     check_not_bootstrapping,
@@ -83,6 +83,8 @@ class ProcessEngine:
             thread_limit=thread_limit,
             memory_limit=memory_limit,
         )
+        self._calls: list[Chunk] = []  # submitted, not yet handed to the supervisor
+        self._calls_lock = threading.Lock()
         # Like multiprocessing.Pool: the workers exist when the constructor returns.
         self.supervisor.launch(first_context)
 
@@ -130,17 +132,21 @@ class ProcessEngine:
         return chunks
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Queue one call; an unpicklable argument fails only this call."""
+        """Queue one call. Its arguments are pickled when it goes to a worker, together
+        with the calls queued behind it (``calls.py``); one that does not pickle fails
+        only its own call."""
         job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
-        try:
-            payload = pack([(args, kwargs)], self.segments)
-        except Exception as exc:
-            from ..serialize import argument_error
+        chunk = Chunk(job, 0, 0, 1, None, items=[(args, kwargs)])
+        with self._calls_lock:
+            self._calls.append(chunk)
+            first = len(self._calls) == 1
+        if first:  # one wake-up of the supervisor for the calls made until it runs
+            self.supervisor.call(self._add_calls)
 
-            error = argument_error(0, args, exc, star=True)
-            job.deliver(Piece(0, [None], {0: error}, 0, [(args, kwargs)]))
-            return
-        self._add([Chunk(job, 0, 0, 1, payload, items=[(args, kwargs)])])
+    def _add_calls(self, now: float) -> list[Action]:
+        with self._calls_lock:
+            chunks, self._calls = self._calls, []
+        return self.state.add(chunks, now)
 
     def release(self, job: Job) -> None:
         """The job is over (or abandoned): drop its queued chunks, let workers forget it."""

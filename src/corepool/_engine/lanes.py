@@ -88,6 +88,10 @@ class Lanes:
             del self._lanes[key]
         return chunk
 
+    def lane(self, key: int) -> deque[Chunk] | tuple[()]:
+        """The chunks queued in lane ``key``, in order (read only)."""
+        return self._lanes.get(key, ())
+
     def drop(self, job_id: int, lane_key: int) -> None:
         """Forget the queued chunks of job ``job_id`` (in lane ``lane_key``)."""
         lane = self._lanes.get(lane_key)

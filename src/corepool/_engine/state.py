@@ -47,9 +47,10 @@ from ..errors import (
     also,
 )
 from ..serialize import FailureInfo
+from .calls import gather
 from .exits import describe_exit
 from .job import Job, Piece
-from .lanes import Lanes
+from .lanes import CALLS_LANE, Lanes
 from .model import (
     Action,
     Chunk,
@@ -203,6 +204,12 @@ class PoolState:
                         break
                     if not chunk.job.claim():
                         continue
+                    if chunk.job.lane == CALLS_LANE:  # single calls travel together
+                        chunk = gather(
+                            chunk, self.ready, self._pickle_items, self.size, worker.budget
+                        )
+                        if chunk is None:
+                            continue
                     actions.append(self._send(worker, chunk, now))
                     if worker.budget is not None:
                         worker.budget -= chunk.count

@@ -1,0 +1,107 @@
+"""Calls per second through the one-call-at-a-time APIs, interleaved.
+
+Each round submits N calls of a trivial function and waits for every result, on
+corepool's ``Executor.submit`` (collected with ``as_completed``) and
+``Pool.apply_async``, ``multiprocessing.Pool.apply_async`` and
+``concurrent.futures.ProcessPoolExecutor.submit``, all with 2 workers, the pools
+created (and warmed with one call) before the clock starts. The libraries take
+turns within each round, so load from other processes falls on all of them alike.
+
+    python benchmarks/submit_throughput.py [--calls 20000] [--rounds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import concurrent.futures as cf
+import multiprocessing
+import statistics
+import time
+from collections.abc import Callable
+
+import corepool
+
+
+def work(x: int) -> int:
+    """The trivial task: the cost measured is the call's, not the work's."""
+    return x + 1
+
+
+def corepool_submit(calls: int, workers: int) -> float:
+    with corepool.Executor(workers) as ex:
+        ex.submit(work, 0).result()
+        start = time.perf_counter()
+        futures = [ex.submit(work, i) for i in range(calls)]
+        total = sum(f.result() for f in cf.as_completed(futures))
+        elapsed = time.perf_counter() - start
+    assert total == sum(range(1, calls + 1))
+    return elapsed
+
+
+def corepool_apply_async(calls: int, workers: int) -> float:
+    with corepool.Pool(workers) as pool:
+        pool.apply_async(work, (0,)).get()
+        start = time.perf_counter()
+        results = [pool.apply_async(work, (i,)) for i in range(calls)]
+        total = sum(r.get() for r in results)
+        elapsed = time.perf_counter() - start
+    assert total == sum(range(1, calls + 1))
+    return elapsed
+
+
+def mp_apply_async(calls: int, workers: int) -> float:
+    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
+        pool.apply_async(work, (0,)).get()
+        start = time.perf_counter()
+        results = [pool.apply_async(work, (i,)) for i in range(calls)]
+        total = sum(r.get() for r in results)
+        elapsed = time.perf_counter() - start
+    assert total == sum(range(1, calls + 1))
+    return elapsed
+
+
+def ppe_submit(calls: int, workers: int) -> float:
+    context = multiprocessing.get_context("forkserver")
+    with cf.ProcessPoolExecutor(workers, mp_context=context) as ex:
+        ex.submit(work, 0).result()
+        start = time.perf_counter()
+        futures = [ex.submit(work, i) for i in range(calls)]
+        total = sum(f.result() for f in cf.as_completed(futures))
+        elapsed = time.perf_counter() - start
+    assert total == sum(range(1, calls + 1))
+    return elapsed
+
+
+CONTENDERS: dict[str, Callable[[int, int], float]] = {
+    "corepool Executor.submit": corepool_submit,
+    "corepool Pool.apply_async": corepool_apply_async,
+    "multiprocessing.Pool.apply_async": mp_apply_async,
+    "ProcessPoolExecutor.submit": ppe_submit,
+}
+REFERENCE = "multiprocessing.Pool.apply_async"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--workers", type=int, default=2)
+    args = parser.parse_args()
+    rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    for _ in range(args.rounds):
+        for name, run in CONTENDERS.items():
+            rates[name].append(args.calls / run(args.calls, args.workers))
+    reference = statistics.median(rates[REFERENCE])
+    print(f"{args.calls} calls, {args.workers} workers, {args.rounds} interleaved rounds")
+    print("| API | median calls/s | min | max | ratio to mp.Pool.apply_async |")
+    print("|---|---:|---:|---:|---:|")
+    for name, samples in rates.items():
+        median = statistics.median(samples)
+        print(
+            f"| {name} | {median:,.0f} | {min(samples):,.0f} | {max(samples):,.0f} "
+            f"| {median / reference:.2f}x |"
+        )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,165 @@
+"""Single calls (``apply_async``, ``submit``) coalesced into one frame per worker turn.
+
+A call is queued in the parent as a chunk of one, unpickled, in the calls' lane. When
+a worker is free for it, :func:`gather` takes it together with the calls queued right
+behind it that share its function and options (up to the function's measured chunk
+size, a fair share of what waits, and the worker's ``max_tasks_per_child`` budget) and
+makes them one chunk of a :class:`CallBatch`: one pickling of the arguments, one frame,
+one ``DONE`` with every result. While workers keep up, each call goes alone, at once;
+when calls come faster than one round trip, they travel together.
+
+Every guarantee of a call holds per call, because a batch is a chunk like a ``map``'s:
+a call cancelled before its batch was formed never runs (the batch is formed as it
+goes to a worker, and each call is claimed then); a timeout stops the one call that
+overran, the calls before it keep their results, the calls after it go again; a crash
+puts each call of the batch back on its own, so only the call that crashes the worker
+again fails (calls of that batch that had finished but whose results never came back
+run again); retries count per call.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from typing import Any
+
+from ..serialize import argument_error, find_unpicklable
+from ..sharedmem import pack
+from .job import CallJob, Job, Piece
+from .lanes import CALLS_LANE, Lanes
+from .model import Chunk
+
+__all__ = ["CallBatch", "gather"]
+
+
+class CallBatch(Job):
+    """Several calls of one function with the same options, run as one chunk.
+
+    Task ``i`` of the batch is ``calls[i]``; its outcome goes to that call's Future.
+    """
+
+    def __init__(self, calls: list[CallJob]) -> None:
+        first = calls[0]
+        super().__init__(
+            first.fn,
+            first.style,
+            timeout=first.timeout,
+            retries=first.retries,
+            retry_on=first.retry_on,
+            sizer=first.sizer,
+        )
+        self.calls = calls
+        self.fn_bytes = first.fn_bytes
+
+    def claim(self) -> bool:
+        # Each call was claimed (set running) as the batch was formed.
+        return not self.cancelled
+
+    def deliver(self, piece: Piece) -> None:
+        calls = self.calls
+        failures = piece.failures
+        for pos, value in enumerate(piece.values):
+            call = calls[piece.start + pos]
+            if failures and pos in failures:
+                inputs = None if piece.inputs is None else [piece.inputs[pos]]
+                call.deliver(Piece(0, [None], {0: failures[pos]}, 0, inputs))
+                continue
+            call.computed.set()
+            future = call.future
+            if not future.done():
+                future.set_result(value)
+
+    def fail(self, exc: BaseException) -> None:
+        self.computed.set()
+        for call in self.calls:
+            call.fail(exc)
+
+    def cancel(self) -> None:
+        super().cancel()
+        for call in self.calls:
+            call.cancel()
+
+
+def _same(a: Job, b: Job) -> bool:
+    """Whether two calls may share a batch: one function, one set of options."""
+    return (
+        type(a) is type(b)
+        and a.sizer is b.sizer
+        and a.fn_bytes == b.fn_bytes  # the very same function goes to the worker
+        and a.timeout == b.timeout
+        and a.retries == b.retries
+        and a.retry_on == b.retry_on
+        and getattr(a, "face", None) == getattr(b, "face", None)
+    )
+
+
+def _claim(job: Job) -> bool:
+    """``CallJob.claim`` for a call that never went to a worker (one lock, not three)."""
+    if not isinstance(job, CallJob):
+        return job.claim()
+    try:
+        return job.future.set_running_or_notify_cancel()
+    except RuntimeError:  # running already (cannot happen for a call still queued)
+        return job.claim()
+
+
+def gather(
+    first: Chunk,
+    ready: Lanes,
+    pickle_items: Callable[[list[Any]], Any],
+    workers: int,
+    budget: int | None,
+) -> Chunk | None:
+    """The call ``first`` (claimed already) and the like calls queued behind it, as one
+    pickled chunk; None if none of them can be sent (their arguments do not pickle)."""
+    job = first.job
+    limit = min(job.sizer.next_size(), math.ceil((len(ready.lane(CALLS_LANE)) + 1) / workers))
+    if budget is not None:
+        limit = min(limit, max(budget, 1))
+    calls: list[CallJob] = [job]  # type: ignore[list-item]
+    items: list[Any] = list(first.items or ())
+    lane = ready.lane(CALLS_LANE)
+    while len(calls) < limit and lane and _same(lane[0].job, job):
+        chunk = ready.pop(CALLS_LANE)
+        assert chunk is not None
+        if _claim(chunk.job):  # a call cancelled while queued is dropped here
+            calls.append(chunk.job)  # type: ignore[arg-type]
+            items.extend(chunk.items or ())
+    if len(calls) == 1:
+        if first.payload is None:
+            payload = _pack_each(calls, items, pickle_items)
+            if payload is None:
+                return None
+            first.payload = payload[0]
+        return first
+    packed = _pack_each(calls, items, pickle_items)
+    if packed is None:
+        return None
+    payload, calls, items = packed
+    if len(calls) == 1:
+        return Chunk(calls[0], 0, 0, 1, payload, items=items)
+    return Chunk(CallBatch(calls), 0, 0, len(calls), payload, items=items)
+
+
+def _pack_each(
+    calls: list[CallJob], items: list[Any], pickle_items: Callable[[list[Any]], Any]
+) -> tuple[Any, list[CallJob], list[Any]] | None:
+    """Pickle the calls' arguments together; a call whose arguments do not pickle
+    fails alone, and the others are pickled without it."""
+    try:
+        return pickle_items(items), calls, items
+    except Exception:
+        pass
+    bad = find_unpicklable(items, pack)  # (no segment pool: these payloads are dropped)
+    kept_calls: list[CallJob] = []
+    kept_items: list[Any] = []
+    for pos, (call, item) in enumerate(zip(calls, items, strict=True)):
+        if pos in bad:
+            error = argument_error(0, item[0], bad[pos], star=True)
+            call.deliver(Piece(0, [None], {0: error}, 0, [item]))
+            continue
+        kept_calls.append(call)
+        kept_items.append(item)
+    if not kept_calls:
+        return None
+    return pickle_items(kept_items), kept_calls, kept_items
