@@ -325,6 +325,12 @@ class PoolCore:
     def _call_done(self, job: CallJob) -> None:
         if job.future.cancelled():
             job.cancel()
+            # It will never reach a worker: tell the waiters (as_completed, wait) now,
+            # as an executor does when it takes a cancelled Future off its queue.
+            try:
+                job.future.set_running_or_notify_cancel()
+            except RuntimeError:
+                pass  # (the supervisor did, as it dropped the call)
         self._finished(job)
 
     # Shutdown -----------------------------------------------------------------------

@@ -111,26 +111,33 @@ def gather(
     budget: int | None,
 ) -> Chunk | None:
     """The call ``first`` (claimed already) and the like calls queued behind it, as one
-    pickled chunk; None if none of them can be sent (their arguments do not pickle)."""
+    pickled chunk; None if none of them can be sent (their arguments do not pickle).
+
+    Only calls never sent are gathered (their payload is None): a call put back after
+    a failure goes alone, with its attempts counted, so a crash is pinned on it.
+    """
     job = first.job
+    if first.payload is not None:
+        # Sent before (a retry, or a call of a batch that failed, now alone so that it
+        # answers for itself): it goes as it is.
+        return first
     limit = min(job.sizer.next_size(), math.ceil((len(ready.lane(CALLS_LANE)) + 1) / workers))
     if budget is not None:
         limit = min(limit, max(budget, 1))
     calls: list[CallJob] = [job]  # type: ignore[list-item]
     items: list[Any] = list(first.items or ())
     lane = ready.lane(CALLS_LANE)
-    while len(calls) < limit and lane and _same(lane[0].job, job):
+    while len(calls) < limit and lane and lane[0].payload is None and _same(lane[0].job, job):
         chunk = ready.pop(CALLS_LANE)
         assert chunk is not None
         if _claim(chunk.job):  # a call cancelled while queued is dropped here
             calls.append(chunk.job)  # type: ignore[arg-type]
             items.extend(chunk.items or ())
     if len(calls) == 1:
-        if first.payload is None:
-            payload = _pack_each(calls, items, pickle_items)
-            if payload is None:
-                return None
-            first.payload = payload[0]
+        payload = _pack_each(calls, items, pickle_items)
+        if payload is None:
+            return None
+        first.payload = payload[0]
         return first
     packed = _pack_each(calls, items, pickle_items)
     if packed is None:
