@@ -302,6 +302,14 @@ class PoolCore:
             raise
         return future
 
+    def run_on_workers(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[Any, Any]:
+        """``fn(*args, **kwargs)`` once on every live worker; its value per worker."""
+        if not callable(fn):
+            raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
+        return self.backend.run_on_workers(fn, args, kwargs)
+
     def _timeout(self, timeout: Any) -> float | None:
         """A call's own timeout if it gives one, else the pool's ``task_timeout``."""
         return self.task_timeout if timeout is None else check_timeout(timeout)

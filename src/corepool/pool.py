@@ -268,6 +268,24 @@ class Pool:
         self._check_running()
         return self._core.call(fn, args, kwargs)
 
+    def run_on_workers(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> dict[Any, Any]:
+        """Run ``fn(*args, **kwargs)`` once in every live worker; ``{pid: value}``.
+
+        The way to collect state a worker keeps across tasks (the pool's initializer
+        builds it, tasks update it): each worker runs ``fn`` between two tasks, after
+        the tasks it holds, never during one. A worker that died before its turn gives
+        no answer; its replacement is a fresh process (the initializer ran again), so
+        its state holds only what tasks did there since. The keys say which workers
+        answered. An exception raised by ``fn`` in a worker is raised here (a note
+        names the pid). On the thread and serial backends ``fn`` runs once, in this
+        process; on Dask, ``Client.run`` runs it on every worker (keys: addresses);
+        Ray raises :class:`~corepool.errors.NotSupported`. See docs/guide/state.md.
+        """
+        self._check_running()
+        return self._core.run_on_workers(fn, args, kwargs)
+
     # Many calls ---------------------------------------------------------------------
     def _start(
         self,

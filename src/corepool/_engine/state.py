@@ -273,6 +273,20 @@ class PoolState:
             self._enqueue(chunk)
         return self._after(now)
 
+    def pin(self, make: Callable[[Worker], Chunk | None], now: float) -> list[Action]:
+        """One chunk made by ``make`` for each live worker, sent to that worker only,
+        behind what it holds (``run_on_workers``); ``make`` may decline one (None)."""
+        actions: list[Action] = []
+        for worker in self.workers.values():
+            if worker.phase is WorkerPhase.STOPPING or worker.quitting:
+                continue
+            chunk = make(worker)
+            if chunk is not None:
+                chunk.seq = self._seqs
+                self._seqs += 1
+                actions.append(self._send(worker, chunk, now))
+        return actions
+
     def on_spawned(self, wid: int, pid: int) -> None:
         """The worker's process exists (it is still starting): its pid, for stats."""
         worker = self.workers.get(wid)
