@@ -97,9 +97,16 @@ def parse_memory(limit: int | str | None) -> int | None:
 
 
 class _FaceCallJob(CallJob):
-    """A call whose failures reach its Future as the face's stdlib counterpart raises them."""
+    """A call whose failures reach its Future as the face's stdlib counterpart raises them.
+
+    ``finished`` (the pool's bookkeeping) is called once its Future is settled, or once
+    the call is dropped because its Future was cancelled: called by the job rather than
+    as a done-callback of the Future, which cost a weak method, a closure and a lock
+    per call.
+    """
 
     face: str | None = None
+    finished: Callable[[CallJob], None] | None = None
 
     def deliver(self, piece: Piece) -> None:
         if piece.failures:
@@ -107,9 +114,22 @@ class _FaceCallJob(CallJob):
                 pos: stdlib_compatible(error, self.face) for pos, error in piece.failures.items()
             }
         super().deliver(piece)
+        self._settled()
 
     def fail(self, exc: BaseException) -> None:
         super().fail(stdlib_compatible(exc, self.face))
+        self._settled()
+
+    def claim(self) -> bool:
+        if super().claim():
+            return True
+        self._settled()  # cancelled while queued: dropped here
+        return False
+
+    def _settled(self) -> None:
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished(self)
 
 
 class PoolCore:
@@ -282,18 +302,8 @@ class PoolCore:
             sizer=self._call_sizer(fn),
         )
         job.face = self.face
+        job.finished = self._call_done
         self._opened(job)
-        # Weakly: a finished job (and the arguments it holds) must not live as long as
-        # its Future; until then the open-jobs set keeps it.
-        done = weakref.WeakMethod(self._call_done)
-        job_ref = weakref.ref(job)
-
-        def on_done(_: Future[Any]) -> None:
-            method, finished = done(), job_ref()
-            if method is not None and finished is not None:
-                method(finished)
-
-        future.add_done_callback(on_done)
         try:
             self.backend.run_call(job, tuple(args), dict(kwargs))
         except BaseException:
@@ -361,7 +371,8 @@ class PoolCore:
             jobs = list(self._open_jobs)
         for job in jobs:
             if isinstance(job, CallJob):
-                job.future.cancel()
+                if job.future.cancel() and isinstance(job, _FaceCallJob):
+                    job._settled()
             else:
                 job.cancel()
                 self.backend.release(job)

@@ -20,16 +20,43 @@ run again); retries count per call.
 from __future__ import annotations
 
 import math
+import pickle
+import types
+import weakref
 from collections.abc import Callable
 from typing import Any
 
-from ..serialize import argument_error, find_unpicklable
+from ..serialize import PROTOCOL, argument_error, dumps_code, find_unpicklable
 from ..sharedmem import pack
 from .job import CallJob, Job, Piece
 from .lanes import CALLS_LANE, Lanes
 from .model import Chunk
 
-__all__ = ["CallBatch", "gather"]
+__all__ = ["CallBatch", "function_bytes", "gather"]
+
+# Functions pickled by reference (module and name: the same bytes every time), by
+# function; a function pickled by value (a lambda, a closure, ``python -c``) is not
+# kept, as its bytes hold the values its globals had at the time.
+_by_reference: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def function_bytes(fn: Callable[..., Any], name: Callable[[Callable[..., Any]], str]) -> bytes:
+    """``fn`` pickled for the workers; computed once per function sent by reference."""
+    cacheable = type(fn) is types.FunctionType
+    if cacheable:
+        known = _by_reference.get(fn)
+        if known is not None:
+            return known
+    data = dumps_code(fn, name(fn))
+    if cacheable:
+        try:
+            if data == pickle.dumps(fn, protocol=PROTOCOL):  # by reference, not by value
+                _by_reference[fn] = data
+        except Exception:
+            pass
+    return data
 
 
 class CallBatch(Job):
@@ -68,6 +95,10 @@ class CallBatch(Job):
             future = call.future
             if not future.done():
                 future.set_result(value)
+            finished = getattr(call, "finished", None)  # the pool's bookkeeping, if any
+            if finished is not None:
+                call.finished = None  # type: ignore[attr-defined]
+                finished(call)
 
     def fail(self, exc: BaseException) -> None:
         self.computed.set()
@@ -98,9 +129,11 @@ def _claim(job: Job) -> bool:
     if not isinstance(job, CallJob):
         return job.claim()
     try:
-        return job.future.set_running_or_notify_cancel()
-    except RuntimeError:  # running already (cannot happen for a call still queued)
-        return job.claim()
+        if job.future.set_running_or_notify_cancel():
+            return True
+    except RuntimeError:  # notified already
+        pass
+    return job.claim()  # cancelled: the job's own claim says so (and lets it go)
 
 
 def gather(

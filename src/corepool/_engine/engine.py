@@ -11,6 +11,7 @@ from ..errors import CorepoolError
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
+from .calls import function_bytes
 from .exits import ExitExplainer
 from .job import CallJob, Job, StreamJob, input_failure_piece, start_feeder
 from .model import Action, Chunk
@@ -135,7 +136,7 @@ class ProcessEngine:
         """Queue one call. Its arguments are pickled when it goes to a worker, together
         with the calls queued behind it (``calls.py``); one that does not pickle fails
         only its own call."""
-        job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
+        job.fn_bytes = function_bytes(job.fn, function_name)
         chunk = Chunk(job, 0, 0, 1, None, items=[(args, kwargs)])
         with self._calls_lock:
             self._calls.append(chunk)
