@@ -6,6 +6,9 @@ corepool's ``Executor.submit`` (collected with ``as_completed``) and
 ``concurrent.futures.ProcessPoolExecutor.submit``, all with 2 workers, the pools
 created (and warmed with one call) before the clock starts. The libraries take
 turns within each round, so load from other processes falls on all of them alike.
+Besides calls per second, the table gives the CPU time the calling process spent
+per call (all its threads: the caller's and the pool's own), which load from other
+processes does not inflate.
 
     python benchmarks/submit_throughput.py [--calls 20000] [--rounds 5]
 """
@@ -15,6 +18,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import multiprocessing
+import resource
 import statistics
 import time
 from collections.abc import Callable
@@ -27,52 +31,72 @@ def work(x: int) -> int:
     return x + 1
 
 
-def corepool_submit(calls: int, workers: int) -> float:
+def parent_cpu() -> float:
+    """CPU seconds of this process so far, all its threads (the pool's own included)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+class Clock:
+    """Wall and parent CPU time from ``start()`` to ``stop()``."""
+
+    def start(self) -> None:
+        self.wall, self.cpu = time.perf_counter(), parent_cpu()
+
+    def stop(self) -> tuple[float, float]:
+        return time.perf_counter() - self.wall, parent_cpu() - self.cpu
+
+
+def corepool_submit(calls: int, workers: int) -> tuple[float, float]:
     with corepool.Executor(workers) as ex:
         ex.submit(work, 0).result()
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         futures = [ex.submit(work, i) for i in range(calls)]
         total = sum(f.result() for f in cf.as_completed(futures))
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
     assert total == sum(range(1, calls + 1))
     return elapsed
 
 
-def corepool_apply_async(calls: int, workers: int) -> float:
+def corepool_apply_async(calls: int, workers: int) -> tuple[float, float]:
     with corepool.Pool(workers) as pool:
         pool.apply_async(work, (0,)).get()
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         results = [pool.apply_async(work, (i,)) for i in range(calls)]
         total = sum(r.get() for r in results)
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
     assert total == sum(range(1, calls + 1))
     return elapsed
 
 
-def mp_apply_async(calls: int, workers: int) -> float:
+def mp_apply_async(calls: int, workers: int) -> tuple[float, float]:
     with multiprocessing.get_context("forkserver").Pool(workers) as pool:
         pool.apply_async(work, (0,)).get()
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         results = [pool.apply_async(work, (i,)) for i in range(calls)]
         total = sum(r.get() for r in results)
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
     assert total == sum(range(1, calls + 1))
     return elapsed
 
 
-def ppe_submit(calls: int, workers: int) -> float:
+def ppe_submit(calls: int, workers: int) -> tuple[float, float]:
     context = multiprocessing.get_context("forkserver")
     with cf.ProcessPoolExecutor(workers, mp_context=context) as ex:
         ex.submit(work, 0).result()
-        start = time.perf_counter()
+        clock = Clock()
+        clock.start()
         futures = [ex.submit(work, i) for i in range(calls)]
         total = sum(f.result() for f in cf.as_completed(futures))
-        elapsed = time.perf_counter() - start
+        elapsed = clock.stop()
     assert total == sum(range(1, calls + 1))
     return elapsed
 
 
-CONTENDERS: dict[str, Callable[[int, int], float]] = {
+CONTENDERS: dict[str, Callable[[int, int], tuple[float, float]]] = {
     "corepool Executor.submit": corepool_submit,
     "corepool Pool.apply_async": corepool_apply_async,
     "multiprocessing.Pool.apply_async": mp_apply_async,
@@ -88,20 +112,27 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     args = parser.parse_args()
     rates: dict[str, list[float]] = {name: [] for name in CONTENDERS}
+    cpu: dict[str, list[float]] = {name: [] for name in CONTENDERS}
     for _ in range(args.rounds):
         for name, run in CONTENDERS.items():
-            rates[name].append(args.calls / run(args.calls, args.workers))
+            wall, used = run(args.calls, args.workers)
+            rates[name].append(args.calls / wall)
+            cpu[name].append(1e6 * used / args.calls)
     reference = statistics.median(rates[REFERENCE])
+    reference_cpu = statistics.median(cpu[REFERENCE])
     print(f"{args.calls} calls, {args.workers} workers, {args.rounds} interleaved rounds")
-    print("| API | median calls/s | min | max | ratio to mp.Pool.apply_async |")
-    print("|---|---:|---:|---:|---:|")
+    print(
+        "| API | median calls/s | min | max | ratio to mp.Pool.apply_async "
+        "| parent CPU per call, µs | CPU ratio |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for name, samples in rates.items():
         median = statistics.median(samples)
+        used = statistics.median(cpu[name])
         print(
             f"| {name} | {median:,.0f} | {min(samples):,.0f} | {max(samples):,.0f} "
-            f"| {median / reference:.2f}x |"
+            f"| {median / reference:.2f}x | {used:.1f} | {used / reference_cpu:.2f}x |"
         )
-
 
 if __name__ == "__main__":
     main()

@@ -341,7 +341,8 @@ class PoolCore:
         return sizer
 
     def _call_done(self, job: CallJob) -> None:
-        if job.future.cancelled():
+        # (A call with an outcome set ``computed`` first: no lock taken to ask its Future.)
+        if not job.computed.is_set() and job.future.cancelled():
             job.cancel()
             # It will never reach a worker: tell the waiters (as_completed, wait) now,
             # as an executor does when it takes a cancelled Future off its queue.

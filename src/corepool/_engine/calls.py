@@ -24,6 +24,7 @@ import pickle
 import types
 import weakref
 from collections.abc import Callable
+from concurrent.futures import InvalidStateError
 from typing import Any
 
 from ..serialize import PROTOCOL, argument_error, dumps_code, find_unpicklable
@@ -92,9 +93,10 @@ class CallBatch(Job):
                 call.deliver(Piece(0, [None], {0: failures[pos]}, 0, inputs))
                 continue
             call.computed.set()
-            future = call.future
-            if not future.done():
-                future.set_result(value)
+            try:
+                call.future.set_result(value)
+            except InvalidStateError:
+                pass  # settled already (the pool was stopped meanwhile)
             finished = getattr(call, "finished", None)  # the pool's bookkeeping, if any
             if finished is not None:
                 call.finished = None  # type: ignore[attr-defined]
