@@ -171,18 +171,19 @@ class PoolCore:
             weakref.WeakKeyDictionary()
         )
         self._builtin_sizers: dict[Any, ChunkSizer] = {}
+        self._last_sizer: tuple[weakref.ref[Any], ChunkSizer] | None = None
         self.closed = False
         self.terminated = False
         self.backend: Backend = create_backend(self.backend_name, workers, **backend_options)
 
     # Jobs ---------------------------------------------------------------------------
+    # (No lock around adding and discarding: each is one atomic set operation, and
+    # readers copy the set with list(), also atomic; a lock here cost two per call.)
     def _opened(self, job: Job) -> None:
-        with self._lock:
-            self._open_jobs.add(job)
+        self._open_jobs.add(job)
 
     def _finished(self, job: Job) -> None:
-        with self._lock:
-            self._open_jobs.discard(job)
+        self._open_jobs.discard(job)
         if job.cache_function or job.cancelled:
             # Workers keep a stream's function; a cancelled call may still be queued.
             self.backend.release(job)
@@ -327,6 +328,9 @@ class PoolCore:
     def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
         """One duration estimate per function, shared by its calls: once its calls are
         known to be short, a worker may hold the next one behind the running one."""
+        last = self._last_sizer
+        if last is not None and last[0]() is fn:  # the same function as the call before
+            return last[1]
         key = fn.__func__ if isinstance(fn, types.MethodType) else fn
         # A builtin holds no user object, and cannot be weakly referenced.
         table: Any = self._builtin_sizers if isinstance(key, types.BuiltinFunctionType) else (
@@ -338,6 +342,8 @@ class PoolCore:
                 sizer = table[key] = ChunkSizer(1)
         except TypeError:  # unhashable, or no weak references: no sharing
             return ChunkSizer(1)
+        if key is fn and table is self._call_sizers:
+            self._last_sizer = (weakref.ref(fn), sizer)
         return sizer
 
     def _call_done(self, job: CallJob) -> None:

@@ -97,6 +97,13 @@ class AsyncResult:
 
     def get(self, timeout: float | None = None) -> Any:
         """The result; re-raises the task's exception; ``multiprocessing.TimeoutError``."""
+        if self._event is None:
+            try:
+                return self._future.result(timeout)
+            except WaitTimeout:
+                if self._future.done():
+                    raise  # the task's own TimeoutError (a TaskTimeout, say)
+                raise multiprocessing.TimeoutError from None
         try:
             error = self._outcome(timeout)
         except WaitTimeout:

@@ -43,18 +43,31 @@ _by_reference: weakref.WeakKeyDictionary[Callable[..., Any], bytes] = (
 )
 
 
+_last: tuple[weakref.ref[Callable[..., Any]], bytes] | None = None
+
+
+def _remember(fn: Callable[..., Any], data: bytes) -> None:
+    global _last
+    _last = (weakref.ref(fn), data)
+
+
 def function_bytes(fn: Callable[..., Any], name: Callable[[Callable[..., Any]], str]) -> bytes:
     """``fn`` pickled for the workers; computed once per function sent by reference."""
     cacheable = type(fn) is types.FunctionType
     if cacheable:
+        last = _last
+        if last is not None and last[0]() is fn:  # (the common case: the same again)
+            return last[1]
         known = _by_reference.get(fn)
         if known is not None:
+            _remember(fn, known)
             return known
     data = dumps_code(fn, name(fn))
     if cacheable:
         try:
             if data == pickle.dumps(fn, protocol=PROTOCOL):  # by reference, not by value
                 _by_reference[fn] = data
+                _remember(fn, data)
         except Exception:
             pass
     return data
@@ -161,10 +174,10 @@ def gather(
         limit = min(limit, max(budget, 1))
     calls: list[CallJob] = [job]  # type: ignore[list-item]
     items: list[Any] = list(first.items or ())
-    lane = ready.lane(CALLS_LANE)
-    while len(calls) < limit and lane and lane[0].payload is None and _same(lane[0].job, job):
-        chunk = ready.pop(CALLS_LANE)
-        assert chunk is not None
+    followers = ready.pop_run(
+        CALLS_LANE, limit - 1, lambda chunk: chunk.payload is None and _same(chunk.job, job)
+    )
+    for chunk in followers:
         if _claim(chunk.job):  # a call cancelled while queued is dropped here
             calls.append(chunk.job)  # type: ignore[arg-type]
             items.extend(chunk.items or ())
