@@ -22,6 +22,7 @@ import resource
 import statistics
 import time
 from collections.abc import Callable
+from typing import Any
 
 import corepool
 
@@ -47,60 +48,52 @@ class Clock:
         return time.perf_counter() - self.wall, parent_cpu() - self.cpu
 
 
-def corepool_submit(calls: int, workers: int) -> tuple[float, float]:
-    with corepool.Executor(workers) as ex:
-        ex.submit(work, 0).result()
-        clock = Clock()
-        clock.start()
-        futures = [ex.submit(work, i) for i in range(calls)]
-        total = sum(f.result() for f in cf.as_completed(futures))
-        elapsed = clock.stop()
-    assert total == sum(range(1, calls + 1))
-    return elapsed
+def submit_on(make: Callable[[int], Any]) -> Callable[[int, int], tuple[float, float]]:
+    """Calls through ``submit`` on the executor ``make(workers)``, collected with
+    ``as_completed``: (wall seconds, parent CPU seconds)."""
+
+    def run(calls: int, workers: int) -> tuple[float, float]:
+        with make(workers) as ex:
+            ex.submit(work, 0).result()
+            clock = Clock()
+            clock.start()
+            futures = [ex.submit(work, i) for i in range(calls)]
+            total = sum(f.result() for f in cf.as_completed(futures))
+            elapsed = clock.stop()
+        assert total == sum(range(1, calls + 1))
+        return elapsed
+
+    return run
 
 
-def corepool_apply_async(calls: int, workers: int) -> tuple[float, float]:
-    with corepool.Pool(workers) as pool:
-        pool.apply_async(work, (0,)).get()
-        clock = Clock()
-        clock.start()
-        results = [pool.apply_async(work, (i,)) for i in range(calls)]
-        total = sum(r.get() for r in results)
-        elapsed = clock.stop()
-    assert total == sum(range(1, calls + 1))
-    return elapsed
+def apply_async_on(make: Callable[[int], Any]) -> Callable[[int, int], tuple[float, float]]:
+    """Calls through ``apply_async`` on the pool ``make(workers)``, each ``get()`` in
+    turn: (wall seconds, parent CPU seconds)."""
+
+    def run(calls: int, workers: int) -> tuple[float, float]:
+        with make(workers) as pool:
+            pool.apply_async(work, (0,)).get()
+            clock = Clock()
+            clock.start()
+            results = [pool.apply_async(work, (i,)) for i in range(calls)]
+            total = sum(r.get() for r in results)
+            elapsed = clock.stop()
+        assert total == sum(range(1, calls + 1))
+        return elapsed
+
+    return run
 
 
-def mp_apply_async(calls: int, workers: int) -> tuple[float, float]:
-    with multiprocessing.get_context("forkserver").Pool(workers) as pool:
-        pool.apply_async(work, (0,)).get()
-        clock = Clock()
-        clock.start()
-        results = [pool.apply_async(work, (i,)) for i in range(calls)]
-        total = sum(r.get() for r in results)
-        elapsed = clock.stop()
-    assert total == sum(range(1, calls + 1))
-    return elapsed
-
-
-def ppe_submit(calls: int, workers: int) -> tuple[float, float]:
-    context = multiprocessing.get_context("forkserver")
-    with cf.ProcessPoolExecutor(workers, mp_context=context) as ex:
-        ex.submit(work, 0).result()
-        clock = Clock()
-        clock.start()
-        futures = [ex.submit(work, i) for i in range(calls)]
-        total = sum(f.result() for f in cf.as_completed(futures))
-        elapsed = clock.stop()
-    assert total == sum(range(1, calls + 1))
-    return elapsed
+FORKSERVER = multiprocessing.get_context("forkserver")
 
 
 CONTENDERS: dict[str, Callable[[int, int], tuple[float, float]]] = {
-    "corepool Executor.submit": corepool_submit,
-    "corepool Pool.apply_async": corepool_apply_async,
-    "multiprocessing.Pool.apply_async": mp_apply_async,
-    "ProcessPoolExecutor.submit": ppe_submit,
+    "corepool Executor.submit": submit_on(corepool.Executor),
+    "corepool Pool.apply_async": apply_async_on(corepool.Pool),
+    "multiprocessing.Pool.apply_async": apply_async_on(FORKSERVER.Pool),
+    "ProcessPoolExecutor.submit": submit_on(
+        lambda workers: cf.ProcessPoolExecutor(workers, mp_context=FORKSERVER)
+    ),
 }
 REFERENCE = "multiprocessing.Pool.apply_async"
 

@@ -4,41 +4,35 @@ user's own script."""
 
 from __future__ import annotations
 
-import json
-import os
 import pickle
 import signal
-import subprocess
-import sys
-import textwrap
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from corepool._engine.calls import CallBatch
+from corepool._engine.calls import CallBatch, queue_calls
 from corepool._engine.job import CallJob
 from corepool._engine.model import Chunk, Deliver, Send
 from corepool._engine.state import PoolState
 from corepool.errors import WorkerCrashed
+from user_scripts import run_program
 
 pytestmark = pytest.mark.timeout(120)
 
-SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
 def calls(count: int, fn: Any = abs) -> tuple[list[Future[Any]], list[Chunk]]:
+    """``count`` calls of ``fn`` as the engine queues them (one run of like calls)."""
     futures: list[Future[Any]] = []
-    chunks: list[Chunk] = []
+    submitted: list[tuple[CallJob, Any]] = []
     sizer = CallJob(fn, Future()).sizer  # the calls of one function share an estimate
     for i in range(count):
         future: Future[Any] = Future()
         job = CallJob(fn, future, sizer=sizer)
         job.fn_bytes = pickle.dumps(fn)
         futures.append(future)
-        chunks.append(Chunk(job, 0, 0, 1, None, items=[((i,), {})]))
-    return futures, chunks
+        submitted.append((job, ((i,), {})))
+    return futures, queue_calls(submitted)
 
 
 def one_worker(**options: Any) -> PoolState:
@@ -68,6 +62,7 @@ def test_calls_queued_behind_a_busy_worker_go_in_one_frame() -> None:
     deliver(actions)
     batch = sends(actions)[0].chunk
     assert isinstance(batch.job, CallBatch) and batch.count == 5
+    assert 0 <= first.seq < batch.seq  # numbered: a fresh worker's slot says -1
     assert pickle.loads(batch.payload) == [((i,), {}) for i in range(1, 6)]
     deliver(state.on_done(0, batch.seq, 0.0001, [11, 12, 13, 14, 15], {}, 1.1))
     assert [f.result(0) for f in futures] == [10, 11, 12, 13, 14, 15]
@@ -123,21 +118,6 @@ def test_a_batch_respects_max_tasks_per_child() -> None:
     assert [(s.wid, s.chunk.count) for s in sends(actions)] == [(0, 2), (1, 3), (2, 3), (3, 1)]
 
 
-def run_program(tmp_path: Path, code: str) -> Any:
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(code))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
-
 # The worker is held by a first call until the test's program creates a file, so the
 # calls submitted meanwhile wait in the parent and leave together.
 PROGRAM_HEAD = """
@@ -161,6 +141,19 @@ def record(i):
 
 def runs():
     return {int(n[4:]): len(open(n).read()) for n in os.listdir(".") if n.startswith("ran-")}
+
+def outcomes(count, **options):
+    with corepool.Pool(1) as pool:
+        pool.apply_async(hold, ("go",))
+        results = [pool.apply_async(record, (i,), **options) for i in range(count)]
+        open("go", "w").close()
+        outcome = []
+        for r in results:
+            try:
+                outcome.append(r.get(60))
+            except (corepool.WorkerCrashed, corepool.TaskTimeout) as exc:
+                outcome.append(type(exc).__name__)
+    print(json.dumps({"outcome": outcome, "runs": runs()}))
 """
 
 
@@ -188,46 +181,16 @@ if __name__ == "__main__":
 
 
 def test_a_crash_in_a_batch_fails_only_the_call_that_crashed(tmp_path: Path) -> None:
-    out = run_program(
-        tmp_path,
-        (PROGRAM_HEAD + """
-if __name__ == "__main__":
-    with corepool.Pool(1) as pool:
-        held = pool.apply_async(hold, ("go",))
-        results = [pool.apply_async(record, (i,)) for i in range(20)]
-        open("go", "w").close()
-        outcome = []
-        for r in results:
-            try:
-                outcome.append(r.get(60))
-            except corepool.WorkerCrashed as exc:
-                outcome.append("crashed")
-    print(json.dumps({"outcome": outcome, "runs": runs()}))
-""").replace('sys.argv[-1] == "crash"', "True"),
-    )
-    assert out["outcome"] == [("crashed" if i == 7 else i) for i in range(20)]
+    program = PROGRAM_HEAD + 'if __name__ == "__main__":\n    outcomes(20)\n'
+    out = run_program(tmp_path, program, "crash")
+    assert out["outcome"] == [("WorkerCrashed" if i == 7 else i) for i in range(20)]
     assert out["runs"]["7"] == 2  # in its batch, then alone: it crashes both times
 
 
 def test_a_hung_call_in_a_batch_times_out_alone_and_its_neighbours_run_once(
     tmp_path: Path,
 ) -> None:
-    out = run_program(
-        tmp_path,
-        (PROGRAM_HEAD + """
-if __name__ == "__main__":
-    with corepool.Pool(1) as pool:
-        held = pool.apply_async(hold, ("go",))
-        results = [pool.apply_async(record, (i,), timeout=3) for i in range(12)]
-        open("go", "w").close()
-        outcome = []
-        for r in results:
-            try:
-                outcome.append(r.get(60))
-            except corepool.TaskTimeout:
-                outcome.append("timeout")
-    print(json.dumps({"outcome": outcome, "runs": runs()}))
-""").replace('sys.argv[-1] == "hang"', "True"),
-    )
-    assert out["outcome"] == [("timeout" if i == 5 else i) for i in range(12)]
+    program = PROGRAM_HEAD + 'if __name__ == "__main__":\n    outcomes(12, timeout=3)\n'
+    out = run_program(tmp_path, program, "hang")
+    assert out["outcome"] == [("TaskTimeout" if i == 5 else i) for i in range(12)]
     assert out["runs"] == {str(i): 1 for i in range(12)}

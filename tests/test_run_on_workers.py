@@ -3,37 +3,15 @@ worker, run as a user's own script; across a real crash; on every backend."""
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
-import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 import corepool
+from user_scripts import run_program
 
 pytestmark = pytest.mark.timeout(120)
-
-SRC = str(Path(__file__).resolve().parent.parent / "src")
-
-
-def run_program(tmp_path: Path, code: str) -> Any:
-    script = tmp_path / "program.py"
-    script.write_text(textwrap.dedent(code))
-    proc = subprocess.run(
-        [sys.executable, str(script)],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        env={**os.environ, "PYTHONPATH": SRC},
-        timeout=100,
-    )
-    assert proc.returncode == 0, proc.stderr
-    return json.loads(proc.stdout.strip().splitlines()[-1])
-
 
 STATEFUL = """
 import collections, json, os, sys

@@ -33,7 +33,7 @@ from .job import CallJob, Job, Piece
 from .lanes import CALLS_LANE, Lanes
 from .model import Chunk
 
-__all__ = ["CallBatch", "function_bytes", "gather"]
+__all__ = ["CallBatch", "PendingCalls", "function_bytes", "gather", "queue_calls"]
 
 # Functions pickled by reference (module and name: the same bytes every time), by
 # function; a function pickled by value (a lambda, a closure, ``python -c``) is not
@@ -151,6 +151,57 @@ def _claim(job: Job) -> bool:
     return job.claim()  # cancelled: the job's own claim says so (and lets it go)
 
 
+class PendingCalls(Job):
+    """Calls submitted one after another with one function and one set of options,
+    queued as one chunk (one entry in the calls' lane, whatever their number) until
+    workers take them; unpickled, unclaimed."""
+
+    def __init__(self, calls: list[CallJob], items: list[Any]) -> None:
+        super().__init__(calls[0].fn, calls[0].style)
+        self.calls = calls
+        self.items = items
+
+    def fail(self, exc: BaseException) -> None:
+        self.computed.set()
+        for call in self.calls:
+            call.fail(exc)
+
+    def take(self, wanted: int, calls: list[CallJob], items: list[Any]) -> Chunk | None:
+        """Claim calls from the front into ``calls`` / ``items`` until ``wanted`` were
+        (cancelled ones are dropped); the calls left, as a chunk, or None."""
+        taken = 0
+        pos = 0
+        own_calls, own_items = self.calls, self.items
+        while pos < len(own_calls) and taken < wanted:
+            call = own_calls[pos]
+            if _claim(call):  # a call cancelled while queued is dropped here
+                calls.append(call)
+                items.append(own_items[pos])
+                taken += 1
+            pos += 1
+        if pos == len(own_calls):
+            return None
+        rest = PendingCalls(own_calls[pos:], own_items[pos:])
+        return Chunk(rest, 0, 0, len(rest.calls), None, items=rest.items)
+
+
+def queue_calls(submitted: list[tuple[CallJob, Any]]) -> list[Chunk]:
+    """Calls as they were submitted, as chunks of :class:`PendingCalls`: one per run of
+    calls that may share a batch."""
+    chunks: list[Chunk] = []
+    calls: list[CallJob] = []
+    items: list[Any] = []
+    for call, item in submitted:
+        if calls and not _same(calls[0], call):
+            chunks.append(Chunk(PendingCalls(calls, items), 0, 0, len(calls), None, items=items))
+            calls, items = [], []
+        calls.append(call)
+        items.append(item)
+    if calls:
+        chunks.append(Chunk(PendingCalls(calls, items), 0, 0, len(calls), None, items=items))
+    return chunks
+
+
 def gather(
     first: Chunk,
     ready: Lanes,
@@ -158,35 +209,46 @@ def gather(
     workers: int,
     budget: int | None,
 ) -> Chunk | None:
-    """The call ``first`` (claimed already) and the like calls queued behind it, as one
-    pickled chunk; None if none of them can be sent (their arguments do not pickle).
+    """Calls from the front of the calls' lane (``first`` was just taken from it) that
+    may share a batch, claimed and pickled as one chunk; None if none of them can be
+    sent (cancelled, or their arguments do not pickle).
 
-    Only calls never sent are gathered (their payload is None): a call put back after
-    a failure goes alone, with its attempts counted, so a crash is pinned on it.
+    Only calls never sent are gathered (queued as :class:`PendingCalls`): a call put
+    back after a failure goes alone, with its attempts counted, so a crash is pinned
+    on it.
     """
     job = first.job
     if first.payload is not None:
         # Sent before (a retry, or a call of a batch that failed, now alone so that it
         # answers for itself): it goes as it is.
         return first
-    limit = min(job.sizer.next_size(), math.ceil((len(ready.lane(CALLS_LANE)) + 1) / workers))
+    if not isinstance(job, PendingCalls):  # a lone call, queued as a plain chunk
+        job = PendingCalls([job], list(first.items or ()))  # type: ignore[list-item]
+    lead = job.calls[0]
+    lane = ready.lane(CALLS_LANE)
+    waiting = first.count + sum(chunk.count for chunk in lane)
+    limit = min(lead.sizer.next_size(), math.ceil(waiting / workers))
     if budget is not None:
         limit = min(limit, max(budget, 1))
-    calls: list[CallJob] = [job]  # type: ignore[list-item]
-    items: list[Any] = list(first.items or ())
-    followers = ready.pop_run(
-        CALLS_LANE, limit - 1, lambda chunk: chunk.payload is None and _same(chunk.job, job)
-    )
-    for chunk in followers:
-        if _claim(chunk.job):  # a call cancelled while queued is dropped here
-            calls.append(chunk.job)  # type: ignore[arg-type]
-            items.extend(chunk.items or ())
-    if len(calls) == 1:
-        payload = _pack_each(calls, items, pickle_items)
-        if payload is None:
-            return None
-        first.payload = payload[0]
-        return first
+    calls: list[CallJob] = []
+    items: list[Any] = []
+    source: PendingCalls = job
+    while True:
+        rest = source.take(limit - len(calls), calls, items)
+        if rest is not None:
+            ready.push(rest, front=True)
+            break
+        lane = ready.lane(CALLS_LANE)
+        if len(calls) >= limit or not lane or lane[0].payload is not None:
+            break
+        following = lane[0].job
+        if not isinstance(following, PendingCalls) or not _same(following.calls[0], lead):
+            break
+        popped = ready.pop(CALLS_LANE)
+        assert popped is not None
+        source = following
+    if not calls:
+        return None
     packed = _pack_each(calls, items, pickle_items)
     if packed is None:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
@@ -11,7 +12,7 @@ from ..errors import CorepoolError
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
-from .calls import function_bytes
+from .calls import function_bytes, queue_calls
 from .exits import ExitExplainer
 from .job import CallJob, Job, StreamJob, input_failure_piece, start_feeder
 from .model import Action, Chunk
@@ -84,8 +85,9 @@ class ProcessEngine:
             thread_limit=thread_limit,
             memory_limit=memory_limit,
         )
-        self._calls: list[Chunk] = []  # submitted, not yet handed to the supervisor
-        self._calls_lock = threading.Lock()
+        # Submitted (with their arguments), not yet handed to the supervisor.
+        self._calls: collections.deque[tuple[CallJob, Any]] = collections.deque()
+        self._calls_pending = False  # a command to take them is queued
         # Like multiprocessing.Pool: the workers exist when the constructor returns.
         self.supervisor.launch(first_context)
 
@@ -137,17 +139,18 @@ class ProcessEngine:
         with the calls queued behind it (``calls.py``); one that does not pickle fails
         only its own call."""
         job.fn_bytes = function_bytes(job.fn, function_name)
-        chunk = Chunk(job, 0, 0, 1, None, items=[(args, kwargs)])
-        with self._calls_lock:
-            self._calls.append(chunk)
-            first = len(self._calls) == 1
-        if first:  # one wake-up of the supervisor for the calls made until it runs
+        self._calls.append((job, (args, kwargs)))
+        if not self._calls_pending:  # one wake-up of the supervisor per burst of calls
+            self._calls_pending = True
             self.supervisor.call(self._add_calls)
 
     def _add_calls(self, now: float) -> list[Action]:
-        with self._calls_lock:
-            chunks, self._calls = self._calls, []
-        return self.state.add(chunks, now)
+        # The flag first, then the queue: a call appended after this drain finds the
+        # flag down and schedules another (deque appends and pops are atomic).
+        self._calls_pending = False
+        calls = self._calls
+        submitted = [calls.popleft() for _ in range(len(calls))]
+        return self.state.add(queue_calls(submitted), now)
 
     def release(self, job: Job) -> None:
         """The job is over (or abandoned): drop its queued chunks, let workers forget it."""

@@ -210,6 +210,9 @@ class PoolState:
                         )
                         if chunk is None:
                             continue
+                        if chunk.seq < 0:  # a batch made just now
+                            chunk.seq = self._seqs
+                            self._seqs += 1
                     actions.append(self._send(worker, chunk, now))
                     if worker.budget is not None:
                         worker.budget -= chunk.count
