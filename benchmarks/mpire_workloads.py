@@ -342,7 +342,7 @@ def print_table(workload: str, times: dict[str, list[float]], rounds: int) -> No
     medians = {name: statistics.median(samples) for name, samples in times.items()}
     others = [n for n in CONTENDERS if not n.startswith("corepool") and n != "serial"]
     best = min(others, key=medians.__getitem__)
-    print(f"\n{workload}: {WORKERS} workers, {rounds} interleaved rounds, seconds")
+    print(f"\n**{workload}**: {WORKERS} workers, {rounds} interleaved rounds, seconds\n")
     print(f"| contender | median | min | max | / best other library ({best}) | / mpire |")
     print("|---|---:|---:|---:|---:|---:|")
     for name in CONTENDERS:
