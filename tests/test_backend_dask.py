@@ -234,3 +234,11 @@ def test_shared_objects_are_scattered_once_to_every_worker(client: distributed.C
     assert all(len(ids) == 1 for ids in per_worker.values()), per_worker
     # broadcast: one key held by both workers (the pool still holds the handle's data)
     assert any(len(workers) == 2 for workers in client.who_has().values())
+
+
+def test_run_on_workers_is_client_run(client: distributed.Client) -> None:
+    """Once on every Dask worker, keyed by address (``Client.run``)."""
+    with corepool.Pool(backend="dask", client=client) as pool:
+        answers = pool.run_on_workers(os.getpid)
+    assert sorted(answers) == sorted(client.scheduler_info()["workers"])
+    assert len(set(answers.values())) == len(answers) == 2

@@ -133,3 +133,12 @@ def test_blas_threads_are_left_to_ray() -> None:
 
     got = corepool.map(shm_tasks.blas_threads_here, [0, 1], workers=2, backend="ray")
     assert [variable for variable, _ in got] == ["1", "1"]
+
+
+@with_session_ray
+def test_run_on_workers_is_not_supported() -> None:
+    with corepool.Pool(2, backend="ray") as pool:
+        with pytest.raises(corepool.errors.NotSupported, match="not supported on the ray"):
+            pool.run_on_workers(abs, 1)
+        with pytest.raises(NotImplementedError):
+            pool.run_on_workers(abs, 1)

@@ -102,9 +102,16 @@ def parse_memory(limit: int | str | None) -> int | None:
 
 
 class _FaceCallJob(CallJob):
-    """A call whose failures reach its Future as the face's stdlib counterpart raises them."""
+    """A call whose failures reach its Future as the face's stdlib counterpart raises them.
+
+    ``finished`` (the pool's bookkeeping) is called once its Future is settled, or once
+    the call is dropped because its Future was cancelled: called by the job rather than
+    as a done-callback of the Future, which cost a weak method, a closure and a lock
+    per call.
+    """
 
     face: str | None = None
+    finished: Callable[[CallJob], None] | None = None
 
     def deliver(self, piece: Piece) -> None:
         if piece.failures:
@@ -112,9 +119,22 @@ class _FaceCallJob(CallJob):
                 pos: stdlib_compatible(error, self.face) for pos, error in piece.failures.items()
             }
         super().deliver(piece)
+        self._settled()
 
     def fail(self, exc: BaseException) -> None:
         super().fail(stdlib_compatible(exc, self.face))
+        self._settled()
+
+    def claim(self) -> bool:
+        if super().claim():
+            return True
+        self._settled()  # cancelled while queued: dropped here
+        return False
+
+    def _settled(self) -> None:
+        finished, self.finished = self.finished, None
+        if finished is not None:
+            finished(self)
 
 
 class PoolCore:
@@ -156,18 +176,19 @@ class PoolCore:
             weakref.WeakKeyDictionary()
         )
         self._builtin_sizers: dict[Any, ChunkSizer] = {}
+        self._last_sizer: tuple[weakref.ref[Any], ChunkSizer] | None = None
         self.closed = False
         self.terminated = False
         self.backend: Backend = create_backend(self.backend_name, workers, **backend_options)
 
     # Jobs ---------------------------------------------------------------------------
+    # (No lock around adding and discarding: each is one atomic set operation, and
+    # readers copy the set with list(), also atomic; a lock here cost two per call.)
     def _opened(self, job: Job) -> None:
-        with self._lock:
-            self._open_jobs.add(job)
+        self._open_jobs.add(job)
 
     def _finished(self, job: Job) -> None:
-        with self._lock:
-            self._open_jobs.discard(job)
+        self._open_jobs.discard(job)
         if job.cache_function or job.cancelled:
             # Workers keep a stream's function; a cancelled call may still be queued.
             self.backend.release(job)
@@ -296,18 +317,8 @@ class PoolCore:
             sizer=self._call_sizer(fn),
         )
         job.face = self.face
+        job.finished = self._call_done
         self._opened(job)
-        # Weakly: a finished job (and the arguments it holds) must not live as long as
-        # its Future; until then the open-jobs set keeps it.
-        done = weakref.WeakMethod(self._call_done)
-        job_ref = weakref.ref(job)
-
-        def on_done(_: Future[Any]) -> None:
-            method, finished = done(), job_ref()
-            if method is not None and finished is not None:
-                method(finished)
-
-        future.add_done_callback(on_done)
         try:
             self.backend.run_call(job, tuple(args), dict(kwargs))
         except BaseException:
@@ -316,6 +327,14 @@ class PoolCore:
             raise
         return future
 
+    def run_on_workers(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> dict[Any, Any]:
+        """``fn(*args, **kwargs)`` once on every live worker; its value per worker."""
+        if not callable(fn):
+            raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
+        return self.backend.run_on_workers(fn, args, kwargs)
+
     def _timeout(self, timeout: Any) -> float | None:
         """A call's own timeout if it gives one, else the pool's ``task_timeout``."""
         return self.task_timeout if timeout is None else check_timeout(timeout)
@@ -323,6 +342,9 @@ class PoolCore:
     def _call_sizer(self, fn: Callable[..., Any]) -> ChunkSizer:
         """One duration estimate per function, shared by its calls: once its calls are
         known to be short, a worker may hold the next one behind the running one."""
+        last = self._last_sizer
+        if last is not None and last[0]() is fn:  # the same function as the call before
+            return last[1]
         key = fn.__func__ if isinstance(fn, types.MethodType) else fn
         # A builtin holds no user object, and cannot be weakly referenced.
         table: Any = self._builtin_sizers if isinstance(key, types.BuiltinFunctionType) else (
@@ -334,11 +356,20 @@ class PoolCore:
                 sizer = table[key] = ChunkSizer(1)
         except TypeError:  # unhashable, or no weak references: no sharing
             return ChunkSizer(1)
+        if key is fn and table is self._call_sizers:
+            self._last_sizer = (weakref.ref(fn), sizer)
         return sizer
 
     def _call_done(self, job: CallJob) -> None:
-        if job.future.cancelled():
+        # (A call with an outcome set ``computed`` first: no lock taken to ask its Future.)
+        if not job.computed.is_set() and job.future.cancelled():
             job.cancel()
+            # It will never reach a worker: tell the waiters (as_completed, wait) now,
+            # as an executor does when it takes a cancelled Future off its queue.
+            try:
+                job.future.set_running_or_notify_cancel()
+            except RuntimeError:
+                pass  # (the supervisor did, as it dropped the call)
         self._finished(job)
 
     # Shutdown -----------------------------------------------------------------------
@@ -361,7 +392,8 @@ class PoolCore:
             jobs = list(self._open_jobs)
         for job in jobs:
             if isinstance(job, CallJob):
-                job.future.cancel()
+                if job.future.cancel() and isinstance(job, _FaceCallJob):
+                    job._settled()
             else:
                 job.cancel()
                 self.backend.release(job)

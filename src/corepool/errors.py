@@ -10,8 +10,10 @@
           │                               (exit code or signal); the pool goes on
           ├── SerializationError          (also TypeError) function, argument or result
           │                               cannot be pickled
-          └── BrokenPool                  (also concurrent.futures BrokenProcessPool) workers
-                                          cannot start at all, e.g. the initializer fails
+          ├── BrokenPool                  (also concurrent.futures BrokenProcessPool) workers
+          │                               cannot start at all, e.g. the initializer fails
+          └── NotSupported                (also NotImplementedError) this backend cannot do
+                                          what was asked (e.g. run_on_workers on Ray)
 
 A task's *own* exception is not wrapped: it is re-raised as its original type, with a
 :class:`RemoteTraceback` as ``__cause__`` that carries the worker's traceback text.
@@ -34,6 +36,7 @@ _E = TypeVar("_E", bound=BaseException)
 __all__ = [
     "BrokenPool",
     "CorepoolError",
+    "NotSupported",
     "RemoteTraceback",
     "SerializationError",
     "TaskError",
@@ -179,6 +182,14 @@ class BrokenPool(CorepoolError, BrokenProcessPool):
         ...     except corepool.BrokenPool as error:
         ...         print(error)
         the worker initializer raised RuntimeError: no database; no task can run in this pool
+    """
+
+
+class NotSupported(CorepoolError, NotImplementedError):
+    """The backend in use cannot do what was asked; the message says which backend can.
+
+    Raised by ``run_on_workers`` on the Ray backend, whose workers are not addressable
+    one by one from corepool.
     """
 
 

@@ -147,6 +147,17 @@ class Executor(concurrent.futures.Executor):
         self._check_open()
         return self._core.call(fn, args, kwargs)
 
+    def run_on_workers(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> dict[Any, Any]:
+        """Run ``fn(*args, **kwargs)`` once in every live worker; ``{pid: value}``.
+
+        As :meth:`corepool.Pool.run_on_workers` (the way to collect state a worker
+        keeps across tasks; see docs/guide/state.md).
+        """
+        self._check_open()
+        return self._core.run_on_workers(fn, args, kwargs)
+
     def map(
         self,
         fn: Callable[..., Any],

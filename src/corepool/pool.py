@@ -7,7 +7,8 @@ import threading
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
-from concurrent.futures import Future
+from concurrent.futures import CancelledError, Future
+from concurrent.futures import TimeoutError as WaitTimeout
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -42,10 +43,15 @@ class AsyncResult:
         self._future = future
         self._callback = callback
         self._error_callback = error_callback
-        self._event = LazyEvent()
-        future.add_done_callback(self._done)
+        # With callbacks, ready means "the callback ran" (as in multiprocessing), so the
+        # result waits for them; without, the Future itself is all there is to wait on.
+        self._event: LazyEvent | None = None
+        if callback is not None or error_callback is not None:
+            self._event = LazyEvent()
+            future.add_done_callback(self._done)
 
     def _done(self, future: Future[Any]) -> None:
+        assert self._event is not None
         try:
             if future.cancelled():
                 return
@@ -60,6 +66,8 @@ class AsyncResult:
 
     def ready(self) -> bool:
         """True once the call has finished (successfully or not)."""
+        if self._event is None:
+            return self._future.done()
         return self._event.is_set()
 
     def successful(self) -> bool:
@@ -68,17 +76,38 @@ class AsyncResult:
             raise ValueError(f"{self!r} not ready")
         return not self._future.cancelled() and self._future.exception() is None
 
+    def _outcome(self, timeout: float | None) -> BaseException | None:
+        """Wait up to ``timeout``; the task's exception or None (WaitTimeout if not done).
+
+        Not ``future.result(timeout)``: a task's TaskTimeout is a TimeoutError too, and
+        must not be confused with this wait timing out.
+        """
+        if self._event is not None:
+            if not self._event.wait(timeout):
+                raise WaitTimeout
+            return self._future.exception(0)
+        return self._future.exception(timeout)  # raises WaitTimeout only for the wait
+
     def wait(self, timeout: float | None = None) -> None:
         """Wait until ready, or ``timeout`` seconds."""
-        self._event.wait(timeout)
+        try:
+            self._outcome(timeout)
+        except (WaitTimeout, CancelledError):
+            pass
 
     def get(self, timeout: float | None = None) -> Any:
         """The result; re-raises the task's exception; ``multiprocessing.TimeoutError``."""
-        if not self._event.wait(timeout):
-            raise multiprocessing.TimeoutError
-        # Not future.result(): a task's TaskTimeout is a TimeoutError too, and must not be
-        # confused with this wait timing out.
-        error = self._future.exception(0)
+        if self._event is None:
+            try:
+                return self._future.result(timeout)
+            except WaitTimeout:
+                if self._future.done():
+                    raise  # the task's own TimeoutError (a TaskTimeout, say)
+                raise multiprocessing.TimeoutError from None
+        try:
+            error = self._outcome(timeout)
+        except WaitTimeout:
+            raise multiprocessing.TimeoutError from None
         if error is not None:
             raise error
         return self._future.result(0)
@@ -244,6 +273,24 @@ class Pool:
         """``fn(*args, **kwargs)`` in a worker, as a ``concurrent.futures.Future``."""
         self._check_running()
         return self._core.call(fn, args, kwargs)
+
+    def run_on_workers(
+        self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any
+    ) -> dict[Any, Any]:
+        """Run ``fn(*args, **kwargs)`` once in every live worker; ``{pid: value}``.
+
+        The way to collect state a worker keeps across tasks (the pool's initializer
+        builds it, tasks update it): each worker runs ``fn`` between two tasks, after
+        the tasks it holds, never during one. A worker that died before its turn gives
+        no answer; its replacement is a fresh process (the initializer ran again), so
+        its state holds only what tasks did there since. The keys say which workers
+        answered. An exception raised by ``fn`` in a worker is raised here (a note
+        names the pid). On the thread and serial backends ``fn`` runs once, in this
+        process; on Dask, ``Client.run`` runs it on every worker (keys: addresses);
+        Ray raises :class:`~corepool.errors.NotSupported`. See docs/guide/state.md.
+        """
+        self._check_running()
+        return self._core.run_on_workers(fn, args, kwargs)
 
     # Many calls ---------------------------------------------------------------------
     def _start(

@@ -2,18 +2,20 @@
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from .._tasks.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
+from .._tasks.job import CallJob, Job, StreamJob, input_failure_piece, start_feeder
 from ..errors import CorepoolError
 from ..progress import PoolStats
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
 from ..sharedmem import pack
+from .calls import function_bytes, queue_calls
 from .exits import ExitExplainer
 from .model import Action, Chunk
 from .startup import (
@@ -86,6 +88,9 @@ class ProcessEngine:
             thread_limit=thread_limit,
             memory_limit=memory_limit,
         )
+        # Submitted (with their arguments), not yet handed to the supervisor.
+        self._calls: collections.deque[tuple[CallJob, Any]] = collections.deque()
+        self._calls_pending = False  # a command to take them is queued
         # Like multiprocessing.Pool: the workers exist when the constructor returns.
         self.supervisor.launch(first_context)
 
@@ -133,17 +138,22 @@ class ProcessEngine:
         return chunks
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
-        """Queue one call; an unpicklable argument fails only this call."""
-        job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
-        try:
-            payload = pack([(args, kwargs)], self.segments)
-        except Exception as exc:
-            from ..serialize import argument_error
+        """Queue one call. Its arguments are pickled when it goes to a worker, together
+        with the calls queued behind it (``calls.py``); one that does not pickle fails
+        only its own call."""
+        job.fn_bytes = function_bytes(job.fn, function_name)
+        self._calls.append((job, (args, kwargs)))
+        if not self._calls_pending:  # one wake-up of the supervisor per burst of calls
+            self._calls_pending = True
+            self.supervisor.call(self._add_calls)
 
-            error = argument_error(0, args, exc, star=True)
-            job.deliver(Piece(0, [None], {0: error}, 0, [(args, kwargs)]))
-            return
-        self._add([Chunk(job, 0, 0, 1, payload, items=[(args, kwargs)])])
+    def _add_calls(self, now: float) -> list[Action]:
+        # The flag first, then the queue: a call appended after this drain finds the
+        # flag down and schedules another (deque appends and pops are atomic).
+        self._calls_pending = False
+        calls = self._calls
+        submitted = [calls.popleft() for _ in range(len(calls))]
+        return self.state.add(queue_calls(submitted), now)
 
     def release(self, job: Job) -> None:
         """The job is over (or abandoned): drop its queued chunks, let workers forget it."""

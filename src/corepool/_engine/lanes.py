@@ -19,7 +19,7 @@ of the same job, is prefetched behind a running chunk known to be short, see
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -87,6 +87,26 @@ class Lanes:
         else:
             del self._lanes[key]
         return chunk
+
+    def pop_run(self, key: int, limit: int, accept: Callable[[Chunk], bool]) -> list[Chunk]:
+        """Up to ``limit`` chunks from the front of lane ``key``, while ``accept`` says
+        yes (taken together with the chunk just popped from it: no turn of its own)."""
+        lane = self._lanes.get(key)
+        taken: list[Chunk] = []
+        if lane is None:
+            return taken
+        while lane and len(taken) < limit and accept(lane[0]):
+            taken.append(lane.popleft())
+        self._count -= len(taken)
+        if not lane:
+            del self._lanes[key]
+            if key in self._fresh:
+                self._fresh.remove(key)
+        return taken
+
+    def lane(self, key: int) -> deque[Chunk] | tuple[()]:
+        """The chunks queued in lane ``key``, in order (read only)."""
+        return self._lanes.get(key, ())
 
     def drop(self, job_id: int, lane_key: int) -> None:
         """Forget the queued chunks of job ``job_id`` (in lane ``lane_key``)."""

@@ -37,7 +37,9 @@ from .._tasks.job import Job
 from .._tasks.rules import culprit
 from ..errors import BrokenPool, TaskTimeout
 from ..serialize import FailureInfo
+from .calls import gather
 from .exits import describe_exit
+from .lanes import CALLS_LANE
 from .model import (
     Action,
     Chunk,
@@ -168,6 +170,15 @@ class PoolState(Recovery):
                     chunk = self.ready.pop(worker.queue[0].job.lane if worker.queue else None)
                     if chunk is None:
                         break
+                    if chunk.job.lane == CALLS_LANE:  # single calls travel together
+                        chunk = gather(
+                            chunk, self.ready, self._pickle_items, self.size, worker.budget
+                        )
+                        if chunk is None:
+                            continue
+                        if chunk.seq < 0:  # a batch made just now
+                            chunk.seq = self._seqs
+                            self._seqs += 1
                     actions.append(self._send(worker, chunk, now))
                     if worker.budget is not None:
                         worker.budget -= chunk.count
@@ -205,6 +216,20 @@ class PoolState(Recovery):
         for chunk in chunks:
             self._enqueue(chunk)
         return self._after(now)
+
+    def pin(self, make: Callable[[Worker], Chunk | None], now: float) -> list[Action]:
+        """One chunk made by ``make`` for each live worker, sent to that worker only,
+        behind what it holds (``run_on_workers``); ``make`` may decline one (None)."""
+        actions: list[Action] = []
+        for worker in self.workers.values():
+            if worker.phase is WorkerPhase.STOPPING or worker.quitting:
+                continue
+            chunk = make(worker)
+            if chunk is not None:
+                chunk.seq = self._seqs
+                self._seqs += 1
+                actions.append(self._send(worker, chunk, now))
+        return actions
 
     def on_spawned(self, wid: int, pid: int) -> None:
         """The worker's process exists (it is still starting): its pid, for stats."""

@@ -31,13 +31,14 @@ import time
 import uuid
 import weakref
 from abc import abstractmethod
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from typing import Any
 
 from .._tasks.job import CallJob, Job, Piece, StreamJob, input_failure_piece, start_feeder
 from .._tasks.rules import culprit, may_retry
-from ..errors import CorepoolError, SerializationError, WorkerCrashed
+from ..errors import CorepoolError, NotSupported, SerializationError, WorkerCrashed
 from ..progress import PoolStats, WorkerStats
 from ..serialize import FailureInfo, dumps_code, find_unpicklable, loads
 from ..sharedmem import Shared, reducing_shared_with
@@ -128,6 +129,18 @@ class ClusterBackend(Backend):
     @abstractmethod
     def shutdown(self) -> None:
         """Release the engine: close what this backend started, and nothing else."""
+
+    def run_on_workers(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+    ) -> dict[Any, Any]:
+        raise NotSupported(
+            f"run_on_workers is not supported on the {self.name} backend: its workers "
+            "cannot be asked one by one; use the process or dask backend"
+        )
 
     def capacity(self) -> int:
         """Tasks the cluster runs at once (chunk sizes and windows are sized on it)."""

@@ -105,6 +105,12 @@ def shared_value(key: str) -> Any:
     return values[key]
 
 
+def run_here(blob: bytes) -> Any:
+    """``fn(*args, **kwargs)`` from a pickled triple, on this worker (``run_on_workers``)."""
+    fn, args, kwargs = loads(blob)
+    return fn(*args, **kwargs)
+
+
 def run_chunk(
     token: str,
     start: int,

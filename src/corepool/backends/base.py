@@ -48,6 +48,22 @@ class Backend(ABC):
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         """Start running one call; its outcome arrives through ``job.deliver``."""
 
+    def run_on_workers(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+    ) -> dict[Any, Any]:
+        """``fn(*args, **kwargs)`` once on every live worker; worker -> its value.
+
+        In-process backends (threads, serial) have one process and no per-worker state
+        of their own: the function runs once, here, keyed by this process's pid.
+        """
+        import os
+
+        return {os.getpid(): fn(*args, **kwargs)}
+
     def capacity(self) -> int:
         """Tasks that run at once; chunk sizes and each job's window are sized on it."""
         return self.workers

@@ -216,6 +216,17 @@ class DaskBackend(ClusterBackend):
             return None
         return {int(w["pid"]) for w in info if "pid" in w}
 
+    def run_on_workers(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+    ) -> dict[Any, Any]:
+        """``Client.run``: once on every Dask worker; keyed by worker address."""
+        blob = dumps_code((fn, tuple(args), dict(kwargs)), "the function", _byvalue.dumps)
+        return dict(self.client.run(_remote.run_here, blob))
+
     def pids(self) -> list[int]:
         if self._cluster is None or self._terminated:
             return []  # the workers are not this machine's, or not ours

@@ -9,6 +9,7 @@ from __future__ import annotations
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
+from .._engine.collect import run_on_workers
 from .._engine.engine import ProcessEngine, default_start_method, resolve_context
 from .._tasks.job import CallJob, Job, StreamJob
 from ..progress import PoolStats
@@ -55,6 +56,15 @@ class ProcessBackend(Backend):
 
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self.engine.run_call(job, args, kwargs)
+
+    def run_on_workers(
+        self,
+        fn: Any,
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        timeout: float | None = None,
+    ) -> dict[Any, Any]:
+        return run_on_workers(self.engine, fn, args, kwargs, timeout)
 
     def release(self, job: Job) -> None:
         self.engine.release(job)
