@@ -9,10 +9,19 @@ from typing import Any
 import numpy as np
 
 
+# How a corepool segment shows in /proc/self/maps and /proc/self/fd: a memfd (Linux
+# transport), or a /dev/shm name (portable: "cp<pid>_..."; posix-shm: "cpu<pid>_...").
+SEGMENT_MARKS = ("memfd:corepool", "/dev/shm/cp")
+
+
+def _is_segment(text: str) -> bool:
+    return any(mark in text for mark in SEGMENT_MARKS)
+
+
 def memfd_mappings(_: Any = None) -> int:
     """How many corepool shared-memory mappings this process has."""
     with open("/proc/self/maps") as f:
-        return sum("memfd:corepool" in line for line in f)
+        return sum(_is_segment(line) for line in f)
 
 
 def memfd_fds(_: Any = None) -> int:
@@ -20,7 +29,7 @@ def memfd_fds(_: Any = None) -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if "memfd:corepool" in os.readlink(f"/proc/self/fd/{fd}"):
+            if _is_segment(os.readlink(f"/proc/self/fd/{fd}")):
                 count += 1
         except OSError:
             continue
@@ -153,7 +162,7 @@ def memfd_inodes(_: Any = None) -> set[int]:
     found = set()
     with open("/proc/self/maps") as f:
         for line in f:
-            if "memfd:corepool" in line:
+            if _is_segment(line):
                 found.add(int(line.split()[4]))
     return found
 

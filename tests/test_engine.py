@@ -33,6 +33,7 @@ def test_function_is_shipped_once_per_worker_per_map(tmp_path: Path) -> None:
         assert sum(Counter(log.read_text().split()).values()) <= 4
 
 
+@pytest.mark.linux_transport
 def test_default_start_method_is_safe_with_threads() -> None:
     assert corepool.get_context().get_start_method() == "forkserver"
     stop = threading.Event()

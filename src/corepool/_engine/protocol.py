@@ -7,7 +7,9 @@ then an opaque *body* (pickled task inputs or results), sent with one scatter-ga
 buffers in shared memory carries their descriptors as ``SCM_RIGHTS`` ancillary data on
 its first byte (see :mod:`corepool.sharedmem`); the receiver queues descriptors as
 they arrive and hands each frame the number its header announces. The parent side is
-non-blocking and parsed by :class:`FrameReader`; the worker side blocks.
+non-blocking and parsed by :class:`FrameReader`; the worker side blocks. Where
+descriptors do not travel (:data:`PLAIN`, set by the portable transport), frames go
+with plain ``send``/``recv`` and carry none.
 
 Parent → worker::
 
@@ -71,7 +73,11 @@ CALL = 2  # fn(*args, **kwargs) with x == (args, kwargs)
 _HEADER = struct.Struct("!IQI")
 _SMALL = 64 * 1024
 MAX_FDS = 250  # per frame; the kernel takes at most 253 in one message
-_ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+# Frames go with plain send/recv and carry no descriptors (the portable transport).
+PLAIN = False
+_ANCILLARY_SPACE = (
+    socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize) if hasattr(socket, "CMSG_SPACE") else 0
+)
 
 
 def encode(
@@ -106,6 +112,10 @@ def send_blocking(
 ) -> None:
     """Send one frame on a blocking socket (the worker side)."""
     buffers = [memoryview(b) for b in encode(meta, body, len(fds))]
+    if PLAIN:
+        for buffer in buffers:
+            sock.sendall(buffer)
+        return
     ancillary = _rights(fds)
     while buffers:
         sent = sock.sendmsg(buffers, ancillary)
@@ -125,7 +135,7 @@ def _recv_exactly(sock: socket.socket, size: int, fds: deque[int] | None = None)
     view = memoryview(buf)
     got = 0
     while got < size:
-        if fds is None:
+        if fds is None or PLAIN:
             n = sock.recv_into(view[got:])
         else:
             n, ancillary, _, _ = sock.recvmsg_into([view[got:]], _ANCILLARY_SPACE)
@@ -187,7 +197,10 @@ class FrameReader:
                         frames.append((self._meta, self._body, self._pop_fds(self._nfds)))
                         self._body = self._meta = None
                     continue
-                chunk, ancillary, _, _ = self._sock.recvmsg(_SMALL * 4, _ANCILLARY_SPACE)
+                if PLAIN:
+                    chunk, ancillary = self._sock.recv(_SMALL * 4), []  # type: ignore[var-annotated]
+                else:
+                    chunk, ancillary, _, _ = self._sock.recvmsg(_SMALL * 4, _ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -268,7 +281,10 @@ class FrameWriter:
                     break
                 batch.append(view)
             try:
-                sent = self._sock.sendmsg(batch, _rights(pending[0][1]))
+                if PLAIN:
+                    sent = self._sock.send(batch[0])
+                else:
+                    sent = self._sock.sendmsg(batch, _rights(pending[0][1]))
             except (BlockingIOError, InterruptedError):
                 return
             while sent:
@@ -287,7 +303,8 @@ class FrameWriter:
 
 def new_channel() -> tuple[socket.socket, socket.socket]:
     """A connected pair: the parent's end (non-blocking) and the worker's end."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The default family: AF_UNIX where it exists, a loopback TCP pair on Windows.
+    parent, child = socket.socketpair()
     parent.setblocking(False)
     for s in (parent, child):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)

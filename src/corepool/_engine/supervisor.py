@@ -29,6 +29,7 @@ from typing import Any
 from ..errors import CorepoolError, SerializationError
 from ..sharedmem import Packed, on_release, released_since, unpack
 from . import protocol as p
+from . import transport
 from . import worker as worker_module
 from .model import Action, Chunk, Deliver, FailJob, Kill, Quit, Send, Start
 from .resultlog import LOG_BYTES, read_log
@@ -291,6 +292,8 @@ class Supervisor:
             packed.sent -= 1  # the process, and its mappings, are gone
         proc.inflight.clear()
         p.close_quietly(proc.sock)
+        if proc.process.pid is not None:
+            transport.worker_gone(proc.process.pid)  # segments it made that no one took
         try:
             proc.process.close()
         except ValueError:
