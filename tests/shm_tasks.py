@@ -8,7 +8,6 @@ from typing import Any
 
 import numpy as np
 
-
 # How a corepool segment shows in /proc/self/maps and /proc/self/fd: a memfd (Linux
 # transport), or a /dev/shm name (portable: "cp<pid>_..."; posix-shm: "cpu<pid>_...").
 SEGMENT_MARKS = ("memfd:corepool", "/dev/shm/cp")

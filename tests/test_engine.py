@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 import corepool
+import scripts
 import tasks
 
 pytestmark = pytest.mark.timeout(60)
@@ -169,7 +170,8 @@ def _python(code: str, tmp_path: Path) -> subprocess.Popen[str]:
     script.write_text(textwrap.dedent(code))
     return subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)},
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([scripts._SOURCE, scripts._TESTS])},
     )
 
 
