@@ -52,6 +52,11 @@ def pytest_configure(config: pytest.Config) -> None:
     )
     if _reaper is None:
         _reaper = clusters.start_reaper()
+    prefix = os.environ.get("COREPOOL_TEST_SEMPREFIX")
+    if prefix:  # semaphores of this run get names of their own (test_portable_pass.py)
+        from multiprocessing import process
+
+        process.current_process()._config["semprefix"] = prefix
 
 
 def pytest_runtest_setup(item: pytest.Item) -> None:

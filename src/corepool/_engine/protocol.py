@@ -281,8 +281,9 @@ class FrameWriter:
                     break
                 batch.append(view)
             try:
-                if PLAIN:
-                    sent = self._sock.send(batch[0])
+                if PLAIN:  # one send for the small frames queued together
+                    small = len(batch) > 1 and sum(len(v) for v in batch) <= _SMALL * 4
+                    sent = self._sock.send(b"".join(batch) if small else batch[0])
                 else:
                     sent = self._sock.sendmsg(batch, _rights(pending[0][1]))
             except (BlockingIOError, InterruptedError):
