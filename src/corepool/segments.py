@@ -74,7 +74,7 @@ class Segment:
         segment = pool.take(size) if pool is not None else None
         if segment is None:
             segment = cls(size)
-            writing = segment._pwrite
+            writing = segment._pwrite if memory.pwrite_works() else segment._copy
         else:
             writing = segment._copy
         try:
@@ -83,6 +83,9 @@ class Segment:
         except BaseException:
             segment.close()
             raise
+        if pool is None and segment._writer is not None:
+            segment._writer.close()  # not to be reused: its mapping holds a descriptor
+            segment._writer = None
         return segment, layout
 
     def _pwrite(self, data: memoryview, start: int) -> None:

@@ -46,6 +46,12 @@ def named() -> bool:
     return current().memory == "named"
 
 
+def pwrite_works() -> bool:
+    """Whether a new segment can be filled with ``pwrite`` (a memfd); macOS's shared
+    memory objects can only be written through a mapping."""
+    return current().memory == "memfd"
+
+
 def hand_off_new_segments() -> None:
     """From now on, segments made in this process belong to whoever receives them
     (called once in a worker: its results' segments are the parent's to remove)."""
