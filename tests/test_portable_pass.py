@@ -47,6 +47,11 @@ def _dead_owners_segments() -> list[str]:
 def test_the_suites_pass_again_with_the_portable_transport_forced() -> None:
     if os.environ.get("COREPOOL_TRANSPORT"):
         pytest.skip("this run forces a transport already (it is the second pass)")
+    import faulthandler
+
+    # pytest's faulthandler_timeout would dump this test's stacks while the run goes
+    # on; each test of the run has its own limits.
+    faulthandler.cancel_dump_traceback_later()
     before = set(_dead_owners_segments())
     tag = f"mpcppass{os.getpid()}"
     env = {

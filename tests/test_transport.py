@@ -138,17 +138,29 @@ def _names(pids: set[int]) -> list[str]:
     return found
 
 
+def _start_tagged(
+    code: str, folder: Path, setting: str
+) -> tuple[subprocess.Popen[str], str]:
+    """Start a program on transport ``setting`` whose semaphores carry a tag of its own."""
+    tag = f"cptest{os.getpid()}{setting[0]}{folder.name[-12:].replace('-', '')}"
+    return _run(code.format(tag=tag), folder, {"COREPOOL_TRANSPORT": setting}), tag
+
+
 def _semaphores(tag: str) -> list[str]:
     return [e for e in os.listdir("/dev/shm") if e.startswith(f"sem.{tag}")]
 
 
-CRASHES = """
+# The start of a program whose semaphores have names of this test's own ({tag}).
+HEADER = """
 import json, os, signal, time
 from multiprocessing import process
 import numpy as np
 import corepool
 from corepool.sharedmem import zeros
-process.current_process()._config["semprefix"] = "/{tag}"  # this run's semaphores
+process.current_process()._config["semprefix"] = "/{tag}"
+"""
+
+CRASHES = HEADER + """
 
 def dies_holding_a_segment(how):
     keep = zeros(300_000)  # a segment of the worker's own, handed to nobody
@@ -184,8 +196,7 @@ if __name__ == "__main__":
 def test_no_segment_or_semaphore_is_left_after_crashes_and_timeouts(
     tmp_path: Path, setting: str
 ) -> None:
-    tag = f"cptest{os.getpid()}{setting[0]}"
-    proc = _run(CRASHES.format(tag=tag), tmp_path, {"COREPOOL_TRANSPORT": setting})
+    proc, tag = _start_tagged(CRASHES, tmp_path, setting)
     out, err = proc.communicate(timeout=150)
     assert proc.returncode == 0, err
     seen, left_while_running = json.loads(out)
@@ -196,13 +207,7 @@ def test_no_segment_or_semaphore_is_left_after_crashes_and_timeouts(
     assert _semaphores(tag) == []
 
 
-KILLED = """
-import os, time
-from multiprocessing import process
-import numpy as np
-import corepool
-from corepool.sharedmem import zeros
-process.current_process()._config["semprefix"] = "/{tag}"
+KILLED = HEADER + """
 
 def busy_with_a_segment(n):
     keep = zeros(n)
@@ -223,8 +228,7 @@ if __name__ == "__main__":
 def test_kill_9_of_the_parent_leaves_no_worker_segment_or_semaphore(
     tmp_path: Path, setting: str
 ) -> None:
-    tag = f"cptest{os.getpid()}{setting[0]}k"
-    proc = _run(KILLED.format(tag=tag), tmp_path, {"COREPOOL_TRANSPORT": setting})
+    proc, tag = _start_tagged(KILLED, tmp_path, setting)
     assert proc.stdout is not None
     pids = {int(p) for p in proc.stdout.readline().split()}
     parent = psutil.Process(proc.pid)

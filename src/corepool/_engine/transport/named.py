@@ -54,18 +54,23 @@ def _tracker(action: str, name: str) -> None:
         _tracking = False
 
 
-def create(size: int) -> tuple[int, str]:
-    """A new named segment of ``size`` bytes: its descriptor and name."""
+def open_new(prefix: str) -> tuple[int, str]:
+    """A new shared-memory object named ``<prefix><pid>_<unique>``: descriptor, name."""
     while True:
-        name = f"/cp{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}"
+        name = f"{prefix}{os.getpid()}_{next(_counter)}_{secrets.token_hex(3)}"
         try:
             fd = int(_posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
         except FileExistsError:
             continue
-        break
+        os.set_inheritable(fd, False)
+        return fd, name
+
+
+def create(size: int) -> tuple[int, str]:
+    """A new named segment of ``size`` bytes: its descriptor and name."""
+    fd, name = open_new("/cp")
     _tracker("register", name)
     try:
-        os.set_inheritable(fd, False)
         os.ftruncate(fd, size)
     except BaseException:
         os.close(fd)

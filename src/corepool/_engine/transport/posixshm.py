@@ -11,25 +11,17 @@ which is how it is tested.
 from __future__ import annotations
 
 import os
-import secrets
 
-from .named import _posixshmem
+from .named import _posixshmem, open_new
 
-PREFIX = "/cpu"  # "corepool unlinked"; never seen outside the two calls below
+PREFIX = "/cpu"  # "corepool unlinked": the name exists between two calls only
 
 
 def create(size: int) -> int:
     """A descriptor of ``size`` bytes of shared memory that no name refers to."""
-    while True:
-        name = f"{PREFIX}{os.getpid()}_{secrets.token_hex(6)}"
-        try:
-            fd = int(_posixshmem.shm_open(name, os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o600))
-        except FileExistsError:
-            continue
-        break
+    fd, name = open_new(PREFIX)
     try:
         _posixshmem.shm_unlink(name)
-        os.set_inheritable(fd, False)
         os.ftruncate(fd, size)
     except BaseException:
         os.close(fd)
