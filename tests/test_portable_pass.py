@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -44,7 +45,7 @@ def _dead_owners_segments() -> list[str]:
 
 
 @pytest.mark.timeout(1800)
-def test_the_suites_pass_again_with_the_portable_transport_forced() -> None:
+def test_the_suites_pass_again_with_the_portable_transport_forced(tmp_path: Path) -> None:
     if os.environ.get("COREPOOL_TRANSPORT"):
         pytest.skip("this run forces a transport already (it is the second pass)")
     import faulthandler
@@ -61,10 +62,20 @@ def test_the_suites_pass_again_with_the_portable_transport_forced() -> None:
         "PYTHONPATH": os.pathsep.join([str(ROOT / "src"), os.environ.get("PYTHONPATH", "")]),
     }
     command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *PASS]
-    done = subprocess.run(
-        command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=1700
-    )
-    assert done.returncode == 0, done.stdout[-10000:] + done.stderr[-3000:]
-    assert " passed" in done.stdout and "portable" in done.stdout  # the skips say why
+    log = tmp_path / "second-pass.log"  # read as it goes: a run past its limit says where
+    with open(log, "w") as out:
+        run = subprocess.Popen(
+            command, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        try:
+            run.wait(timeout=1700)
+        except subprocess.TimeoutExpired:
+            os.killpg(run.pid, signal.SIGKILL)  # with the workers and runners it started
+            run.wait()
+            pytest.fail("the second pass ran past 1700 s:\n" + log.read_text()[-10000:])
+    text = log.read_text()
+    assert run.returncode == 0, text[-12000:]
+    assert " passed" in text and "portable" in text  # the skips say why
     assert set(_dead_owners_segments()) - before == set()
     assert [e for e in os.listdir("/dev/shm") if e.startswith(f"sem.{tag}")] == []
