@@ -45,8 +45,27 @@ def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "own_ray: starts a Ray of its own (runs before the session's Ray starts)"
     )
+    config.addinivalue_line(
+        "markers",
+        "linux_transport: checks the Linux transport itself (fork server, descriptors); "
+        "skipped when COREPOOL_TRANSPORT forces another",
+    )
     if _reaper is None:
         _reaper = clusters.start_reaper()
+    prefix = os.environ.get("COREPOOL_TEST_SEMPREFIX")
+    if prefix:  # semaphores of this run get names of their own (test_portable_pass.py)
+        from multiprocessing import process
+
+        process.current_process()._config["semprefix"] = prefix
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip the Linux transport's own checks when another transport is forced."""
+    if item.get_closest_marker("linux_transport") is not None:
+        from corepool._engine import transport
+
+        if transport.current().name != "linux":
+            pytest.skip(f"checks the Linux transport; {transport.current().describe()}")
 
 
 def pytest_unconfigure(config: pytest.Config) -> None:

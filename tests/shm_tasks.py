@@ -8,13 +8,23 @@ from typing import Any
 
 import numpy as np
 
+# How a corepool segment shows in /proc/self/maps and /proc/self/fd: a memfd (Linux
+# transport), or a /dev/shm name (portable: "cp<pid>_..."; posix-shm: "cpu<pid>_...").
+SEGMENT_MARKS = ("memfd:corepool", "/dev/shm/cp")
+
+
+def _is_segment(text: str, name: str = "corepool") -> bool:
+    if name != "corepool":  # one kind of Linux segment only
+        return f"memfd:{name}" in text
+    return any(mark in text for mark in SEGMENT_MARKS)
+
 
 def memfd_mappings(_: Any = None, name: str = "corepool") -> int:
     """How many corepool shared-memory mappings this process has (``name``: those of
     that name only, e.g. ``corepool (`` for arguments, ``corepool-result`` for results
     a worker keeps to fill again)."""
     with open("/proc/self/maps") as f:
-        return sum(f"memfd:{name}" in line for line in f)
+        return sum(_is_segment(line, name) for line in f)
 
 
 def memfd_fds(_: Any = None, name: str = "corepool") -> int:
@@ -22,7 +32,7 @@ def memfd_fds(_: Any = None, name: str = "corepool") -> int:
     count = 0
     for fd in os.listdir("/proc/self/fd"):
         try:
-            if f"memfd:{name}" in os.readlink(f"/proc/self/fd/{fd}"):
+            if _is_segment(os.readlink(f"/proc/self/fd/{fd}"), name):
                 count += 1
         except OSError:
             continue
@@ -161,7 +171,7 @@ def memfd_inodes(_: Any = None) -> set[int]:
     found = set()
     with open("/proc/self/maps") as f:
         for line in f:
-            if "memfd:corepool" in line:
+            if _is_segment(line):
                 found.add(int(line.split()[4]))
     return found
 

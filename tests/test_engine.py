@@ -17,6 +17,7 @@ import psutil
 import pytest
 
 import corepool
+import scripts
 import tasks
 
 pytestmark = pytest.mark.timeout(60)
@@ -33,6 +34,7 @@ def test_function_is_shipped_once_per_worker_per_map(tmp_path: Path) -> None:
         assert sum(Counter(log.read_text().split()).values()) <= 4
 
 
+@pytest.mark.linux_transport
 def test_default_start_method_is_safe_with_threads() -> None:
     assert corepool.get_context().get_start_method() == "forkserver"
     stop = threading.Event()
@@ -168,7 +170,8 @@ def _python(code: str, tmp_path: Path) -> subprocess.Popen[str]:
     script.write_text(textwrap.dedent(code))
     return subprocess.Popen(
         [sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-        text=True, env={**os.environ, "PYTHONPATH": os.path.dirname(__file__)},
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join([scripts._SOURCE, scripts._TESTS])},
     )
 
 

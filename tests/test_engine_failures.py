@@ -147,6 +147,7 @@ def test_a_task_timeout_starts_when_the_task_does(tmp_path: Path) -> None:
     assert out == [2, "WorkerCrashed"] * 4
 
 
+@pytest.mark.linux_transport  # spawn (portable) imports the script in every worker
 def test_replacement_workers_do_not_rerun_the_main_script(tmp_path: Path) -> None:
     out = run_program(
         tmp_path,

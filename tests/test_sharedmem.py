@@ -84,6 +84,7 @@ def test_without_shared_memory_everything_goes_inline(monkeypatch: pytest.Monkey
     assert np.array_equal(sharedmem.unpack(payload, [])[0], a)
 
 
+@pytest.mark.linux_transport  # the portable transport's frames carry no descriptors
 def test_frames_carry_descriptors_in_order_through_partial_writes() -> None:
     parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
     parent.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from pathlib import Path
 from typing import NamedTuple
 
@@ -40,8 +41,12 @@ class CpuReport(NamedTuple):
 def _affinity() -> int | None:
     try:
         return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return None
+    except (AttributeError, OSError):  # no sched_getaffinity (macOS, Windows)
+        pass
+    # Python 3.13+: the affinity mask where the system has one (Windows), else the count.
+    counter = getattr(os, "process_cpu_count", None)
+    count = counter() if counter is not None else None
+    return count if isinstance(count, int) else None
 
 
 def _quota_v2(cgroup_dir: Path) -> float | None:
@@ -89,6 +94,8 @@ def parse_proc_cgroup(text: str) -> tuple[str | None, str | None]:
 
 
 def _cgroup_quota() -> float | None:
+    if not sys.platform.startswith("linux"):
+        return None  # cgroups are Linux's
     try:
         text = Path("/proc/self/cgroup").read_text()
     except OSError:

@@ -1,11 +1,14 @@
-"""Anonymous shared-memory files ("segments"), and a pool that reuses them.
+"""Shared-memory files ("segments"), and a pool that reuses them.
 
-A segment is a ``memfd_create`` file: it has no name anywhere, and the kernel frees
-its memory when the last descriptor and the last mapping of it are gone, so nothing
-can leak past a crash. Filling a new segment costs far more than the copy itself (the
-kernel allocates and clears every page on the way), so a :class:`SegmentPool` keeps
-segments whose readers are done with them, and the next payload of a similar size is
-copied into pages that already exist, through a mapping that already exists.
+On Linux a segment is a ``memfd_create`` file: it has no name anywhere, and the kernel
+frees its memory when the last descriptor and the last mapping of it are gone, so
+nothing can leak past a crash. Other transports make them their own way (see
+``_engine/transport/memory.py``); a named segment travels by its name.
+
+Filling a new segment costs far more than the copy itself (the kernel allocates and
+clears every page on the way), so a :class:`SegmentPool` keeps segments whose readers
+are done with them, and the next payload of a similar size is copied into pages that
+already exist, through a mapping that already exists.
 """
 
 from __future__ import annotations
@@ -17,10 +20,14 @@ import threading
 import weakref
 from typing import Any
 
+from ._engine.transport import memory
+
 __all__ = ["AVAILABLE", "Segment", "SegmentPool", "locate", "map_views", "zeros"]
 
-#: Whether this platform has anonymous shared-memory files.
-AVAILABLE = hasattr(os, "memfd_create") and hasattr(mmap, "MAP_POPULATE")
+#: Whether this platform has shared-memory segments (see the transport's memory).
+AVAILABLE = memory.available()
+# Pre-faulting a shared mapping (Linux only; elsewhere pages fault in as they are used).
+_POPULATE = getattr(mmap, "MAP_POPULATE", 0)
 
 _ALIGN = 64  # numpy's preferred alignment for each buffer inside a segment
 
@@ -39,19 +46,23 @@ def _bytes_of(part: memoryview) -> memoryview:
 
 
 class Segment:
-    """An anonymous shared-memory file of ``size`` bytes; this object owns its descriptor."""
+    """A shared-memory file of ``size`` bytes; this object owns its descriptor (and,
+    for a named segment not handed off, its name)."""
 
-    __slots__ = ("__weakref__", "_writer", "fd", "size")
+    __slots__ = ("__weakref__", "_writer", "fd", "hand_off", "name", "size")
 
     def __init__(self, size: int, name: str = "corepool") -> None:
         self.size = size
         self._writer: mmap.mmap | None = None  # this process's mapping, once reused
-        self.fd = os.memfd_create(name, os.MFD_CLOEXEC)  # the name shows in /proc
-        try:
-            os.ftruncate(self.fd, size)
-        except BaseException:
-            os.close(self.fd)
-            raise
+        self.fd, self.name, self.hand_off = -1, None, False  # (close() if create fails)
+        self.fd, self.name, self.hand_off = memory.create(size, name)
+
+    @property
+    def ref(self) -> tuple[str, bool]:
+        """What a frame carries for a named segment: its name, and whether the
+        receiver removes it."""
+        assert self.name is not None
+        return self.name, self.hand_off
 
     @classmethod
     def write(
@@ -63,7 +74,7 @@ class Segment:
         segment = pool.take(size) if pool is not None else None
         if segment is None:
             segment = cls(size, name)
-            writing = segment._pwrite
+            writing = segment._pwrite if memory.pwrite_works() else segment._copy
         else:
             writing = segment._copy
         try:
@@ -72,6 +83,9 @@ class Segment:
         except BaseException:
             segment.close()
             raise
+        if pool is None and segment._writer is not None:
+            segment._writer.close()  # not to be reused: its mapping holds a descriptor
+            segment._writer = None
         return segment, layout
 
     def _pwrite(self, data: memoryview, start: int) -> None:
@@ -85,12 +99,15 @@ class Segment:
         # A reused file: its pages exist, and a mapping kept from the last time makes
         # the copy a plain memcpy.
         if self._writer is None:
-            self._writer = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | mmap.MAP_POPULATE)
+            self._writer = mmap.mmap(self.fd, self.size, flags=mmap.MAP_SHARED | _POPULATE)
         self._writer[start : start + len(data)] = data
 
     def close(self) -> None:
         """Close the descriptor and this process's mapping (readers' mappings stay valid)."""
         fd, self.fd = self.fd, -1
+        name, self.name = self.name, None
+        if name is not None:
+            memory.release(name, self.hand_off)
         writer, self._writer = self._writer, None
         if writer is not None:
             writer.close()
@@ -162,7 +179,7 @@ def map_views(
     end = max(start + size for start, size in layout)
     # Populating a private writable mapping would copy every page up front (the kernel
     # pre-faults it for writing); private pages are faulted in as they are read instead.
-    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED | mmap.MAP_POPULATE
+    flags = mmap.MAP_PRIVATE if private else mmap.MAP_SHARED | _POPULATE
     prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
     mm = mmap.mmap(fd, max(end, 1), flags=flags, prot=prot)
     whole = memoryview(mm)

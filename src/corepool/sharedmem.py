@@ -28,8 +28,11 @@ Other backends (Dask, Ray) choose how a handle travels on their engine by pickli
 their payloads inside :func:`reducing_shared_with`; outside any of these, a handle
 pickles as its object, by value.
 
-Shared memory needs ``os.memfd_create`` (Linux). Elsewhere everything still works,
-with buffers inline and handles sent by value.
+On Linux the segments are ``memfd_create`` files. The other transports make them
+their own way (``_engine/transport/``): macOS's ``shm_open`` unlinked at once travels
+as a descriptor too; the portable transport's named segments travel by name, in the
+body (:data:`_NAMED` marks such a body), and the receiver opens them. Without shared
+memory at all everything still works, with buffers inline and handles sent by value.
 """
 
 from __future__ import annotations
@@ -46,6 +49,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
+from ._engine.transport import memory
 from .segments import AVAILABLE, Segment, SegmentPool, locate, map_views, zeros
 from .serialize import PROTOCOL, cloudpickle_dumps, main_is_importable
 
@@ -70,6 +74,10 @@ THRESHOLD = 256 * 1024
 # Segments one message may carry (the kernel passes at most 253 descriptors at once);
 # past that, shared objects go by value and arrays are copied into the common segment.
 _MAX_SEGMENTS = 200
+# Segments travel by name in the body, not as descriptors (the portable transport).
+_BY_NAME = AVAILABLE and memory.named()
+# The start of a body whose segments travel by name (no pickle starts this way).
+_NAMED = b"corepool-named:"
 
 T = TypeVar("T")
 
@@ -111,8 +119,8 @@ class Packed:
 
     @property
     def fds(self) -> list[int]:
-        """The descriptors to send with ``body``."""
-        return [s.fd for s in self.segments]
+        """The descriptors to send with ``body`` (none where segments travel by name)."""
+        return [] if _BY_NAME else [s.fd for s in self.segments]
 
     def __len__(self) -> int:
         return self.nbytes
@@ -252,8 +260,13 @@ def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> 
     finally:
         for raw in raws:
             raw.release()
-    lent = None if lend is None or copied is None else (lend, len(segments) - 1)
-    body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
+    # A named segment's name is removed once received: it cannot be lent and refilled.
+    lent = None if lend is None or copied is None or _BY_NAME else (lend, len(segments) - 1)
+    if _BY_NAME:
+        refs = [s.ref for s in segments]
+        body = _NAMED + pickle.dumps((data, layout, lent, refs), protocol=PROTOCOL)
+    else:
+        body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
     return Packed(body, segments, pool, copied, None if lent is None else lend)
 
 
@@ -307,9 +320,14 @@ def unpack(
     segment the sender lent (see ``pack``'s ``lend``).
     """
     if not fds:
-        return pickle.loads(body)
+        if not body.startswith(_NAMED):
+            return pickle.loads(body)
+        data, layout, lend, refs = pickle.loads(memoryview(body)[len(_NAMED) :])
+        fds = _open_named(refs)
+        body = b""
     try:
-        data, layout, lend = pickle.loads(body)
+        if body:
+            data, layout, lend = pickle.loads(body)
         views: list[memoryview] = [memoryview(b"")] * len(layout)
         for index in sorted({i for i, _, _ in layout}):
             mine = [(k, offset, size) for k, (i, offset, size) in enumerate(layout) if i == index]
@@ -335,6 +353,22 @@ def unpack(
                 os.close(fd)
             except OSError:
                 pass
+
+
+def _open_named(refs: list[tuple[str, bool]]) -> list[int]:
+    """Descriptors of the named segments a body lists (handed-off names removed)."""
+    fds: list[int] = []
+    try:
+        for name, hand_off in refs:
+            fds.append(memory.open_ref(name, hand_off))
+    except BaseException:
+        for fd in fds:
+            os.close(fd)
+        for name, hand_off in refs[len(fds) + 1 :]:
+            if hand_off:  # the receiver removes them, even those it never opens
+                memory.open_ref_failed(name)
+        raise
+    return fds
 
 
 class _Received(threading.local):

@@ -27,6 +27,7 @@ from .startup import (
 from .state import PoolState
 from .stats import snapshot
 from .supervisor import Supervisor
+from .transport import pool_starting
 
 __all__ = ["ProcessEngine", "default_start_method", "function_name", "resolve_context"]
 
@@ -67,6 +68,7 @@ class ProcessEngine:
         memory_limit: int | None = None,
     ) -> None:
         check_not_bootstrapping()
+        pool_starting()  # (ValueError for an unknown $COREPOOL_TRANSPORT)
         first_context = fork_first(context, start_method)
         self.context = resolve_context(context, start_method)
         init_blob: Any = None

@@ -8,7 +8,9 @@ framed. A frame whose payload has large buffers in shared memory carries their
 descriptors as ``SCM_RIGHTS`` ancillary data on its first byte (see
 :mod:`corepool.sharedmem`); the receiver queues descriptors as they arrive and hands
 each frame the number its header announces. The parent side is non-blocking and parsed
-by :class:`FrameReader`; the worker side blocks.
+by :class:`FrameReader`; the worker side blocks. Where descriptors do not travel
+(:data:`PLAIN`, set by the portable transport), frames go with plain ``send``/``recv``
+and carry none.
 
 Every message is a :class:`~typing.NamedTuple` of its own type, and both ends dispatch
 on that type. The kind travels in the header, not as a pickled class: pickling a named
@@ -188,7 +190,11 @@ _KIND_OF: dict[type[Any], int] = {cls: kind for kind, cls in enumerate(KINDS)}
 _HEADER = struct.Struct("!BIQI")
 _SMALL = 64 * 1024
 MAX_FDS = 250  # per frame; the kernel takes at most 253 in one message
-_ANCILLARY_SPACE = socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize)
+# Frames go with plain send/recv and carry no descriptors (the portable transport).
+PLAIN = False
+_ANCILLARY_SPACE = (
+    socket.CMSG_SPACE(MAX_FDS * array.array("i").itemsize) if hasattr(socket, "CMSG_SPACE") else 0
+)
 # A task's own threads may log or print while the worker sends: one frame at a time.
 _SEND_LOCK = threading.Lock()
 
@@ -237,6 +243,11 @@ def send_blocking(
 ) -> None:
     """Send one frame on a blocking socket (the worker side)."""
     buffers = [memoryview(b) for b in encode(message, body, len(fds))]
+    if PLAIN:
+        with _SEND_LOCK:
+            for buffer in buffers:
+                sock.sendall(buffer)
+        return
     ancillary = _rights(fds)
     with _SEND_LOCK:
         while buffers:
@@ -257,7 +268,7 @@ def _recv_exactly(sock: socket.socket, size: int, fds: deque[int] | None = None)
     view = memoryview(buf)
     got = 0
     while got < size:
-        if fds is None:
+        if fds is None or PLAIN:
             n = sock.recv_into(view[got:])
         else:
             n, ancillary, _, _ = sock.recvmsg_into([view[got:]], _ANCILLARY_SPACE)
@@ -317,7 +328,10 @@ class FrameReader:
                         frames.append((self._message, self._body, self._pop_fds(self._nfds)))
                         self._body = self._message = None
                     continue
-                chunk, ancillary, _, _ = self._sock.recvmsg(_SMALL * 4, _ANCILLARY_SPACE)
+                if PLAIN:
+                    chunk, ancillary = self._sock.recv(_SMALL * 4), []  # type: ignore[var-annotated]
+                else:
+                    chunk, ancillary, _, _ = self._sock.recvmsg(_SMALL * 4, _ANCILLARY_SPACE)
             except (BlockingIOError, InterruptedError):
                 break
             except OSError:
@@ -398,7 +412,11 @@ class FrameWriter:
                     break
                 batch.append(view)
             try:
-                sent = self._sock.sendmsg(batch, _rights(pending[0][1]))
+                if PLAIN:  # one send for the small frames queued together
+                    small = len(batch) > 1 and sum(len(v) for v in batch) <= _SMALL * 4
+                    sent = self._sock.send(b"".join(batch) if small else batch[0])
+                else:
+                    sent = self._sock.sendmsg(batch, _rights(pending[0][1]))
             except (BlockingIOError, InterruptedError):
                 return
             while sent:
@@ -417,7 +435,8 @@ class FrameWriter:
 
 def new_channel() -> tuple[socket.socket, socket.socket]:
     """A connected pair: the parent's end (non-blocking) and the worker's end."""
-    parent, child = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    # The default family: AF_UNIX where it exists, a loopback TCP pair on Windows.
+    parent, child = socket.socketpair()
     parent.setblocking(False)
     for s in (parent, child):
         s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 1 << 20)

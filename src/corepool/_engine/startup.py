@@ -1,6 +1,7 @@
 """How worker processes are started: the start method, and a fast first start.
 
-Workers are started with ``forkserver`` on Linux (``spawn`` elsewhere): a fork server
+Workers are started with ``forkserver`` by the Linux transport (``spawn`` by the
+others, see ``transport/``): a fork server
 that already imported corepool forks each new worker in about a millisecond, and it
 is safe while the pool's own threads run, which ``fork`` is not (a thread holding a
 lock at the moment of a fork leaves that lock held forever in the child).
@@ -24,6 +25,8 @@ from multiprocessing.context import BaseContext
 from types import CodeType
 from typing import Any
 
+from . import transport
+
 GUARD_MESSAGE = (
     "a corepool pool was started while a worker process was importing the main script. "
     "The main module is imported again outside the program (in the fork server, or in "
@@ -33,9 +36,10 @@ GUARD_MESSAGE = (
 
 
 def default_start_method() -> str:
-    """``forkserver`` where it exists (safe with threads, fast after the first worker)."""
+    """The transport's start method: ``forkserver`` for Linux (safe with threads, fast
+    after the first worker), ``spawn`` for the others."""
     methods = multiprocessing.get_all_start_methods()
-    if sys.platform.startswith("linux") and "forkserver" in methods:
+    if transport.current().start_method == "forkserver" and "forkserver" in methods:
         return "forkserver"
     return "spawn"
 

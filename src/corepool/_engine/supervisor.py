@@ -30,7 +30,7 @@ from ..errors import CorepoolError, SerializationError
 from ..forwarding import forward_settings
 from ..lending import Returns
 from ..sharedmem import Packed, off_release, on_release, unpack
-from . import outputs
+from . import outputs, transport
 from . import protocol as p
 from . import worker as worker_module
 from .model import (
@@ -372,6 +372,8 @@ class Supervisor:
             packed.sent -= 1  # the process, and its mappings, are gone
         proc.inflight.clear()
         p.close_quietly(proc.sock)
+        if proc.process.pid is not None:
+            transport.worker_gone(proc.process.pid)  # segments it made that no one took
         try:
             proc.process.close()
         except ValueError:

@@ -1,8 +1,9 @@
 """The loop that runs in each worker process: receive a chunk, run it, send the results.
 
-No threads here. The worker learns of its parent's death in two ways: when idle, its
-channel reaches end-of-file; when busy, the kernel kills it (``PR_SET_PDEATHSIG``, armed
-right after start, with a check for a parent that died before it was armed). The worker
+The worker learns of its parent's death in two ways: when idle, its channel reaches
+end-of-file; when busy, the kernel kills it (Linux: ``PR_SET_PDEATHSIG``, armed right
+after start, with a check for a parent that died before it was armed), or elsewhere a
+watchdog thread does (see ``transport/watchdog.py``); no other threads. The worker
 ignores SIGINT: on Ctrl-C the parent stops the pool, and workers print no tracebacks.
 
 A chunk runs in the loop every backend shares (``_tasks/run.py``), on its fast path
@@ -29,7 +30,7 @@ from ..lending import Lender
 from ..nesting import THREAD_VARIABLES as THREAD_VARIABLES  # the supervisor's too
 from ..serialize import FailureInfo, loads
 from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
-from . import outputs
+from . import outputs, transport
 from . import protocol as p
 from .resultlog import LogWriter
 
@@ -38,19 +39,6 @@ from .resultlog import LogWriter
 # bytes of the result log in use.
 SLOT_SEQ, SLOT_POS, SLOT_T0, SLOT_LOG = 0, 1, 2, 3
 SLOT_SIZE = 4
-
-
-def _arm_parent_death_signal() -> None:
-    if not sys.platform.startswith("linux"):
-        return
-    try:
-        import ctypes
-
-        libc = ctypes.CDLL(None, use_errno=True)
-        pr_set_pdeathsig = 1
-        libc.prctl(pr_set_pdeathsig, signal.SIGKILL, 0, 0, 0)
-    except Exception:
-        return
 
 
 def _let_the_fork_server_go() -> None:
@@ -79,31 +67,6 @@ def _let_the_fork_server_go() -> None:
     server._forkserver_address = None  # type: ignore[union-attr]
 
 
-def _close_inherited(fds: tuple[int, ...]) -> None:
-    """Close the parent's descriptors a forked worker must not keep open: ``fds``, and
-    shared-memory segments of the parent's (its memory would outlive their release)."""
-    for fd in fds:
-        p.close_quietly(fd)
-    try:
-        names = os.listdir("/proc/self/fd")
-    except OSError:
-        return
-    for name in names:
-        try:
-            if os.readlink(f"/proc/self/fd/{name}").startswith("/memfd:corepool"):
-                p.close_quietly(int(name))
-        except (OSError, ValueError):
-            continue
-
-
-def _parent_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _run_tracked(
@@ -274,11 +237,8 @@ def main(
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     nesting.mark_worker_process(threads[0])  # corepool called by a task runs nested
-    if inherited is not None:
-        _close_inherited(inherited)
     _let_the_fork_server_go()
-    _arm_parent_death_signal()
-    if not _parent_alive(parent_pid):
+    if not transport.worker_started(parent_pid, inherited):
         return
     sock.setblocking(True)
     outputs.install(sock, forward)
@@ -296,6 +256,7 @@ def main(
         p.send_blocking(sock, p.Ready(os.getpid()))
         _serve(sock, slot, LogWriter(result_log, slot, SLOT_LOG), memory_limit)
     except (EOFError, OSError):
+        transport.worker_orphaned()
         return  # the parent is gone or closed the channel: nothing left to do
 
 

@@ -1,7 +1,8 @@
 """The process backend: corepool's own engine of worker processes (the default).
 
 The only door into ``_engine/``: the faces and the CLI that need its start method
-(``corepool.get_context``, ``corepool info``) import it from here.
+(``corepool.get_context``, ``corepool info``: start method and transport) import it
+from here.
 """
 
 from __future__ import annotations
@@ -11,11 +12,12 @@ from typing import Any, ClassVar
 
 from .._engine.collect import run_on_workers
 from .._engine.engine import ProcessEngine, default_start_method, resolve_context
+from .._engine.transport import describe as describe_transport
 from .._tasks.job import CallJob, Job, StreamJob
 from ..progress import PoolStats
 from .base import Backend
 
-__all__ = ["ProcessBackend", "default_start_method", "resolve_context"]
+__all__ = ["ProcessBackend", "default_start_method", "describe_transport", "resolve_context"]
 
 
 class ProcessBackend(Backend):

@@ -13,7 +13,7 @@ from typing import Any
 
 from .. import __version__
 from ..backends import resolve_backend_name
-from ..backends.process import default_start_method
+from ..backends.process import default_start_method, describe_transport
 from ..cpus import cpu_report
 
 __all__ = [
@@ -83,6 +83,13 @@ def default_backend() -> str:
         return f"invalid: {exc}"
 
 
+def _start_method() -> str:
+    try:
+        return default_start_method()
+    except ValueError:  # an invalid $COREPOOL_TRANSPORT, reported beside
+        return "unknown"
+
+
 def gather() -> dict[str, Any]:
     """Everything ``corepool info`` reports, as JSON-ready data."""
     report = cpu_report()
@@ -100,7 +107,8 @@ def gather() -> dict[str, Any]:
             "cgroup_quota": report.cgroup_quota,
             "reasons": report.reasons(),
         },
-        "start_method": default_start_method(),
+        "transport": describe_transport(),
+        "start_method": _start_method(),
         "default_backend": default_backend(),
         "default_backend_env": os.environ.get("COREPOOL_BACKEND"),
         "packages": package_versions(),
@@ -117,6 +125,7 @@ def render(data: dict[str, Any]) -> str:
         f"Python {python['version']} ({python['implementation']}) {python['executable']}",
         f"usable CPUs: {data['cpus']['usable']}",
         *(f"  {reason}" for reason in data["cpus"]["reasons"]),
+        f"transport: {data['transport']['name']} ({data['transport']['reason']})",
         f"start method: {data['start_method']}",
     ]
     valid = not data["default_backend"].startswith("invalid")
