@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from corepool._engine.calls import CallBatch, queue_calls
-from corepool._engine.model import Chunk, Deliver, Send
+from corepool._engine.model import Chunk, Deliver, Measured, Send
 from corepool._engine.state import PoolState
 from corepool._tasks.job import CallJob
 from corepool.errors import WorkerCrashed
@@ -50,6 +50,8 @@ def deliver(actions: list[Any]) -> None:
     for action in actions:
         if isinstance(action, Deliver):
             action.job.deliver(action.piece)
+        elif isinstance(action, Measured):  # as the supervisor does
+            action.job.sizer.observe(action.items, action.busy)
 
 
 def test_calls_queued_behind_a_busy_worker_go_in_one_frame() -> None:

@@ -209,6 +209,7 @@ def gather(
     pickle_items: Callable[[list[Any]], Any],
     workers: int,
     budget: int | None,
+    size_of: Callable[[Job], int],
 ) -> Chunk | None:
     """Calls from the front of the calls' lane (``first`` was just taken from it) that
     may share a batch, claimed and pickled as one chunk; None if none of them can be
@@ -228,7 +229,7 @@ def gather(
     lead = job.calls[0]
     lane = ready.lane(CALLS_LANE)
     waiting = first.count + sum(chunk.count for chunk in lane)
-    limit = min(lead.sizer.next_size(), math.ceil(waiting / workers))
+    limit = min(size_of(lead), math.ceil(waiting / workers))
     if budget is not None:
         limit = min(limit, max(budget, 1))
     calls: list[CallJob] = []

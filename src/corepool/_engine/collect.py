@@ -75,10 +75,16 @@ class WorkerCall(Job):
         self.collection = collection
         self.wid = worker.wid
         self.pid = worker.pid
+        self._sent = False
 
     def claim(self) -> bool:
-        # Taken from the shared queue: its worker died before running it, and it must
-        # not run on another one. That worker gives no answer.
+        # The supervisor claims each chunk as it sends it. The first time, it goes to
+        # its own worker (``PoolState.pin``); a second time, it was taken from the
+        # shared queue after that worker died: it must not run on another one, and
+        # that worker gives no answer.
+        if not self._sent:
+            self._sent = True
+            return True
         self.collection.answer(self.wid, None, None, None)
         return False
 

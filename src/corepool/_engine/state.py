@@ -35,6 +35,7 @@ from typing import Any
 
 from .._tasks.job import Job
 from .._tasks.rules import culprit
+from .._tasks.sizing import MAX_CHUNK_ITEMS_UNSIZED, TARGET_CHUNK_SECONDS
 from ..errors import BrokenPool, TaskTimeout
 from ..serialize import FailureInfo
 from .calls import gather
@@ -172,7 +173,12 @@ class PoolState(Recovery):
                         break
                     if chunk.job.lane == CALLS_LANE:  # single calls travel together
                         chunk = gather(
-                            chunk, self.ready, self._pickle_items, self.size, worker.budget
+                            chunk,
+                            self.ready,
+                            self._pickle_items,
+                            self.size,
+                            worker.budget,
+                            self._calls_per_chunk,
                         )
                         if chunk is None:
                             continue
@@ -330,6 +336,15 @@ class PoolState(Recovery):
         worker.tasks += chunk.count
         self._observe(chunk, busy)
         return [*actions, Measured(chunk.job, chunk.count, busy), *self._after(now)]
+
+    def _calls_per_chunk(self, job: Job) -> int:
+        """How many single calls of ``job``'s function make a chunk: from this state's
+        own estimate once a call was measured (the sizer learns it later, from the
+        ``Measured`` action), else the sizer's size."""
+        per_task = self._per_task.get(job.sizer)
+        if per_task is None:
+            return job.sizer.next_size()
+        return max(1, min(int(TARGET_CHUNK_SECONDS / per_task), MAX_CHUNK_ITEMS_UNSIZED))
 
     def _observe(self, chunk: Chunk, busy: float) -> None:
         """Keep a running estimate of the job's seconds per task (as its sizer does)."""
