@@ -119,6 +119,10 @@ class PoolCore:
     must also be (see :func:`corepool.errors.stdlib_compatible`).
     """
 
+    #: The recorder of a :func:`corepool.watch` (see ``corepool._watch``): set on one
+    #: core, or here on the class for every core; None, one test per job, when off.
+    watcher: Any = None
+
     def __init__(
         self,
         workers: int,
@@ -203,6 +207,8 @@ class PoolCore:
             raise
         if self.closed:
             job.unbound()
+        if self.watcher is not None:
+            self.watcher.started_job(self, job, iterable)
         return job
 
     def pieces(
@@ -216,6 +222,7 @@ class PoolCore:
     ) -> Iterator[Piece]:
         """The job's pieces, annotated, with progress; Ctrl-C stops the pool."""
         bar = make_progress(progress, iterable) if progress else None
+        watcher = self.watcher
         try:
             for piece in job.pieces(ordered, keeps_all):
                 if piece.failures:
@@ -229,6 +236,8 @@ class PoolCore:
         finally:
             if bar is not None:
                 bar.close()
+            if watcher is not None:
+                watcher.ended_job(job)
             self._finished(job)
 
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
@@ -294,6 +303,8 @@ class PoolCore:
                 method(finished)
 
         future.add_done_callback(on_done)
+        if self.watcher is not None:
+            self.watcher.called(self, job, future, args, kwargs)
         try:
             self.backend.run_call(job, tuple(args), dict(kwargs))
         except BaseException:
