@@ -14,8 +14,11 @@ off        ``corepool run bench_task.py:square in.jsonl -o out.jsonl --workers 2
 live       the same with ``--dashboard``, and a client that fetches ``/api/view`` as
            often as an open page does (every POLL_SECONDS) while it runs
 untimed    ``off`` on a copy of this source tree whose runner does not read the clock
-           around each task (``call_timed`` returns a duration of 0): what the
-           journal's per-task durations cost
+           around each task (``call_timed`` returns a duration of 0): what the two
+           clock reads per task cost
+notiming   ``off`` on a copy whose runner calls the function directly (no wrapper, a
+           plain result, no duration in the journal): what the per-task timing costs
+           in all (the wrapper's call, the (result, duration) pair, the column)
 base       (with ``--baseline-src``) ``off`` on another source tree
 map        ``Pool(2).map(square, range(N))`` in a script
 map-watch  the same with ``corepool.watch(pool)`` on, and a client polling its page
@@ -120,19 +123,36 @@ def _once(folder: Path, arm: str, lines: int, src: str) -> tuple[float, float, i
     return seconds, cpu, fetched[0]
 
 
-def _untimed_copy(folder: Path) -> str:
-    """This source tree, with a runner that does not time its tasks."""
-    copy = folder / "untimed-src"
+def _patched_copy(folder: Path, name: str, patches: dict[str, list[tuple[str, str]]]) -> str:
+    """This source tree, copied with some texts replaced (each must be found)."""
+    copy = folder / name
     shutil.copytree(SRC, copy, ignore=shutil.ignore_patterns("__pycache__"))
-    jsonl = copy / "corepool" / "cli" / "jsonl.py"
-    text = jsonl.read_text()
-    timed = re.search(r"(def call_timed\(.*?\n)(    .*?\n)*?    return result, .*?\n",
-                      text, re.S)
-    assert timed is not None, "call_timed not found"
-    plain = ("def call_timed(fn, value, clock=None):\n"
-             "    return fn(value), 0\n")
-    jsonl.write_text(text[:timed.start()] + plain + text[timed.end():])
+    for module, replacements in patches.items():
+        path = copy / "corepool" / "cli" / module
+        text = path.read_text()
+        for old, new in replacements:
+            assert old in text, f"{module}: {old!r} not found"
+            text = text.replace(old, new)
+        path.write_text(text)
     return str(copy)
+
+
+def _untimed_copy(folder: Path) -> str:
+    """A runner whose tasks still return (result, duration), with no clock read."""
+    return _patched_copy(folder, "untimed-src", {"jsonl.py": [
+        ("    start = clock()\n    result = fn(value)\n"
+         "    return result, (clock() - start) // 1000\n",
+         "    return fn(value), 0\n")]})
+
+
+def _notiming_copy(folder: Path) -> str:
+    """A runner that calls the function itself and journals no durations."""
+    return _patched_copy(folder, "notiming-src", {
+        "run.py": [("functools.partial(call_timed, fn if caller is None else "
+                    "functools.partial(caller, fn))",
+                    "fn if caller is None else functools.partial(caller, fn)")],
+        "batch.py": [("                    value, micros = value\n", "")],
+    })
 
 
 def main() -> None:
@@ -141,7 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--baseline-src", default=None,
                         help="another corepool src/ directory for a base arm")
-    parser.add_argument("--arms", default="off,live,untimed,map,map-watch",
+    parser.add_argument("--arms", default="off,live,untimed,notiming,map,map-watch",
                         help="comma-separated arms to run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="corepool-dashcost-") as tmp:
@@ -152,6 +172,8 @@ def main() -> None:
         srcs = {arm: str(SRC) for arm in args.arms.split(",")}
         if "untimed" in srcs:
             srcs["untimed"] = _untimed_copy(folder)
+        if "notiming" in srcs:
+            srcs["notiming"] = _notiming_copy(folder)
         if args.baseline_src:
             srcs["base"] = os.path.abspath(args.baseline_src)
         times: dict[str, list[float]] = {arm: [] for arm in srcs}

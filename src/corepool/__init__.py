@@ -37,7 +37,7 @@ _WHERE = {
     "WorkerCrashed": "errors",
     "Shared": "sharedmem",
     "shared": "sharedmem",
-    "watch": "_watch",
+    "watch": "_watch.live",
 }
 
 __all__ = [
@@ -67,7 +67,7 @@ __all__ = [
 ]
 
 if TYPE_CHECKING:
-    from ._watch import watch
+    from ._watch.live import watch
     from .aio import aimap, amap
     from .api import imap, map, starmap
     from .context import get_context
