@@ -92,3 +92,34 @@ def test_an_executor_can_be_watched() -> None:
     with corepool.Executor(2) as ex, corepool.watch(ex) as page:
         assert list(ex.map(abs, [-1, -2])) == [1, 2]
         assert _view(page.url)["view"]["done"] == 2
+
+
+def test_worker_status_names_the_running_task_and_how_long_it_has_run() -> None:
+    """The accessor the pages use: a call sleeping in a worker shows with its input,
+    and its running time grows; the other worker is idle."""
+    import time
+
+    from corepool._watch.workers import describe, worker_status
+
+    with corepool.Pool(2) as pool:
+        future = pool.submit(time.sleep, 30)
+        deadline = time.monotonic() + 20
+        while True:
+            busy = [w for w in worker_status(pool._core).workers if w.task is not None]
+            if busy and busy[0].running is not None and busy[0].running > 0.2:
+                break
+            assert time.monotonic() < deadline, "the sleeping call never showed"
+            time.sleep(0.05)
+        (row,) = busy
+        assert row.state == "busy" and row.pid in pool.pids()
+        assert describe(row.job, row.value) == "(30)"
+        first = row.running
+        def running() -> float | None:
+            rows = worker_status(pool._core).workers
+            return next(w.running for w in rows if w.worker == row.worker)
+
+        while (again := running()) is None or again <= first:
+            assert time.monotonic() < deadline, "the running time did not grow"
+            time.sleep(0.05)
+        assert {w.state for w in worker_status(pool._core).workers} == {"busy", "idle"}
+        future.cancel()
