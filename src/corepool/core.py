@@ -198,6 +198,8 @@ class PoolCore:
             retry_on=self.retry_on if retry_on is None else retry_on,
             sizer=ChunkSizer(slots, chunksize, _length(iterable)),
         )
+        if self.watcher is not None:  # before the first piece can be delivered
+            self.watcher.started_job(self, job, iterable)
         self._opened(job)
         try:
             self.backend.run_stream(job)
@@ -207,8 +209,6 @@ class PoolCore:
             raise
         if self.closed:
             job.unbound()
-        if self.watcher is not None:
-            self.watcher.started_job(self, job, iterable)
         return job
 
     def pieces(
