@@ -13,10 +13,9 @@ off        ``corepool run bench_task.py:square in.jsonl -o out.jsonl --workers 2
            --no-progress`` (one JSON integer per line, a fresh journal)
 live       the same with ``--dashboard``, and a client that fetches ``/api/view`` as
            often as an open page does (every POLL_SECONDS) while it runs
-tworeads   ``off`` on a copy of this source tree whose runner times each task with
-           two clock reads (``call_timed``, as before ``call_chained``)
-untimed    the same copy, with no clock read (``call_timed`` returns a duration of 0):
-           what reading the clock costs
+untimed    ``off`` on a copy of this source tree whose runner does not read the clock
+           around each task (``call_timed`` returns a duration of 0): what the two
+           clock reads per task cost
 notiming   ``off`` on a copy whose runner calls the function directly (no wrapper, a
            plain result, no duration in the journal): what the per-task timing costs
            in all (the wrapper's call, the (result, duration) pair, the column)
@@ -138,18 +137,9 @@ def _patched_copy(folder: Path, name: str, patches: dict[str, list[tuple[str, st
     return str(copy)
 
 
-_TWO_READS = ('timed = call_chained if core.backend_name == "process" else call_timed',
-              "timed = call_timed")
-
-
-def _tworeads_copy(folder: Path) -> str:
-    """A runner that reads the clock before and after each task."""
-    return _patched_copy(folder, "tworeads-src", {"run.py": [_TWO_READS]})
-
-
 def _untimed_copy(folder: Path) -> str:
     """A runner whose tasks still return (result, duration), with no clock read."""
-    return _patched_copy(folder, "untimed-src", {"run.py": [_TWO_READS], "jsonl.py": [
+    return _patched_copy(folder, "untimed-src", {"jsonl.py": [
         ("    start = clock()\n    result = fn(value)\n"
          "    return result, (clock() - start) // 1000\n",
          "    return fn(value), 0\n")]})
@@ -158,7 +148,7 @@ def _untimed_copy(folder: Path) -> str:
 def _notiming_copy(folder: Path) -> str:
     """A runner that calls the function itself and journals no durations."""
     return _patched_copy(folder, "notiming-src", {
-        "run.py": [("functools.partial(timed, fn if caller is None else "
+        "run.py": [("functools.partial(call_timed, fn if caller is None else "
                     "functools.partial(caller, fn))",
                     "fn if caller is None else functools.partial(caller, fn)")],
         "batch.py": [("                    value, micros = value\n", "")],
@@ -171,7 +161,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7)
     parser.add_argument("--baseline-src", default=None,
                         help="another corepool src/ directory for a base arm")
-    parser.add_argument("--arms", default="off,live,tworeads,untimed,notiming,map,map-watch",
+    parser.add_argument("--arms", default="off,live,untimed,notiming,map,map-watch",
                         help="comma-separated arms to run")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="corepool-dashcost-") as tmp:
@@ -180,8 +170,6 @@ def main() -> None:
         (folder / "bench_map.py").write_text(MAP_SCRIPT)
         (folder / "in.jsonl").write_text("".join(f"{i}\n" for i in range(args.lines)))
         srcs = {arm: str(SRC) for arm in args.arms.split(",")}
-        if "tworeads" in srcs:
-            srcs["tworeads"] = _tworeads_copy(folder)
         if "untimed" in srcs:
             srcs["untimed"] = _untimed_copy(folder)
         if "notiming" in srcs:

@@ -150,10 +150,8 @@ def nap(x):
 @pytest.mark.parametrize("options", [(), ("--timeout", "30"), ("--backend", "thread")],
                          ids=["fast path", "tracked", "thread"])
 def test_journal_holds_each_tasks_own_duration(tmp_path: Path, options: tuple[str, ...]) -> None:
-    """The worker reads the clock once per task on the fast path (a task ends when the
-    next starts, the last when the chunk's results are pickled): every journalled
-    duration is still that task's own, a failure in between and the idle time between
-    chunks included in none."""
+    """Every journalled duration is that task's own, measured in the worker: a failure
+    in between and the idle time between chunks are included in none."""
     (tmp_path / "naps.py").write_text(NAPS)
     naps = [0.2, 0.01, -1, 0.3, 0.01, 0.01, 0.15, 0.02, 0.25, 0.01]
     (tmp_path / "in.jsonl").write_text("".join(f"{x}\n" for x in naps))

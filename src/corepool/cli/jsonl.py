@@ -24,7 +24,6 @@ from typing import Any
 __all__ = [
     "MODES",
     "Parsed",
-    "call_chained",
     "call_kwargs",
     "call_star",
     "call_timed",
@@ -195,45 +194,3 @@ def call_timed(fn: Callable[..., Any], value: Any,
     start = clock()
     result = fn(value)
     return result, (clock() - start) // 1000
-
-
-# One clock read per task in a worker process (``call_chained``). A worker runs the
-# tasks of a chunk back to back, then pickles their results in order: a task's end is
-# the next task's start, and the chunk's last task ends when the chunk's results are
-# pickled, which the chunk's first result notices (its ``__reduce__``). A pair stays a
-# list ``[result, start]`` until its end is known, then ``[result, microseconds]``.
-_open: list[Any] | None = None  # this worker's last task, its end not read yet
-
-
-class _First(list):  # type: ignore[type-arg]
-    """The first result of a run of tasks: when pickled, it closes the open task (the
-    run's last) and travels as a plain ``(result, microseconds)`` tuple."""
-
-    __slots__ = ()
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        global _open
-        last = _open
-        if last is not None:
-            _open = None
-            last[1] = (time.perf_counter_ns() - last[1]) // 1000
-        return tuple, ((self[0], self[1]),)
-
-
-def call_chained(fn: Callable[..., Any], value: Any,
-                 clock: Callable[[], int] = time.perf_counter_ns) -> list[Any]:
-    """:func:`call_timed` for a worker process that runs tasks one after the other and
-    pickles their results in order (the process backend): the same
-    ``(fn(value), microseconds)`` with one clock read per task instead of two, half of
-    what timing costs on tiny tasks."""
-    global _open
-    now = clock()
-    previous = _open
-    if previous is not None:
-        previous[1] = (now - previous[1]) // 1000
-        _open = None  # a task that raises leaves nothing open
-    result = fn(value)
-    pair = [result, now] if previous is not None else _First((result, now))
-    _open = pair
-    return pair
-

@@ -36,7 +36,7 @@ from .batch import (
 )
 from .checks import check_arity, check_paths, code_fingerprint
 from .journal import Journal, JournalError, KeyFinder, RunProgress
-from .jsonl import call_chained, call_kwargs, call_star, call_timed, count_lines
+from .jsonl import call_kwargs, call_star, call_timed, count_lines
 from .lock import PathLock
 from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
@@ -263,8 +263,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: Any, journa
     if live is not None and live.workers is not None:  # --dashboard: each worker's line
         live.workers.attach(core, batch.inflight)
     caller = _CALLERS.get(args.mode)
-    timed = call_chained if core.backend_name == "process" else call_timed  # (see jsonl)
-    task = functools.partial(timed, fn if caller is None else functools.partial(caller, fn))
+    task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
