@@ -134,3 +134,33 @@ def test_run_dashboard_on_a_port_in_use_exits_2_before_running(tmp_path: Path) -
     with sqlite3.connect(tmp_path / "out.jsonl.journal.db") as conn:
         assert conn.execute("SELECT count(*) FROM runs").fetchone()[0] == 0
     assert not (tmp_path / "out.jsonl").exists()
+
+
+NAPS = '''
+import time
+
+def nap(x):
+    if x < 0:
+        raise ValueError(x)
+    time.sleep(x)
+    return x
+'''
+
+
+@pytest.mark.parametrize("options", [(), ("--timeout", "30"), ("--backend", "thread")],
+                         ids=["fast path", "tracked", "thread"])
+def test_journal_holds_each_tasks_own_duration(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Every journalled duration is that task's own, measured in the worker: a failure
+    in between and the idle time between chunks are included in none."""
+    (tmp_path / "naps.py").write_text(NAPS)
+    naps = [0.2, 0.01, -1, 0.3, 0.01, 0.01, 0.15, 0.02, 0.25, 0.01]
+    (tmp_path / "in.jsonl").write_text("".join(f"{x}\n" for x in naps))
+    done = corepool("run", "naps.py:nap", "in.jsonl", "-o", "out.jsonl", "--workers", "1",
+                    "--no-progress", *options, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr  # the one failure
+    with sqlite3.connect(tmp_path / "out.jsonl.journal.db") as conn:
+        micros = dict(conn.execute("SELECT line, micros FROM tasks WHERE ok = 1"))
+    assert len(micros) == len(naps) - 1
+    for line, nap in enumerate(naps, start=1):
+        if nap >= 0:  # asleep at least that long, and not much more (a loaded machine)
+            assert nap * 1e6 <= micros[line] < nap * 1e6 + 80_000, (line, micros)

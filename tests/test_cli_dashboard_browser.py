@@ -186,10 +186,10 @@ def test_run_dashboard_shows_the_workers_and_the_token_page_works(browser: Any,
         def workers() -> set[int]:
             return {int(pid) for pid in json.loads(browser.execute_script(
                 "return JSON.stringify(Array.from(document.querySelectorAll("
-                "'#workers td.n:first-child')).map(function(e){return e.textContent;}));"))}
+                "'#workers td.pid')).map(function(e){return e.textContent;}));"))}
 
         _until(lambda: len(workers()) >= 2, 20, "the workers never showed")  # started later
-        children = {child.pid for child in psutil.Process(run.pid).children()}
+        children = {child.pid for child in psutil.Process(run.pid).children(recursive=True)}
         assert workers() <= children
         server, token_url = serve(tmp_path / "out.jsonl.journal.db", "--host", "127.0.0.2")
         base = token_url.split("?")[0]

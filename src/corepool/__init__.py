@@ -37,6 +37,7 @@ _WHERE = {
     "WorkerCrashed": "errors",
     "Shared": "sharedmem",
     "shared": "sharedmem",
+    "watch": "_watch.live",
 }
 
 __all__ = [
@@ -62,9 +63,11 @@ __all__ = [
     "map",
     "shared",
     "starmap",
+    "watch",
 ]
 
 if TYPE_CHECKING:
+    from ._watch.live import watch
     from .aio import aimap, amap
     from .api import imap, map, starmap
     from .context import get_context

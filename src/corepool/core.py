@@ -144,6 +144,10 @@ class PoolCore:
     must also be (see :func:`corepool.errors.stdlib_compatible`).
     """
 
+    #: The recorder of a :func:`corepool.watch` (see ``corepool._watch``): set on one
+    #: core, or here on the class for every core; None, one test per job, when off.
+    watcher: Any = None
+
     def __init__(
         self,
         workers: int,
@@ -220,6 +224,8 @@ class PoolCore:
             retry_on=self.retry_on if retry_on is None else retry_on,
             sizer=ChunkSizer(slots, chunksize, _length(iterable)),
         )
+        if self.watcher is not None:  # before the first piece can be delivered
+            self.watcher.started_job(self, job, iterable)
         self._opened(job)
         try:
             self.backend.run_stream(job)
@@ -319,6 +325,8 @@ class PoolCore:
         job.face = self.face
         job.finished = self._call_done
         self._opened(job)
+        if self.watcher is not None:
+            self.watcher.called(self, job, future, args, kwargs)
         try:
             self.backend.run_call(job, tuple(args), dict(kwargs))
         except BaseException:

@@ -78,6 +78,9 @@ class Pieces:
         self._stream.close()
         if self._bar is not None:
             self._bar.close()
+        watcher = self._core.watcher
+        if watcher is not None:
+            watcher.ended_job(self.job)
         self._core._finished(self.job)
 
     def __del__(self) -> None:

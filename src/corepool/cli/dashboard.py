@@ -1,43 +1,32 @@
 """``corepool report`` and ``corepool dashboard``: a journal as a web page.
 
-``report`` writes the page once, self-contained. ``dashboard`` serves it live with the
-standard library's threaded HTTP server: ``GET /`` is the page, ``GET /api/view`` the
-JSON it polls (the view's data and its rendered HTML). Nothing else is served and no
-request changes anything; the journal is read as ``corepool status`` reads it, so a
+``report`` writes the page once, self-contained. ``dashboard`` serves it live with
+corepool's read-only page server (:mod:`corepool._watch.server`: ``GET /`` is the
+page, ``GET /api/view`` the JSON it polls; 127.0.0.1 unless told otherwise, and then
+only with a random token). The journal is read as ``corepool status`` reads it, so a
 running batch is never blocked. The view is computed at most twice a second however
 many pages poll it, and less often when it takes long: at most a twentieth of the time
-goes to computing it (see :meth:`Dashboard.view`).
-
-It binds 127.0.0.1 unless ``--host`` says otherwise; on any other address (even
-another loopback one) every request must carry the random token printed in the URL,
-or gets 403. Without a token, requests must name a local host (``Host:
-127.0.0.1:PORT``, ``localhost``), against DNS rebinding.
+goes to computing it (see :meth:`Dashboard.view`). ``corepool run --dashboard`` adds
+its workers (:class:`RunWorkers`).
 """
 
 from __future__ import annotations
 
-import hmac
-import html
-import http.server
-import secrets
-import socket
 import sys
 import threading
 import time
-import urllib.parse
 from collections.abc import Callable
 from typing import Any
 
-import psutil
-
+from .._watch.server import LOCAL_HOSTS, LiveServer, Unavailable
+from .._watch.workers import WorkerStatus, WorkersView, worker_status
 from .htmlview import POLL_SECONDS, api_body, page
 from .journal import JournalError
 from .recover import damage_advice, is_damage
 from .runview import collect
 
-__all__ = ["Dashboard", "Workers", "report", "serve"]
+__all__ = ["LOCAL_HOSTS", "Dashboard", "RunWorkers", "report", "serve"]
 
-LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 CACHE_SECONDS = POLL_SECONDS / 2  # the view is recomputed at most this often ...
 CACHE_SHARE = 20  # ... and not before 20 times as long as it took to compute
 
@@ -67,7 +56,7 @@ def report(path: str, output: str) -> int:
     return 0
 
 
-class Dashboard:
+class Dashboard(LiveServer):
     """The live view of one journal, served in a background thread.
 
     ``extra`` returns more HTML for the page (what only the running batch knows), or
@@ -76,29 +65,12 @@ class Dashboard:
 
     def __init__(self, path: str, host: str = "127.0.0.1", port: int = 0,
                  extra: Callable[[], str] | None = None) -> None:
+        super().__init__(host, port)
         self.path, self.extra = path, extra
-        self.token = None if host in LOCAL_HOSTS else secrets.token_urlsafe(16)
+        self.workers: RunWorkers | None = None  # corepool run --dashboard's
         self._lock = threading.Lock()
         self._cached: tuple[float, dict[str, Any]] | None = None
         self._cost = 0.0
-        dashboard = self
-
-        class Handler(_Handler):
-            owner = dashboard
-
-        self.server = (_Server6 if ":" in host else _Server)((host, port), Handler)
-        self._thread: threading.Thread | None = None
-
-    @property
-    def url(self) -> str:
-        """The page's address (with the token, when one is needed)."""
-        host, port = self.server.server_address[:2]
-        host = host.decode() if isinstance(host, bytes) else host
-        if host in ("0.0.0.0", "::"):  # every address: name one others can reach
-            host = socket.gethostname()
-        shown = f"[{host}]" if ":" in host else host
-        query = f"?token={self.token}" if self.token else ""
-        return f"http://{shown}:{port}/{query}"
 
     def view(self) -> dict[str, Any]:
         """The journal's view, recomputed when older than CACHE_SECONDS and than
@@ -108,124 +80,47 @@ class Dashboard:
             now = time.monotonic()
             if (self._cached is None
                     or now - self._cached[0] >= max(CACHE_SECONDS, CACHE_SHARE * self._cost)):
-                self._cached = (now, collect(self.path))
+                try:
+                    self._cached = (now, collect(self.path))
+                except JournalError as exc:
+                    raise Unavailable(str(exc)) from exc
                 self._cost = time.monotonic() - now
             return self._cached[1]
 
-    def allowed(self, query: str, host: str | None) -> bool:
-        """Whether a request with this query string and Host header may see the view.
+    def page(self, api: str) -> str:
+        """The live page."""
+        view = self.view()
+        return page(view, api=api, extra=self.extra() if self.extra else "")
 
-        Without a token, only requests addressed to a local name pass: a web page
-        elsewhere cannot read the view by pointing its own name at 127.0.0.1 (DNS
-        rebinding), since its requests carry that name."""
-        if self.token is None:
-            name = urllib.parse.urlsplit(f"//{host or ''}").hostname or ""
-            return name in LOCAL_HOSTS
-        given = urllib.parse.parse_qs(query).get("token", [""])[0]
-        return hmac.compare_digest(given.encode(), self.token.encode())
-
-    def start(self) -> None:
-        """Serve in a daemon thread (``corepool run --dashboard``)."""
-        self._thread = threading.Thread(target=self.server.serve_forever, args=(0.05,),
-                                        name="corepool-dashboard", daemon=True)
-        self._thread.start()
-
-    def close(self) -> None:
-        """Stop serving."""
-        if self._thread is not None:
-            self.server.shutdown()
-        self.server.server_close()
+    def api(self) -> bytes:
+        """The view's data and its fragment."""
+        view = self.view()
+        return api_body(view, self.extra() if self.extra else "")
 
 
-class _Server(http.server.ThreadingHTTPServer):
-    daemon_threads = True
-
-
-class _Server6(_Server):
-    address_family = socket.AF_INET6
-
-
-class _Handler(http.server.BaseHTTPRequestHandler):
-    owner: Dashboard
-    server_version = "corepool-dashboard"
-
-    def log_message(self, format: str, *args: Any) -> None:
-        """Quiet: the terminal belongs to the batch."""
-
-    def do_GET(self) -> None:
-        """The page, or its JSON; nothing else."""
-        owner = self.owner
-        parts = urllib.parse.urlsplit(self.path)
-        if not owner.allowed(parts.query, self.headers.get("Host")):
-            self._send(403, "text/plain", b"forbidden: this dashboard needs its token\n")
-            return
-        if parts.path not in ("/", "/api/view"):
-            self._send(404, "text/plain", b"not found\n")
-            return
-        try:
-            view = owner.view()
-        except JournalError as exc:
-            self._send(503, "text/plain", f"{exc}\n".encode())
-            return
-        extra = owner.extra() if owner.extra else ""
-        if parts.path == "/":
-            token = f"?token={owner.token}" if owner.token else ""
-            body = page(view, api=f"/api/view{token}", extra=extra).encode()
-            self._send(200, "text/html; charset=utf-8", body)
-        else:
-            self._send(200, "application/json", api_body(view, extra))
-
-    def _send(self, status: int, kind: str, body: bytes) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", kind)
-        self.send_header("Content-Length", str(len(body)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("X-Content-Type-Options", "nosniff")
-        self.send_header("Content-Security-Policy",
-                         "default-src 'none'; style-src 'unsafe-inline'; "
-                         "script-src 'unsafe-inline'; connect-src 'self'; img-src 'self' data:")
-        self.end_headers()
-        self.wfile.write(body)
-
-
-class Workers:
-    """What only the running batch knows: its worker processes (pid, state, memory, CPU,
-    age) and how many were replaced, as HTML for the live page."""
+class RunWorkers:
+    """``corepool run --dashboard``: the batch's workers, each with the input line it
+    runs (once :meth:`attach` has given the pool and the batch's task positions)."""
 
     def __init__(self) -> None:
-        self._me = psutil.Process()
-        self._known: dict[int, psutil.Process] = {}
-        self._gone = 0
-        self._lock = threading.Lock()
+        self.core: Any = None
+        self.lines: dict[int, tuple[Any, ...]] = {}
+        self.view = WorkersView(self._label)
+
+    def attach(self, core: Any, lines: dict[int, tuple[Any, ...]]) -> None:
+        """Show ``core``'s workers; ``lines`` maps a running task's position to its
+        record, whose last field is the input line."""
+        self.core, self.lines = core, lines
+
+    def _label(self, row: WorkerStatus) -> str:
+        record = self.lines.get(row.task) if row.task is not None else None
+        return f"line {record[-1]}" if record else f"task {row.task}"
 
     def html(self) -> str:
-        """The workers section (CPU is measured between two calls)."""
-        with self._lock:
-            try:
-                children = self._me.children()
-            except psutil.Error:
-                children = []
-            alive = {child.pid for child in children}
-            self._gone += sum(1 for pid in self._known if pid not in alive)
-            self._known = {c.pid: self._known.get(c.pid, c) for c in children}
-            rows, now = [], time.time()
-            for pid, proc in sorted(self._known.items()):
-                try:
-                    with proc.oneshot():
-                        rss, cpu = proc.memory_info().rss, proc.cpu_percent()
-                        state, age = proc.status(), now - proc.create_time()
-                except psutil.Error:
-                    continue
-                rows.append(f'<tr><td class="n">{pid}</td><td>{html.escape(state)}</td>'
-                            f'<td class="n">{rss / 2**20:.1f} MiB</td>'
-                            f'<td class="n">{cpu:.0f}%</td><td class="n">{age:.0f} s</td></tr>')
-            gone = self._gone
-        return ('<section id="workers"><h2>Workers</h2><p class="muted">processes of this '
-                f"run (pid {self._me.pid}); {gone} ended or replaced so far</p>"
-                '<table class="narrow"><tr>'
-                '<th class="n">pid</th><th>state</th><th class="n">RSS</th>'
-                '<th class="n">CPU</th><th class="n">age</th></tr>'
-                f'{"".join(rows)}</table></section>')
+        """The workers section (empty until the pool is attached)."""
+        if self.core is None:
+            return ""
+        return self.view.html(worker_status(self.core), section="workers")
 
 
 def serve(path: str, host: str, port: int) -> int:

@@ -13,81 +13,16 @@ Every text from the journal (messages, tracebacks, the command line) goes throug
 
 from __future__ import annotations
 
-import html
 import json
 import time
 from typing import Any
 
-from .report import format_eta
+from .._watch.html import POLL_SECONDS, clock, shell
+from .._watch.html import card as _card
+from .._watch.html import esc as _e
+from .._watch.html import seconds as _seconds
 
 __all__ = ["POLL_SECONDS", "api_body", "fragment", "page"]
-
-POLL_SECONDS = 2.0  # how often the live page asks for a new view
-
-_STYLE = """
-body{font:14px/1.4 system-ui,sans-serif;margin:0;background:#f6f7f9;color:#1d232b}
-header{background:#1d3557;color:#fff;padding:12px 20px}
-header h1{font-size:18px;margin:0} header p{margin:2px 0 0;opacity:.85;font-size:12px}
-main{padding:12px 20px;max-width:1200px}
-section{background:#fff;border:1px solid #dde1e6;border-radius:6px;padding:10px 14px;
-margin:0 0 12px}
-h2{font-size:15px;margin:0 0 8px}
-.cards{display:flex;flex-wrap:wrap;gap:8px}
-.card{border:1px solid #dde1e6;border-radius:6px;padding:6px 12px;min-width:90px}
-.card b{display:block;font-size:20px} .card span{font-size:12px;color:#5b6670}
-.bad b{color:#b3261e} .good b{color:#1b7f3b}
-.charts{display:flex;flex-wrap:wrap;gap:12px} .charts section{flex:1 1 440px}
-svg{width:100%;height:auto} .bar{fill:#457b9d} .bar.fail{fill:#e63946}
-.axis{font-size:10px;fill:#5b6670}
-table{border-collapse:collapse;width:100%} table.narrow{width:auto}
-td,th{text-align:left;padding:3px 6px;border-bottom:1px solid #eef0f2;vertical-align:top;
-font-size:13px}
-td.n,th.n{text-align:right;font-variant-numeric:tabular-nums}
-.msg{max-width:520px;overflow-wrap:anywhere}
-pre{white-space:pre-wrap;font-size:12px;background:#f3f4f6;padding:6px;margin:4px 0}
-.kind{font-weight:600} .state-running{color:#1b7f3b} .state-killed{color:#b3261e}
-.muted{color:#5b6670}
-"""
-
-# Polls the JSON endpoint and swaps the rendered view in; open <details> stay open.
-_SCRIPT = """
-(function(){
-  var main=document.getElementById('view'), status=document.getElementById('live');
-  function tick(){
-    fetch(main.dataset.api,{cache:'no-store'}).then(function(r){
-      if(!r.ok){throw new Error('HTTP '+r.status);} return r.json();
-    }).then(function(data){
-      var open=[];
-      main.querySelectorAll('details[open]').forEach(function(d){open.push(d.id);});
-      main.innerHTML=data.html;
-      open.forEach(function(id){var d=document.getElementById(id); if(d){d.open=true;}});
-      status.textContent='live, updated '+new Date().toLocaleTimeString();
-    }).catch(function(e){status.textContent='not updated: '+e.message;})
-      .then(function(){setTimeout(tick,INTERVAL);});
-  }
-  setTimeout(tick,INTERVAL);
-})();
-"""
-
-
-def _e(value: Any) -> str:
-    return html.escape("" if value is None else str(value), quote=True)
-
-
-def _seconds(value: float | None) -> str:
-    if value is None:
-        return "-"
-    if value < 0.001:
-        return f"{value * 1e6:.0f} µs"
-    if value < 1:
-        return f"{value * 1000:.1f} ms"
-    return f"{value:.2f} s" if value < 60 else format_eta(value)
-
-
-def _card(label: str, value: Any, cls: str = "") -> str:
-    key = label.replace("failed: ", "failed-").replace(" ", "-")
-    return (f'<div class="card {cls}" data-key="{_e(key)}"><b>{_e(value)}</b>'
-            f"<span>{_e(label)}</span></div>")
 
 
 def _summary(view: dict[str, Any]) -> str:
@@ -106,7 +41,7 @@ def _summary(view: dict[str, Any]) -> str:
         cards.append(_card("rows written", f"{s['rows']}/{total}" if total else s["rows"]))
         recent = s["recent_rate"]
         if total and recent:
-            cards.append(_card("ETA", format_eta(max(0, total - s["rows"]) / recent)))
+            cards.append(_card("ETA", clock(max(0, total - s["rows"]) / recent)))
     return (f'<section id="summary"><h2>Summary</h2><div class="cards">{"".join(cards)}'
             "</div></section>")
 
@@ -222,19 +157,10 @@ def page(view: dict[str, Any], *, api: str | None = None, interval: float = POLL
     """A whole page: the report, or with ``api`` (the JSON endpoint's URL) the live view,
     which fetches a new fragment every ``interval`` seconds."""
     generated = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(view["generated"]))
-    live = ('<p id="live">live</p>' if api else f'<p id="live">report of {generated}</p>')
-    script = ("" if api is None else
-              "<script>" + _SCRIPT.replace("INTERVAL", str(int(interval * 1000))) + "</script>")
-    data_api = "" if api is None else f' data-api="{_e(api)}"'
-    return (
-        '<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
-        '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        '<link rel="icon" href="data:,">'
-        f"<title>corepool: {_e(view['function'])}</title><style>{_STYLE}</style></head><body>"
-        f"<header><h1>corepool run: {_e(view['function'])}</h1>"
-        f"<p>journal {_e(view['journal'])} (mode {_e(view['mode'])})</p>{live}</header>"
-        f'<main id="view"{data_api}>{fragment(view, extra)}</main>{script}</body></html>\n'
-    )
+    function = view["function"]
+    return shell(f"corepool: {function}", f"corepool run: {function}",
+                 f"journal {view['journal']} (mode {view['mode']})", fragment(view, extra),
+                 api=api, note=f"report of {generated}", interval=interval)
 
 
 def api_body(view: dict[str, Any], extra: str = "") -> bytes:

@@ -15,6 +15,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._watch.html import clock as format_eta  # ``1:02:03``, ``2:03``, or ``?``
+
 __all__ = ["Counts", "Progress", "RecentRate", "eta_seconds", "format_eta", "summary"]
 
 DEFAULT_INTERVAL = 10.0
@@ -68,15 +70,6 @@ def eta_seconds(total: int | None, done: int, rate: float | None) -> float | Non
     if total is None or not rate or rate <= 0:
         return None
     return max(0, total - done) / rate
-
-
-def format_eta(seconds: float | None) -> str:
-    """``1:02:03``, ``2:03``, or ``?``."""
-    if seconds is None:
-        return "?"
-    minutes, secs = divmod(int(seconds + 0.5), 60)
-    hours, minutes = divmod(minutes, 60)
-    return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
 
 
 def progress_interval() -> float:

@@ -228,7 +228,7 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
             try:
                 out = Output(args.output)
                 return _execute(args, fn, core, journal, finder, stream, out, path, total,
-                                started, run_id)
+                                started, run_id, live)
             finally:
                 core.terminate()
         finally:
@@ -244,13 +244,15 @@ def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
     """``--dashboard``: the live view of this run's journal, with its workers."""
     if args.dashboard is None:
         return None
-    from .dashboard import Dashboard, Workers
+    from .dashboard import Dashboard, RunWorkers
 
+    workers = RunWorkers()
     try:
-        live = Dashboard(path, port=args.dashboard, extra=Workers().html)
+        live = Dashboard(path, port=args.dashboard, extra=workers.html)
     except OSError as exc:
         raise UsageError(f"--dashboard: cannot listen on port {args.dashboard} "
                          f"({exc})") from None
+    live.workers = workers  # attached to the pool and the batch by _execute
     live.start()
     print(f"corepool run: dashboard at {live.url}", file=sys.stderr, flush=True)
     return live
@@ -258,10 +260,12 @@ def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
 
 def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, journal: Journal,
              finder: KeyFinder, stream: IO[bytes], out: Output, path: str,
-             total: int | None, started: float, run_id: int) -> int:
+             total: int | None, started: float, run_id: int, live: Any = None) -> int:
     progress = Progress(total, enabled=not args.no_progress)
     committer = Committer(journal, run_id, out)
     batch = Batch(args, finder, stream, committer, progress, run_id)
+    if live is not None and live.workers is not None:  # --dashboard: each worker's line
+        live.workers.attach(core, batch.inflight)
     caller = _CALLERS.get(args.mode)
     task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
     state, stopped, status, damaged = "finished", None, 0, False
