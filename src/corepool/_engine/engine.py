@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable
 from multiprocessing.context import BaseContext
-from typing import Any
+from typing import Any, TypeVar
 
 from .._tasks.job import CallJob, Job, StreamJob, input_failure_piece, start_feeder
 from ..errors import CorepoolError
@@ -24,7 +24,7 @@ from .startup import (
     fork_first,
     resolve_context,
 )
-from .state import PoolState
+from .state import PoolState, SlotReader
 from .stats import snapshot
 from .supervisor import Supervisor
 from .transport import pool_starting
@@ -51,6 +51,8 @@ def function_name(fn: Callable[..., Any]) -> str:
     module = getattr(fn, "__module__", None)
     return f"the function {module}.{name}" if module else f"the function {name}"
 
+
+T = TypeVar("T")
 
 class ProcessEngine:
     """Worker processes, the supervisor thread, and feeder threads for streams."""
@@ -215,12 +217,17 @@ class ProcessEngine:
 
     def stats(self, backend: str) -> PoolStats:
         """A snapshot of the workers, taken on the supervisor thread (the state's owner)."""
+        return self.inspect(lambda state, now, read_slot: snapshot(state, now, read_slot, backend))
+
+    def inspect(self, look: Callable[[PoolState, float, SlotReader], T]) -> T:
+        """``look(state, now, read_slot)``, run on the supervisor thread (the state's
+        owner), which waits meanwhile; ``look`` must only read."""
         supervisor = self.supervisor
-        taken: list[PoolStats] = []
+        taken: list[T] = []
         reached = threading.Event()
 
         def take(now: float) -> list[Action]:
-            taken.append(snapshot(self.state, now, supervisor.read_slot, backend))
+            taken.append(look(self.state, now, supervisor.read_slot))
             reached.set()
             return []
 
@@ -231,4 +238,4 @@ class ProcessEngine:
         if taken:
             return taken[0]
         supervisor.thread.join()  # it ended: the state is nobody else's now
-        return snapshot(self.state, time.monotonic(), supervisor.read_slot, backend)
+        return look(self.state, time.monotonic(), supervisor.read_slot)

@@ -1,13 +1,11 @@
 """What each worker of a pool does now, and its table on a live page.
 
 :func:`worker_status` is the one place that asks a pool which task each worker holds.
-For the process backend it reads what the engine's state knows today, from the
-calling thread (as ``ProcessBackend.stats`` does): the chunk at the head of each
-worker's queue, and the worker's shared slot (which chunk it took, and when; with a
-timeout, which task of it, and since when). The reads are of plain attributes and
-may race with the supervisor thread; a worker caught in between shows as it was a
-moment earlier or later, never wrong for long. Other backends have no per-task
-record: their workers show their counters only.
+For the process backend it reads what the engine's state knows, on the supervisor
+thread that owns it (``ProcessEngine.inspect``, as ``stats`` does): the chunk at the
+head of each worker's queue, and the worker's shared slot (which chunk it took, and
+when; with a timeout, which task of it, and since when). Other backends have no
+per-task record: their workers show their counters only.
 
 :class:`WorkersView` adds what the operating system knows (memory, CPU, via psutil)
 and renders the rows.
@@ -16,7 +14,6 @@ and renders the rows.
 from __future__ import annotations
 
 import threading
-import time
 from collections.abc import Callable
 from typing import Any, NamedTuple
 
@@ -65,9 +62,12 @@ def worker_status(core: Any) -> PoolStatus:
         return PoolStatus(stats.backend, [
             WorkerStatus(w.worker, w.pid, "alive" if w.alive else "ended", tasks=w.tasks,
                          failed=w.failed) for w in stats.workers], stats.restarts)
-    state = engine.state
-    read_slot = engine.supervisor.read_slot
-    now = time.monotonic()
+    return engine.inspect(_process_rows)  # type: ignore[no-any-return]
+
+
+def _process_rows(state: Any, now: float, read_slot: Callable[[int], tuple[int, int, float]]
+                  ) -> PoolStatus:
+    """The rows of a process pool, read on its supervisor thread (the state's owner)."""
     rows = []
     for worker in sorted(list(state.workers.values()), key=lambda w: w.wid):
         try:
