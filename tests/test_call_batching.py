@@ -196,3 +196,25 @@ def test_a_hung_call_in_a_batch_times_out_alone_and_its_neighbours_run_once(
     out = run_program(tmp_path, program, "hang")
     assert out["outcome"] == [("TaskTimeout" if i == 5 else i) for i in range(12)]
     assert out["runs"] == {str(i): 1 for i in range(12)}
+
+
+def test_a_quick_call_is_not_held_back_by_a_slow_one_in_its_batch() -> None:
+    """CPython's test_map_timeout on fork failed this way: ``sleep(0)`` batched with
+    ``sleep(6)`` got its result only when the batch ended, past the caller's timeout."""
+    import select
+    import time
+    from concurrent.futures import wait
+
+    import corepool
+
+    with corepool.Executor(max_workers=1) as executor:
+        for _ in range(3):  # sleep(0) is measured quick: calls of it are batched
+            executor.submit(time.sleep, 0).result(timeout=30)
+        # Another function holds the worker while the calls queue up behind it.
+        hold = executor.submit(select.select, [], [], [], 0.5)
+        quick = [executor.submit(time.sleep, 0) for _ in range(3)]
+        slow = executor.submit(time.sleep, 4)
+        hold.result(timeout=30)
+        done, _ = wait(quick, timeout=2.5)
+        assert len(done) == len(quick), "a quick call waited for the slow one"
+        slow.result(timeout=30)

@@ -364,6 +364,7 @@ def _inode_of(array: np.ndarray) -> int:
     raise AssertionError("not a mapping")
 
 
+@pytest.mark.linux_transport  # a named segment's name is gone once received: never lent
 def test_a_result_segment_the_caller_let_go_is_filled_again() -> None:
     with corepool.Pool(1) as pool:
         first = pool.apply(st.filled, ((BIG, 1.0),))

@@ -77,8 +77,12 @@ def function_bytes(fn: Callable[..., Any], name: Callable[[Callable[..., Any]], 
 class CallBatch(Job):
     """Several calls of one function with the same options, run as one chunk.
 
-    Task ``i`` of the batch is ``calls[i]``; its outcome goes to that call's Future.
+    Task ``i`` of the batch is ``calls[i]``; its outcome goes to that call's Future as
+    soon as the call ends (``answers_each``): a quick call is never held back by a slow
+    one it shares a batch with.
     """
+
+    answers_each = True
 
     def __init__(self, calls: list[CallJob]) -> None:
         first = calls[0]

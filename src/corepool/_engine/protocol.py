@@ -53,15 +53,20 @@ MEMORY_LIMIT = "memory_limit"
 class Run(NamedTuple):
     """Run chunk ``seq`` (body: its packed inputs). ``fn_bytes`` is None when the worker
     has the function of ``fn_key`` already (-1: do not keep it); ``track``: report each
-    task's start in the slot and log its result (the job has a timeout); ``forget``: job
-    keys whose functions it may drop."""
+    task's start in the slot and log its result (:data:`TRACKED`: the job has a
+    timeout), or send each result as it ends (:data:`SEND_EACH`: a batch of single
+    calls); ``forget``: job keys whose functions it may drop."""
 
     seq: int
     fn_key: int
     fn_bytes: bytes | None
     style: int
-    track: bool
+    track: int  # 0: no; TRACKED; SEND_EACH: tracked, and each result sent as it ends
     forget: tuple[int, ...]
+
+
+TRACKED = 1
+SEND_EACH = 2
 
 
 class Quit(NamedTuple):

@@ -33,7 +33,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from .._tasks.job import Job
+from .._tasks.job import Job, Piece
 from .._tasks.rules import culprit
 from .._tasks.sizing import MAX_CHUNK_ITEMS_UNSIZED, TARGET_CHUNK_SECONDS
 from ..errors import BrokenPool, TaskTimeout
@@ -44,6 +44,7 @@ from .lanes import CALLS_LANE
 from .model import (
     Action,
     Chunk,
+    Deliver,
     FailJob,
     Kill,
     Measured,
@@ -301,8 +302,14 @@ class PoolState(Recovery):
     ) -> list[Action]:
         """Task ``pos`` of the running chunk ``seq`` finished and sent its result alone."""
         worker = self.workers.get(wid)
-        if worker is not None and worker.queue and worker.queue[0].seq == seq:
-            worker.parts[pos] = (values[0], failures.get(0))
+        if worker is None or not worker.queue or worker.queue[0].seq != seq:
+            return []
+        worker.parts[pos] = (values[0], failures.get(0))
+        chunk = worker.queue[0]
+        if chunk.job.answers_each and not failures:
+            # A single call of a batch: its Future need not wait for the others (it is
+            # delivered again with the chunk, which a settled Future ignores).
+            return [Deliver(chunk.job, Piece(chunk.start + pos, [values[0]], {}, chunk.origin))]
         return []
 
     def on_logged(self, wid: int, seq: int, entries: dict[int, tuple[Any, Any]]) -> list[Action]:

@@ -425,7 +425,7 @@ class Supervisor:
             job.id if job.cache_function else -1,
             job.fn_bytes if with_function else None,
             job.style,
-            job.timeout is not None,
+            p.SEND_EACH if job.answers_each else p.TRACKED if job.timeout is not None else 0,
             action.forget,
         )
         payload = chunk.payload

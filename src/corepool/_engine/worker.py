@@ -77,10 +77,11 @@ def _run_tracked(
     log: LogWriter,
     sock: socket.socket,
     seq: int,
+    send_each: bool = False,
 ) -> tuple[list[Any], dict[int, Any], list[int]]:
     """Run each task with its position and start in the slot, and each outcome in the
-    log (or, if it does not fit there, sent at once): results, failures, and the
-    positions sent already (their places in ``results`` are None)."""
+    log (or, if it does not fit there or ``send_each``, sent at once): results,
+    failures, and the positions sent already (their places in ``results`` are None)."""
     clock = time.monotonic
     sent: list[int] = []
     log.on_full = lambda entries: p.send_blocking(sock, p.Logged(seq), entries)
@@ -90,7 +91,7 @@ def _run_tracked(
         slot[SLOT_POS] = pos
 
     def ended(pos: int, value: Any, failure: Any) -> bool:
-        if log.add(pos, value, failure):
+        if not send_each and log.add(pos, value, failure):
             return True
         part = {0: failure} if failure is not None else {}
         _send_results(sock, p.Part(seq, pos), _pack_results([value], part))
@@ -311,7 +312,9 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         sent: list[int] = []
         outputs.chunk_started(seq, (lambda: int(slot[SLOT_POS])) if track else None)
         if track:
-            results, failures, sent = _run_tracked(fn, items, style, slot, log, sock, seq)
+            results, failures, sent = _run_tracked(
+                fn, items, style, slot, log, sock, seq, track == p.SEND_EACH
+            )
         else:
             results, failures, _ = run_tasks(
                 fn, style, items, capture=FailureInfo.capture, place=outputs.place()

@@ -101,6 +101,10 @@ class LazyEvent:
 class Job:
     """What every backend needs to know about a job, and where its results go."""
 
+    # Each task answers someone of its own (a batch of single calls): its result is
+    # delivered as it ends, not with the rest of its chunk.
+    answers_each = False
+
     def __init__(
         self,
         fn: Callable[..., Any],
