@@ -207,6 +207,51 @@ def test_no_segment_or_semaphore_is_left_after_crashes_and_timeouts(
     assert _semaphores(tag) == []
 
 
+KEPT = HEADER + """
+
+KEPT = []
+
+def keeps_one(i):
+    # A scratch segment dropped at once, and one the worker keeps and returns again.
+    scratch = zeros(300_000)
+    scratch[:] = i
+    del scratch
+    if not KEPT:
+        KEPT.append(zeros(300_000))
+    KEPT[0][:] = i
+    mine = sorted(e for e in os.listdir("/dev/shm") if e.startswith(f"cp{{os.getpid()}}_"))
+    return KEPT[0], mine
+
+if __name__ == "__main__":
+    with corepool.Pool(1) as pool:
+        got = pool.map(keeps_one, range(4), chunksize=1)
+    print(json.dumps([[float(a[0]) for a, _ in got], [len(m) for _, m in got]]))
+"""
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("setting", ["linux", "portable"])
+def test_a_worker_array_can_be_returned_again_and_its_scratch_is_freed(
+    tmp_path: Path, setting: str
+) -> None:
+    """A zeros() array a worker keeps may be returned by each task (the first time
+    its descriptor was closed after sending, and the next send killed the worker);
+    a named segment a worker drops without sending is removed at once, not at exit."""
+    proc, _ = _start_tagged(KEPT, tmp_path, setting)
+    out, err = proc.communicate(timeout=100)
+    assert proc.returncode == 0, err
+    values, named_while_running = json.loads(out)
+    if setting == "linux":
+        assert values == [3.0] * 4  # every result maps the worker's own array
+        assert named_while_running == [0] * 4
+    else:
+        # The first result maps the worker's array; a name travels once, so the
+        # later ones are copies.
+        assert values == [3.0, 1.0, 2.0, 3.0]
+        # Only the kept array's name, until the parent took it with the first result.
+        assert named_while_running == [1, 0, 0, 0]
+
+
 KILLED = HEADER + """
 
 def busy_with_a_segment(n):

@@ -54,14 +54,16 @@ class Lender:
         return pack(obj, self.pool, next(self._tags))
 
     def sent(self, packed: Packed) -> None:
-        """``packed`` went to the parent: close its descriptors here, but keep the
-        segment its buffers were copied into until the parent returns it."""
+        """``packed`` went to the parent: close the segment its buffers were copied
+        into, or keep it until the parent returns it when it was lent. The other
+        segments (a :func:`~corepool.sharedmem.zeros` array, a shared object) belong to
+        objects this process still holds, which may be sent again."""
         copied, tag = packed.copied, packed.lend
         packed.pool = None  # dropping it must not put the segment back: the parent maps it
-        for segment in packed.segments:
-            if segment is not copied or tag is None:
-                segment.close()
-        if copied is None or tag is None:
+        if copied is None:
+            return
+        if tag is None:
+            copied.close()
             return
         self._lent[tag] = copied
         while len(self._lent) > MAX_LENT:

@@ -55,14 +55,22 @@ class Segment:
         self.size = size
         self._writer: mmap.mmap | None = None  # this process's mapping, once reused
         self.fd, self.name, self.hand_off = -1, None, False  # (close() if create fails)
-        self.fd, self.name, self.hand_off = memory.create(size, name)
+        self.fd, self.name = memory.create(size, name)
+
+    def send_ref(self) -> tuple[str, bool]:
+        """What a frame carries for a named segment: its name, and whether the
+        receiver removes it (then this segment is the receiver's from now on, and
+        :attr:`handed_off` says so)."""
+        assert self.name is not None
+        if not self.hand_off:
+            self.hand_off = memory.hand_off(self.name)
+        return self.name, self.hand_off
 
     @property
-    def ref(self) -> tuple[str, bool]:
-        """What a frame carries for a named segment: its name, and whether the
-        receiver removes it."""
-        assert self.name is not None
-        return self.name, self.hand_off
+    def handed_off(self) -> bool:
+        """Whether the name was given to a receiver, which may have removed it already
+        (the segment can no longer travel by name; its memory is still this process's)."""
+        return self.hand_off
 
     @classmethod
     def write(

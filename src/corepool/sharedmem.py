@@ -263,7 +263,7 @@ def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> 
     # A named segment's name is removed once received: it cannot be lent and refilled.
     lent = None if lend is None or copied is None or _BY_NAME else (lend, len(segments) - 1)
     if _BY_NAME:
-        refs = [s.ref for s in segments]
+        refs = [s.send_ref() for s in segments]
         body = _NAMED + pickle.dumps((data, layout, lent, refs), protocol=PROTOCOL)
     else:
         body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
@@ -282,6 +282,8 @@ def _place(
     to_copy: list[memoryview] = []
     for raw in raws:
         found = locate(raw)
+        if found is not None and found[0].handed_off:
+            found = None  # sent by name once already: its receiver may have removed it
         if found is not None and len(segments) >= _MAX_SEGMENTS:
             found = None if all(s is not found[0] for s in segments) else found
         if found is None:

@@ -87,6 +87,9 @@ class Supervisor:
         self._memory_limit = memory_limit
         self._levels = outputs.LevelsWatch(forward_settings())  # the caller's, as of now
         self._procs: dict[int, _Proc] = {}
+        # Workers that ended and are being released: still listed by pids() until what
+        # they left behind (segments no one took) is removed.
+        self._leaving: dict[int, int] = {}
         self._selector = selectors.DefaultSelector()
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
@@ -342,9 +345,12 @@ class Supervisor:
         return self._returns.watcher(proc.process.pid) if fds and proc is not None else None
 
     def _on_sentinel(self, wid: int) -> None:
-        proc = self._procs.pop(wid, None)
+        proc = self._procs.get(wid)
         if proc is None:
             return
+        if proc.process.pid:
+            self._leaving[wid] = proc.process.pid
+        del self._procs[wid]
         self._selector.unregister(proc.process.sentinel)
         if proc.channel_open:
             self._read_frames(wid, proc)  # results it sent just before it ended still count
@@ -357,6 +363,7 @@ class Supervisor:
         finally:
             del self._procs[wid]
             self._release(proc)
+            self._leaving.pop(wid, None)
         self._apply(actions)
 
     def _release(self, proc: _Proc) -> None:
@@ -519,8 +526,10 @@ class Supervisor:
             p.close_quietly(self._wake_w)
 
     def pids(self) -> list[int]:
-        """Process ids of the live workers (for tests and stats)."""
-        return [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
+        """Process ids of the workers (for tests and stats), including one that ended
+        until its leftovers are removed."""
+        live = [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
+        return live + [pid for pid in list(self._leaving.values()) if pid not in live]
 
 
 def _close_fds(fds: list[int]) -> None:

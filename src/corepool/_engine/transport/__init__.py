@@ -148,7 +148,7 @@ def worker_started(parent_pid: int, inherited: tuple[int, ...] | None) -> bool:
     from . import memory, watchdog
 
     if chosen.memory == "named":
-        memory.hand_off_new_segments()
+        memory.hand_off_sent_segments()
     watchdog.start()
     return watchdog.parent_alive()
 

@@ -52,26 +52,38 @@ def pwrite_works() -> bool:
     return current().memory == "memfd"
 
 
-def hand_off_new_segments() -> None:
-    """From now on, segments made in this process belong to whoever receives them
+def hand_off_sent_segments() -> None:
+    """From now on, a segment this process sends belongs to whoever receives it
     (called once in a worker: its results' segments are the parent's to remove)."""
     global _hand_off
     _hand_off = True
 
 
-def create(size: int, label: str = "corepool") -> tuple[int, str | None, bool]:
-    """A new segment of ``size`` bytes: descriptor, name (None if it has none), and
-    whether its receiver removes the name. ``label`` names a Linux segment in /proc."""
+def create(size: int, label: str = "corepool") -> tuple[int, str | None]:
+    """A new segment of ``size`` bytes: descriptor, and name (None if it has none).
+    ``label`` names a Linux segment in /proc. A named segment is its creator's until
+    :func:`hand_off` gives it away."""
     backend = _module()
     if backend.__name__.endswith(".linux"):
-        return backend.memfd(size, label), None, False
+        return backend.memfd(size, label), None
     if backend.__name__.endswith(".posixshm"):
-        return backend.create(size), None, False
+        return backend.create(size), None
     fd, name = backend.create(size)
-    if _hand_off:
-        backend.disown(name)
-        _handed.append(name)
-    return fd, name, _hand_off
+    return fd, name
+
+
+def hand_off(name: str) -> bool:
+    """Segment ``name`` is being sent: whether its receiver removes the name now.
+
+    In a worker it does: the sender may drop its segment before the parent reads the
+    frame, so the name must outlive the sender's copy, and the parent is its remover
+    from here on. Elsewhere the creator keeps the name (it may send it again).
+    """
+    if not _hand_off:
+        return False
+    _module().disown(name)
+    _handed.append(name)
+    return True
 
 
 def release(name: str | None, hand_off: bool) -> None:
