@@ -25,7 +25,6 @@ when a pool starts): workers then log and print as plain processes do.
 from __future__ import annotations
 
 import contextlib
-import functools
 import io
 import logging
 import operator
@@ -34,8 +33,7 @@ import pickle
 import sys
 import threading
 from collections.abc import Callable, Iterator, Sized
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from .serialize import describe_input
 
@@ -84,12 +82,18 @@ def _threshold(logger: logging.Logger) -> int:
     return level
 
 
-@dataclass(frozen=True)
 class Levels:
-    """Per logger name, the lowest level the caller would handle (``root`` for the rest)."""
+    """Per logger name, the lowest level the caller would handle (``root`` for the rest).
 
-    root: int
-    loggers: tuple[tuple[str, int], ...]
+    Immutable by convention. A plain class: ``dataclasses`` would be imported by every
+    worker as it starts, for this one class."""
+
+    __slots__ = ("_table", "loggers", "root")
+
+    def __init__(self, root: int, loggers: tuple[tuple[str, int], ...]) -> None:
+        self.root = root
+        self.loggers = loggers
+        self._table: dict[str, int] | None = None  # name -> threshold, once asked
 
     def __eq__(self, other: object) -> bool:  # the cached table is not part of it
         if not isinstance(other, Levels):
@@ -98,6 +102,12 @@ class Levels:
 
     def __hash__(self) -> int:
         return hash((self.root, self.loggers))
+
+    def __repr__(self) -> str:
+        return f"Levels(root={self.root!r}, loggers={self.loggers!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return Levels, (self.root, self.loggers)
 
     @classmethod
     def of_caller(cls) -> Levels:
@@ -108,13 +118,11 @@ class Levels:
                 known.append((name, _threshold(logger)))
         return cls(_threshold(logging.root), tuple(sorted(known)))
 
-    @functools.cached_property
-    def _table(self) -> dict[str, int]:
-        return dict(self.loggers)
-
     def threshold(self, name: str) -> int:
         """The level from which a record of logger ``name`` is handled by the caller."""
         table = self._table
+        if table is None:
+            table = self._table = dict(self.loggers)
         while name:
             if name in table:
                 return table[name]
@@ -153,8 +161,7 @@ class Levels:
         logging.root.setLevel(self.root)
 
 
-@dataclass(frozen=True)
-class Forward:
+class Forward(NamedTuple):
     """What a pool's workers forward: the caller's levels (None: no logging) and
     whether printed output goes to the caller's streams."""
 

@@ -38,7 +38,7 @@ from typing import IO, Any
 
 from .. import errors
 from . import tasklog
-from .journal import KeyFinder, RunProgress, TaskRecord
+from .journal import KeyFinder, LoggedLines, RunProgress, TaskRecord
 from .jsonl import canonical_digest, decode_value, error_row, ok_row, parse_line, result_json
 from .output import Committer
 from .report import Counts, Progress
@@ -159,6 +159,7 @@ class Batch:
         self._feeder_waits = False
         self.stopping = False
         self.records: list[TaskRecord] = []
+        self.logged: list[LoggedLines] = []  # lines of failed tasks, with their records
         self.logs = tasklog.current()  # the lines tasks log, kept for those that fail
         # Input lines found unusable (line, payload): added by the feeder, taken by flush.
         self.bad: deque[tuple[int, str]] = deque()
@@ -325,8 +326,7 @@ class Batch:
                     unwritable.append((position, value))  # not JSON: an error row
                     continue
                 digest, occurrence, line = inflight.pop(position)
-                append((digest, occurrence, True, None, payload, line, run_id, now, micros,
-                        None))
+                append((digest, occurrence, True, None, payload, line, run_id, now, micros))
                 done[position] = (True, payload, None)
                 chars += len(payload)
                 taken += 1
@@ -350,7 +350,9 @@ class Batch:
             ok, payload, kind = self._outcome(value, failure)
             logged = None if self.logs is None else self.logs.pop(position)
             self.records.append((digest, occurrence, ok, kind, payload, line, self.run_id,
-                                 now, micros, logged))
+                                 now, micros))
+            if logged:
+                self.logged.append((logged, digest, occurrence))
             self.done[position] = (ok, payload, kind)
             self.chars += len(payload)
             self.counts.executed += 1
@@ -404,9 +406,10 @@ class Batch:
             return
         rate = self.progress.update(self.counts.rows, self.counts.failures)
         records, self.records = self.records, []
+        logged, self.logged = self.logged, []
         bad = [self.bad.popleft() for _ in range(len(self.bad))]
         text = "\n".join(self.rows) + "\n" if self.rows else ""  # records alone: no row
         self.rows, self.chars = [], 0
         c = self.counts
         self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
-                                                      rate), copy.deepcopy(c), bad)
+                                                      rate), copy.deepcopy(c), bad, logged)

@@ -21,8 +21,7 @@ from __future__ import annotations
 
 import os
 import sys
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["ENV", "Transport", "current", "describe"]
 
@@ -30,9 +29,12 @@ ENV = "COREPOOL_TRANSPORT"
 _NAMES = ("linux", "posix-shm", "portable")
 
 
-@dataclass(frozen=True)
-class Transport:
-    """What the engine needs to know about the chosen transport."""
+class Transport(NamedTuple):
+    """What the engine needs to know about the chosen transport.
+
+    (A NamedTuple, not a dataclass: a worker imports this module as it starts, and
+    ``dataclasses`` would add several milliseconds to every pool's start.)
+    """
 
     name: str
     reason: str
