@@ -35,6 +35,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -106,24 +107,18 @@ def measure(src: Path, work: Path, lines: int) -> dict[str, float]:
     out = work / "out.jsonl"
     for leftover in work.glob("out.jsonl*"):
         leftover.unlink()
-    started = _now()
+    started = time.perf_counter()
     run = subprocess.run(
         [sys.executable, "-m", "corepool", "run", "bench_task:double", "in.jsonl",
          "-o", str(out), "--workers", "2", "--no-progress"],
         env=env, cwd=work, capture_output=True, text=True, timeout=600, check=True,
     )
-    got["run wall"] = _now() - started
+    got["run wall"] = time.perf_counter() - started
     rate = RATE.search(run.stderr)
     if rate is None:
         raise RuntimeError(f"no rate in the runner's summary: {run.stderr[-500:]}")
     got["run rate"] = float(rate.group(1))
     return got
-
-
-def _now() -> float:
-    import time
-
-    return time.perf_counter()
 
 
 def main() -> None:

@@ -28,7 +28,6 @@ not spend the next task's time.
 from __future__ import annotations
 
 import signal
-import weakref
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -89,7 +88,6 @@ class PoolState(Recovery):
         # Seconds per task measured, for prefetching (_capacity), by the job's chunk
         # sizer: the calls of one function share one, as they share its measurements.
         # The sizer is only a key here; it belongs to the thread that pulls the input.
-        self._per_task: weakref.WeakKeyDictionary[Any, float] = weakref.WeakKeyDictionary()
         self.start_failures = 0
         self.broken: BrokenPool | None = None
         self.closing = False  # no new work; workers quit once idle
@@ -146,7 +144,7 @@ class PoolState(Recovery):
         if not worker.queue:
             return 1
         running = worker.queue[0]
-        per_task = self._per_task.get(running.job.sizer)
+        per_task = running.job.sizer.engine_seconds_per_item
         if per_task is None:
             return 1
         estimate = per_task * running.count
@@ -348,7 +346,7 @@ class PoolState(Recovery):
         """How many single calls of ``job``'s function make a chunk: from this state's
         own estimate once a call was measured (the sizer learns it later, from the
         ``Measured`` action), else the sizer's size."""
-        per_task = self._per_task.get(job.sizer)
+        per_task = job.sizer.engine_seconds_per_item
         if per_task is None:
             return job.sizer.next_size()
         return max(1, min(int(TARGET_CHUNK_SECONDS / per_task), MAX_CHUNK_ITEMS_UNSIZED))
@@ -356,9 +354,9 @@ class PoolState(Recovery):
     def _observe(self, chunk: Chunk, busy: float) -> None:
         """Keep a running estimate of the job's seconds per task (as its sizer does)."""
         per_task = max(busy, 1e-7) / chunk.count
-        key = chunk.job.sizer
-        before = self._per_task.get(key)
-        self._per_task[key] = per_task if before is None else (before + per_task) / 2
+        sizer = chunk.job.sizer
+        before = sizer.engine_seconds_per_item
+        sizer.engine_seconds_per_item = per_task if before is None else (before + per_task) / 2
 
     def on_unreadable(
         self, wid: int, seq: int, what: str, info: FailureInfo, now: float

@@ -388,11 +388,13 @@ class Supervisor:
 
     # Actions ------------------------------------------------------------------------
     def _apply(self, actions: list[Action]) -> None:
-        for action in actions:
-            if isinstance(action, Deliver):
-                action.job.deliver(action.piece)
-            elif isinstance(action, Send):
+        for action in actions:  # the kinds every chunk makes first
+            if isinstance(action, Send):
                 self._send(action)
+            elif isinstance(action, Deliver):
+                action.job.deliver(action.piece)
+            elif isinstance(action, Measured):
+                action.job.sizer.observe(action.items, action.busy)
             elif isinstance(action, Start):
                 self._start(action.wid)
             elif isinstance(action, Quit):
@@ -409,8 +411,6 @@ class Supervisor:
                         pass
             elif isinstance(action, FailJob):
                 action.job.fail(action.error)
-            elif isinstance(action, Measured):
-                action.job.sizer.observe(action.items, action.busy)
             elif isinstance(action, CancelJob):
                 action.job.cancel()
 

@@ -56,6 +56,10 @@ class ChunkSizer:
         # folded in by the thread that pulls the input, the only one to change the size.
         # Bounded: nobody folds a single call's; and each weighs half the one before.
         self._measured: deque[tuple[int, float]] = deque(maxlen=MEASURED_KEPT)
+        #: The process backend's own estimate of seconds per task, read and written by
+        #: its state machine only, on its supervisor thread (see ``_engine/state.py``):
+        #: kept here, where a lookup is one attribute read, not in a weak mapping.
+        self.engine_seconds_per_item: float | None = None
 
     def next_size(self) -> int:
         """Inputs to put into the next chunk."""
