@@ -105,6 +105,7 @@ class ProcessEngine:
     def run_stream(self, job: StreamJob) -> None:
         """Start pulling, pickling and queueing the job's chunks (in a feeder thread)."""
         job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
+        self.supervisor.note_levels(job)
 
         def run_chunk(origin: int, start: int, items: list[Any]) -> None:
             try:

@@ -17,7 +17,7 @@ Caller side: :func:`receive`, on the supervisor thread, rebuilds a record with t
 task's index and input summary (from the chunk the worker is running) and hands it to
 the caller's handlers, or writes the text to the caller's current stream. A worker
 starts with the caller's levels of the pool's start; :class:`LevelsWatch` reads them
-again when a new map-like job's first chunk goes out, and if they changed, each worker
+again when a new map-like job starts (in the caller's thread), and if they changed, each worker
 gets ``Levels(levels)`` before its next ``Run`` (:func:`set_levels` applies them).
 """
 
@@ -28,7 +28,6 @@ import sys
 from collections.abc import Callable
 from typing import Any
 
-from .._tasks.styles import CallStyle
 from ..forwarding import (
     STDERR,
     STDOUT,
@@ -131,8 +130,9 @@ def chunk_ended() -> None:
 class LevelsWatch:
     """The caller's levels as the workers should have them, and which worker has which.
 
-    Read again when the first chunk of a map-like job newer than any seen goes out (a
-    job that names one call, ``submit`` / ``apply_async``, does not pay for it).
+    Read again, in the caller's thread, when a map-like job starts (:meth:`note`; a
+    job that names one call, ``submit`` / ``apply_async``, does not pay for it), and
+    taken on the supervisor thread when that job's first chunk goes out.
     """
 
     def __init__(self, forward: Forward) -> None:
@@ -146,14 +146,19 @@ class LevelsWatch:
         self._given[wid] = self._version
         return self.forward
 
+    def note(self, job: Any) -> None:
+        """The caller's thread: ``job`` (a stream) starts; keep the levels it starts with."""
+        if self.forward.levels is not None:
+            job.caller_levels = Levels.of_caller()
+
     def before_run(self, wid: int, job: Any) -> Levels | None:
         """The levels to send worker ``wid`` before a chunk of ``job``, if it lacks them."""
         levels = self.forward.levels
         if levels is None:
             return None
-        if job.id > self._newest_job and job.style != CallStyle.CALL:
+        if job.id > self._newest_job and job.caller_levels is not None:
             self._newest_job = job.id
-            now = Levels.of_caller()
+            now = job.caller_levels
             if now != levels:
                 self.forward = Forward(now, self.forward.output)
                 self._version += 1

@@ -183,6 +183,12 @@ class Supervisor:
 
         self.call(mark)
 
+    def note_levels(self, job: Any) -> None:
+        """In the caller's thread, as a stream ``job`` starts: the caller's logging levels
+        now, for the workers that run it (read here, not on this thread as the first
+        chunk goes out, where it would delay that chunk)."""
+        self._levels.note(job)
+
     def launch(self, first_context: BaseContext | None = None) -> None:
         """Start the first workers, then the supervisor thread; return once both are.
 
@@ -424,7 +430,7 @@ class Supervisor:
             self._apply(self.state.on_refused(action, time.monotonic()))
             return
         with_function = action.with_function or not job.cache_function
-        levels = self._levels.before_run(action.wid, job)
+        levels = self._levels.before_run(action.wid, job)  # (read by note_levels)
         if levels is not None:
             proc.writer.push(p.Levels(levels))
         meta = p.Run(
