@@ -25,7 +25,6 @@ from .startup import (
     resolve_context,
 )
 from .state import PoolState, SlotReader
-from .stats import snapshot
 from .supervisor import Supervisor
 from .transport import pool_starting
 
@@ -218,6 +217,8 @@ class ProcessEngine:
 
     def stats(self, backend: str) -> PoolStats:
         """A snapshot of the workers, taken on the supervisor thread (the state's owner)."""
+        from .stats import snapshot  # (asked for rarely: not imported as a pool starts)
+
         return self.inspect(lambda state, now, read_slot: snapshot(state, now, read_slot, backend))
 
     def inspect(self, look: Callable[[PoolState, float, SlotReader], T]) -> T:

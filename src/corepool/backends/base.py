@@ -20,7 +20,6 @@ from ..errors import BrokenPool, TaskTimeout
 from ..nesting import running_task
 from ..progress import PoolStats
 from ..sharedmem import live_handles, resolve
-from ._inline import inline_task
 
 
 class Backend(ABC):
@@ -143,6 +142,8 @@ def run_inline(
     if job.timeout is not None:
         attempt = _timed(job.timeout, start, attempt)
     began = time.perf_counter()
+    from ._inline import inline_task  # here: the process backend never runs inline
+
     with running_task(level), inline_task(start, items, job.describe_value) as task:
         values, failures, retried = run_tasks(
             job.fn,

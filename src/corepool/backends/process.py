@@ -10,7 +10,6 @@ from __future__ import annotations
 from multiprocessing.context import BaseContext
 from typing import Any, ClassVar
 
-from .._engine.collect import run_on_workers
 from .._engine.engine import ProcessEngine, default_start_method, resolve_context
 from .._engine.transport import describe as describe_transport
 from .._tasks.job import CallJob, Job, StreamJob
@@ -66,6 +65,8 @@ class ProcessBackend(Backend):
         kwargs: dict[str, Any],
         timeout: float | None = None,
     ) -> dict[Any, Any]:
+        from .._engine.collect import run_on_workers  # (rare: not imported at start)
+
         return run_on_workers(self.engine, fn, args, kwargs, timeout)
 
     def release(self, job: Job) -> None:
