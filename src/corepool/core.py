@@ -310,7 +310,8 @@ class PoolCore:
         timeout: float | None = None,
         retries: int | None = None,
     ) -> Future[Any]:
-        """Run one call; its outcome in a ``concurrent.futures.Future``."""
+        """Run one call; its outcome in a ``concurrent.futures.Future``. ``args`` and
+        ``kwargs`` are kept as they are: the faces pass objects of their own."""
         if not callable(fn):
             raise TypeError(f"the function to run must be callable, got {type(fn).__name__}")
         future: Future[Any] = Future()
@@ -328,7 +329,7 @@ class PoolCore:
         if self.watcher is not None:
             self.watcher.called(self, job, future, args, kwargs)
         try:
-            self.backend.run_call(job, tuple(args), dict(kwargs))
+            self.backend.run_call(job, args, kwargs)
         except BaseException:
             future.cancel()
             self._finished(job)

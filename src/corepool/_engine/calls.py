@@ -106,6 +106,8 @@ class CallBatch(Job):
         failures = piece.failures
         for pos, value in enumerate(piece.values):
             call = calls[piece.start + pos]
+            if call.computed.is_set():
+                continue  # answered already, as it ended (the chunk repeats it)
             if failures and pos in failures:
                 inputs = None if piece.inputs is None else [piece.inputs[pos]]
                 call.deliver(Piece(0, [None], {0: failures[pos]}, 0, inputs))

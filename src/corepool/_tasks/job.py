@@ -193,11 +193,12 @@ class CallJob(Job):
         self.future = future
 
     def claim(self) -> bool:
-        if self.future.cancelled():
-            return False
-        if not self.future.running():
+        # One lock on the Future in the common case (a call claimed once): False if it
+        # was cancelled; claimed again (put back after its worker died) it is running.
+        try:
             return self.future.set_running_or_notify_cancel()
-        return True
+        except RuntimeError:  # running already (or settled: then it is not claimable)
+            return self.future.running()
 
     def deliver(self, piece: Piece) -> None:
         self.computed.set()
