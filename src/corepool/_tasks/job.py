@@ -193,12 +193,13 @@ class CallJob(Job):
         self.future = future
 
     def claim(self) -> bool:
-        # One lock on the Future in the common case (a call claimed once): False if it
-        # was cancelled; claimed again (put back after its worker died) it is running.
-        try:
+        # (Not set_running_or_notify_cancel() alone: on a Future that is not pending it
+        # logs a CRITICAL record before it raises.)
+        if self.future.cancelled():
+            return False
+        if not self.future.running():
             return self.future.set_running_or_notify_cancel()
-        except RuntimeError:  # running already (or settled: then it is not claimable)
-            return self.future.running()
+        return True
 
     def deliver(self, piece: Piece) -> None:
         self.computed.set()
