@@ -247,12 +247,13 @@ def send_blocking(
     sock: socket.socket, message: Message, body: bytes = b"", fds: Sequence[int] = ()
 ) -> None:
     """Send one frame on a blocking socket (the worker side)."""
-    buffers = [memoryview(b) for b in encode(message, body, len(fds))]
-    if PLAIN:
+    parts = encode(message, body, len(fds))
+    if PLAIN or not fds:  # no descriptors: plain sends (one, for a small frame)
         with _SEND_LOCK:
-            for buffer in buffers:
-                sock.sendall(buffer)
+            for part in parts:
+                sock.sendall(part)
         return
+    buffers = [memoryview(b) for b in parts]
     ancillary = _rights(fds)
     with _SEND_LOCK:
         while buffers:
