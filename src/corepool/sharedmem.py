@@ -243,7 +243,7 @@ def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> 
     try:
         try:
             data = _pickle(obj, buffers, cloud=False)
-            redo = AVAILABLE and len(data) >= THRESHOLD  # large bytes went inline?
+            redo = AVAILABLE and len(data) >= THRESHOLD and _holds_large_bytes(data)
         except Exception:
             redo = True  # a memoryview, say, or code for cloudpickle
         if redo:
@@ -268,6 +268,30 @@ def pack(obj: Any, pool: SegmentPool | None = None, lend: int | None = None) -> 
     else:
         body = pickle.dumps((data, layout, lent), protocol=PROTOCOL)
     return Packed(body, segments, pool, copied, None if lent is None else lend)
+
+
+_BINBYTES = b"B"  # pickle's opcode for bytes, then their length in 4 bytes (little endian)
+_MOST_CHECKS = 10_000
+
+
+def _holds_large_bytes(data: bytes) -> bool:
+    """Whether pickle ``data`` may hold a ``bytes`` object of :data:`THRESHOLD` bytes or
+    more (pickle always copies those inline; :func:`pack` then pickles again to send
+    them out of band). False only when it surely does not: every such object starts
+    with the BINBYTES opcode and its length. Re-pickling is costly for a payload of
+    many small objects (it walks them all), and scanning for the opcode is not."""
+    find, size, end = data.find, len(data), len(data) - 5
+    pos = find(_BINBYTES)
+    checks = 0
+    while 0 <= pos <= end:
+        length = int.from_bytes(data[pos + 1 : pos + 5], "little")
+        if THRESHOLD <= length <= size - pos - 5:
+            return True
+        checks += 1
+        if checks > _MOST_CHECKS:
+            return True  # binary data full of the opcode's byte: do not scan it all
+        pos = find(_BINBYTES, pos + 1)
+    return False
 
 
 def _place(
