@@ -59,6 +59,9 @@ __all__ = [
     "Packed",
     "Segment",
     "Shared",
+    "code_with_segments",
+    "descriptors_of",
+    "load_code",
     "pack",
     "reducing_shared_with",
     "resolve",
@@ -395,6 +398,51 @@ def _open_named(refs: list[tuple[str, bool]]) -> list[int]:
                 memory.open_ref_failed(name)
         raise
     return fds
+
+
+def code_with_segments(dumps: Callable[[], bytes]) -> tuple[bytes, list[Segment]]:
+    """Run ``dumps`` (which pickles a function for the workers) so that a shared handle
+    inside the function (``functools.partial(task, handle)``, a closure over one) travels
+    as its segment, as in an argument, not by value: the bytes, and the segments to send
+    beside them (none where segments travel by name: the bytes then carry the names)."""
+    if not AVAILABLE:
+        return dumps(), []
+    outer = _packing.segments
+    segments: list[Segment] = []
+    _packing.segments = segments
+    try:
+        data = dumps()
+    finally:
+        _packing.segments = outer
+    if segments and _BY_NAME:
+        refs = [s.send_ref() for s in segments]
+        return _NAMED + pickle.dumps((data, refs), protocol=PROTOCOL), segments
+    return data, segments
+
+
+def descriptors_of(segments: list[Segment]) -> list[int]:
+    """The descriptors to send beside a frame for ``segments`` (none where segments
+    travel by name)."""
+    return [] if _BY_NAME else [s.fd for s in segments]
+
+
+def load_code(data: bytes, fds: list[int], loads: Callable[[bytes], Any]) -> Any:
+    """The function :func:`code_with_segments` pickled, with the descriptors ``fds`` of
+    its segments (closed here; the mappings outlive them)."""
+    if data.startswith(_NAMED):
+        data, refs = pickle.loads(memoryview(data)[len(_NAMED) :])
+        fds = _open_named(refs)
+    outer = _received.fds
+    _received.fds = fds
+    try:
+        return loads(data)
+    finally:
+        _received.fds = outer
+        for fd in fds:
+            try:
+                os.close(fd)
+            except OSError:
+                pass
 
 
 class _Received(threading.local):

@@ -30,7 +30,7 @@ from typing import Any
 from .._tasks.job import CallJob, Job, Piece
 from .._tasks.styles import CallStyle
 from ..serialize import PROTOCOL, argument_error, dumps_code, find_unpicklable
-from ..sharedmem import pack
+from ..sharedmem import code_with_segments, pack
 from .lanes import CALLS_LANE, Lanes
 from .model import Chunk
 
@@ -52,26 +52,30 @@ def _remember(fn: Callable[..., Any], data: bytes) -> None:
     _last = (weakref.ref(fn), data)
 
 
-def function_bytes(fn: Callable[..., Any], name: Callable[[Callable[..., Any]], str]) -> bytes:
-    """``fn`` pickled for the workers; computed once per function sent by reference."""
+def function_bytes(
+    fn: Callable[..., Any], name: Callable[[Callable[..., Any]], str]
+) -> tuple[bytes, list[Any]]:
+    """``fn`` pickled for the workers, and the segments of shared handles inside it
+    (see ``sharedmem.code_with_segments``); computed once per function sent by
+    reference (which holds no handle)."""
     cacheable = type(fn) is types.FunctionType
     if cacheable:
         last = _last
         if last is not None and last[0]() is fn:  # (the common case: the same again)
-            return last[1]
+            return last[1], []
         known = _by_reference.get(fn)
         if known is not None:
             _remember(fn, known)
-            return known
-    data = dumps_code(fn, name(fn))
-    if cacheable:
+            return known, []
+    data, segments = code_with_segments(lambda: dumps_code(fn, name(fn)))
+    if cacheable and not segments:
         try:
             if data == pickle.dumps(fn, protocol=PROTOCOL):  # by reference, not by value
                 _by_reference[fn] = data
                 _remember(fn, data)
         except Exception:
             pass
-    return data
+    return data, segments
 
 
 class CallBatch(Job):
@@ -96,6 +100,7 @@ class CallBatch(Job):
         )
         self.calls = calls
         self.fn_bytes = first.fn_bytes
+        self.fn_segments = first.fn_segments
 
     def claim(self) -> bool:
         # Each call was claimed (set running) as the batch was formed.

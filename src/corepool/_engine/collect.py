@@ -23,7 +23,7 @@ from .._tasks.job import Job, Piece
 from .._tasks.styles import CallStyle
 from ..errors import CorepoolError
 from ..serialize import add_note, dumps_code
-from ..sharedmem import pack
+from ..sharedmem import code_with_segments, pack
 from .model import Action, Chunk, Worker
 
 __all__ = ["Collection", "run_on_workers"]
@@ -111,7 +111,7 @@ def run_on_workers(
     """
     from .engine import function_name
 
-    fn_bytes = dumps_code(fn, function_name(fn))
+    fn_bytes, fn_segments = code_with_segments(lambda: dumps_code(fn, function_name(fn)))
     item = (tuple(args), dict(kwargs))
     payload = pack([item])
     collection = Collection()
@@ -119,7 +119,7 @@ def run_on_workers(
 
     def make(worker: Worker) -> Chunk:
         job = WorkerCall(fn, collection, worker)
-        job.fn_bytes = fn_bytes
+        job.fn_bytes, job.fn_segments = fn_bytes, fn_segments
         collection.expect(worker.wid)
         return Chunk(job, 0, 0, 1, payload, items=[item])
 

@@ -14,7 +14,7 @@ from ..errors import CorepoolError
 from ..progress import PoolStats
 from ..segments import SegmentPool
 from ..serialize import dumps_code, find_unpicklable
-from ..sharedmem import pack
+from ..sharedmem import code_with_segments, pack
 from .calls import function_bytes, queue_calls
 from .exits import ExitExplainer
 from .model import Action, Chunk
@@ -103,7 +103,9 @@ class ProcessEngine:
 
     def run_stream(self, job: StreamJob) -> None:
         """Start pulling, pickling and queueing the job's chunks (in a feeder thread)."""
-        job.fn_bytes = dumps_code(job.fn, function_name(job.fn))
+        job.fn_bytes, job.fn_segments = code_with_segments(
+            lambda: dumps_code(job.fn, function_name(job.fn))
+        )
         self.supervisor.note_levels(job)
 
         def run_chunk(origin: int, start: int, items: list[Any]) -> None:
@@ -145,7 +147,7 @@ class ProcessEngine:
         """Queue one call. Its arguments are pickled when it goes to a worker, together
         with the calls queued behind it (``calls.py``); one that does not pickle fails
         only its own call."""
-        job.fn_bytes = function_bytes(job.fn, function_name)
+        job.fn_bytes, job.fn_segments = function_bytes(job.fn, function_name)
         self._calls.append((job, (args, kwargs)))
         if not self._calls_pending:  # one wake-up of the supervisor per burst of calls
             self._calls_pending = True

@@ -55,7 +55,9 @@ class Run(NamedTuple):
     has the function of ``fn_key`` already (-1: do not keep it); ``track``: report each
     task's start in the slot and log its result (:data:`TRACKED`: the job has a
     timeout), or send each result as it ends (:data:`SEND_EACH`: a batch of single
-    calls); ``forget``: job keys whose functions it may drop."""
+    calls); ``forget``: job keys whose functions it may drop; ``fn_fds``: how many of
+    the frame's descriptors, the first ones, belong to the function (the segments of
+    shared handles inside it), the rest to the body."""
 
     seq: int
     fn_key: int
@@ -63,6 +65,7 @@ class Run(NamedTuple):
     style: int
     track: int  # 0: no; TRACKED; SEND_EACH: tracked, and each result sent as it ends
     forget: tuple[int, ...]
+    fn_fds: int = 0
 
 
 TRACKED = 1

@@ -29,7 +29,7 @@ from typing import Any
 from ..errors import CorepoolError, SerializationError
 from ..forwarding import forward_settings
 from ..lending import Returns
-from ..sharedmem import Packed, off_release, on_release, unpack
+from ..sharedmem import Packed, descriptors_of, off_release, on_release, unpack
 from . import outputs, transport
 from . import protocol as p
 from . import worker as worker_module
@@ -433,6 +433,7 @@ class Supervisor:
         levels = self._levels.before_run(action.wid, job)  # (read by note_levels)
         if levels is not None:
             proc.writer.push(p.Levels(levels))
+        fn_fds = descriptors_of(job.fn_segments) if with_function else []
         meta = p.Run(
             chunk.seq,
             job.id if job.cache_function else -1,
@@ -440,15 +441,16 @@ class Supervisor:
             job.style,
             p.SEND_EACH if job.answers_each else p.TRACKED if job.timeout is not None else 0,
             action.forget,
+            len(fn_fds),
         )
         payload = chunk.payload
         if isinstance(payload, Packed):
-            proc.writer.push(meta, payload.body, payload.fds)
+            proc.writer.push(meta, payload.body, fn_fds + payload.fds)
             if payload.pool is not None:
                 payload.sent += 1
                 proc.inflight[chunk.seq] = payload
         else:
-            proc.writer.push(meta, payload)
+            proc.writer.push(meta, payload, fn_fds)
         self._flush(action.wid, proc)
 
     def _received(self, wid: int, seq: int, released: bool) -> None:

@@ -29,7 +29,7 @@ from .._tasks.run import pack_results, run_tasks
 from ..lending import Lender
 from ..nesting import THREAD_VARIABLES as THREAD_VARIABLES  # the supervisor's too
 from ..serialize import FailureInfo, loads
-from ..sharedmem import Packed, forget_shared, let_go, pack, unpack
+from ..sharedmem import Packed, forget_shared, let_go, load_code, pack, unpack
 from . import outputs, transport
 from . import protocol as p
 from .resultlog import LogWriter
@@ -279,7 +279,8 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
                 outputs.set_levels(message.levels)
                 continue
             return  # Quit
-        seq, fn_key, fn_bytes, style, track, forget = message
+        seq, fn_key, fn_bytes, style, track, forget, fn_fds = message
+        fn_fd_list, fds = fds[:fn_fds], fds[fn_fds:]
         for key in forget:
             functions.pop(key, None)
         log.reset()  # before the chunk is announced: the parent never reads a stale log
@@ -287,11 +288,14 @@ def _serve(sock: socket.socket, slot: Any, log: LogWriter, memory_limit: int | N
         slot[SLOT_POS] = -1
         slot[SLOT_SEQ] = seq
         fn = functions.get(fn_key)
-        if fn is None:
+        if fn is not None:
+            for fd in fn_fd_list:  # (sent again: it is known already)
+                p.close_quietly(fd)
+        else:
             try:
                 if fn_bytes is None:  # cannot happen: the parent tracks what it sent
                     raise LookupError(f"the function of job {fn_key} never arrived")
-                fn = loads(fn_bytes)
+                fn = load_code(fn_bytes, fn_fd_list, loads)
             except BaseException as exc:
                 for fd in fds:
                     p.close_quietly(fd)

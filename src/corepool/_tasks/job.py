@@ -133,6 +133,8 @@ class Job:
         self.computed = LazyEvent()
         self.cache_function = style != CallStyle.CALL  # a worker keeps a stream's function
         self.fn_bytes: bytes | None = None  # set by the process backend
+        # The segments of shared handles inside the function (sent beside fn_bytes).
+        self.fn_segments: list[Any] = []
         # The caller's logging levels as the job started, read in the caller's thread
         # (set by the process backend when its workers forward records).
         self.caller_levels: Any = None
