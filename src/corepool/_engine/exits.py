@@ -67,7 +67,7 @@ class ExitExplainer:
 
     def __call__(self, exitcode: int | None, pid: int | None) -> str:
         text = describe_exit(exitcode)
-        if exitcode == -signal.SIGKILL:
+        if exitcode == -getattr(signal, "SIGKILL", 9):
             kills = read_oom_kills(self._files)
             if kills > self._baseline:
                 self._baseline = kills
@@ -75,6 +75,6 @@ class ExitExplainer:
             return f"{text} (sent by another process, or the kernel's OOM killer)"
         if exitcode == -signal.SIGSEGV:
             return f"{text} (a segmentation fault, usually in C code)"
-        if exitcode == -signal.SIGABRT:
+        if exitcode == -getattr(signal, "SIGABRT", 6):
             return f"{text} (abort(), usually a failed assertion in C code)"
         return text

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 import multiprocessing.pool
+import signal
 from collections import deque
 from collections.abc import Callable
 from typing import Any, NamedTuple
@@ -159,6 +160,11 @@ class Send(NamedTuple):
 
 class Quit(NamedTuple):
     wid: int
+
+
+#: The signal that ends a worker at once (Windows has no SIGKILL: ``Process.kill()``
+#: is TerminateProcess there, and the supervisor sends it that way everywhere).
+KILL = int(getattr(signal, "SIGKILL", 9))
 
 
 class Kill(NamedTuple):

@@ -41,6 +41,7 @@ from .calls import gather
 from .exits import describe_exit
 from .lanes import CALLS_LANE
 from .model import (
+    KILL,
     Action,
     Chunk,
     Deliver,
@@ -406,7 +407,7 @@ class PoolState(Recovery):
             if worker.phase is WorkerPhase.STOPPING:
                 if worker.kill_at is not None and now >= worker.kill_at:
                     worker.kill_at = None
-                    actions.append(Kill(worker.wid, signal.SIGKILL))
+                    actions.append(Kill(worker.wid, KILL))
                 continue
             deadline, pos, started = self._deadline(worker, read_slot)
             if not started or deadline is None or now < deadline:

@@ -19,6 +19,7 @@ from __future__ import annotations
 import collections
 import os
 import selectors
+import signal
 import socket
 import threading
 import time
@@ -34,6 +35,7 @@ from . import outputs, transport
 from . import protocol as p
 from . import worker as worker_module
 from .model import (
+    KILL,
     Action,
     CancelJob,
     Chunk,
@@ -411,10 +413,7 @@ class Supervisor:
             elif isinstance(action, Kill):
                 proc = self._procs.get(action.wid)
                 if proc is not None:
-                    try:
-                        os.kill(proc.process.pid, action.signum)
-                    except (ProcessLookupError, TypeError):
-                        pass
+                    _signal(proc.process, action.signum)
             elif isinstance(action, FailJob):
                 action.job.fail(action.error)
             elif isinstance(action, CancelJob):
@@ -538,6 +537,21 @@ class Supervisor:
         until its leftovers are removed."""
         live = [proc.process.pid for proc in list(self._procs.values()) if proc.process.pid]
         return live + [pid for pid in list(self._leaving.values()) if pid not in live]
+
+
+def _signal(process: Any, signum: int) -> None:
+    """SIGTERM or SIGKILL through the Process (``terminate``/``kill``: the same signals
+    on POSIX, ``TerminateProcess`` on Windows, which has neither); another signal as it
+    is. A process that ended already is fine."""
+    try:
+        if signum == signal.SIGTERM:
+            process.terminate()
+        elif signum == KILL:
+            process.kill()
+        else:
+            os.kill(process.pid, signum)
+    except (ProcessLookupError, TypeError, ValueError, AttributeError):
+        pass  # gone already (or closed: no pid any more)
 
 
 def _close_fds(fds: list[int]) -> None:
