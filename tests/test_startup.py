@@ -29,6 +29,7 @@ def _run(code: str, tmp_path: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
+@pytest.mark.linux_transport  # the fork server and forked first workers
 def test_first_workers_are_forked_from_the_program_and_replacements_from_the_server(
     tmp_path: Path,
 ) -> None:
@@ -59,6 +60,7 @@ def test_first_workers_are_forked_from_the_program_and_replacements_from_the_ser
     assert got["square"] == [0, 1, 4, 9, 16]
 
 
+@pytest.mark.linux_transport  # the fork server and forked first workers
 def test_a_program_with_threads_starts_every_worker_from_the_fork_server(
     tmp_path: Path,
 ) -> None:
@@ -183,6 +185,7 @@ if __name__ == "__main__":
 '''
 
 
+@pytest.mark.linux_transport  # the fork server and forked first workers
 @pytest.mark.parametrize("form", ["script", "pyc", "directory", "zip"])
 def test_the_guard_is_seen_without_the_source_file(tmp_path: Path, form: str) -> None:
     """A main program run from a .pyc only, a directory or a zip file: the guard check
