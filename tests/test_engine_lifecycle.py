@@ -37,7 +37,7 @@ def test_a_terminated_pool_writes_into_no_reused_descriptor(
     assert next(results) == 0
     handle = corepool.shared(b"payload")
     supervisor = pool._core.backend.engine.supervisor
-    wake_up = supervisor._wake_w
+    wake_up = supervisor._wakeups.descriptors()[1]  # the write end
     if late_call == "stream closed":
         pool.terminate()  # (not join: that too is a late call, made before the check)
         supervisor.thread.join(30)

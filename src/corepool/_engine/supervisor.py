@@ -2,8 +2,9 @@
 
 It blocks in a single ``selector.select()`` on everything that can happen at once:
 each worker's channel (readable, and writable while a frame waits to go out), each
-worker process's sentinel (it died), and a wakeup pipe that other threads write to
-after queueing a command; its timeout is the next deadline the state machine knows of
+worker process's sentinel (it died), and a wake-up that other threads send after
+queueing a command (``wakeups.py``: where ``select`` takes sockets only, a watcher
+thread waits on the sentinels instead); its timeout is the next deadline the state machine knows of
 (a task's timeout, a kill after SIGTERM's grace). Nothing polls. Every event goes
 through :class:`~corepool._engine.state.PoolState`, and the supervisor carries out the
 actions it returns: start a process, frame and send a chunk, signal a process, hand
@@ -49,6 +50,7 @@ from .model import (
 )
 from .resultlog import LOG_BYTES, read_log
 from .state import PoolState
+from .wakeups import PipeWakeups, WatcherWakeups, watcher_needed
 
 
 class _Proc:
@@ -93,10 +95,11 @@ class Supervisor:
         # they left behind (segments no one took) is removed.
         self._leaving: dict[int, int] = {}
         self._selector = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._selector.register(self._wake_r, selectors.EVENT_READ, ("wake", -1))
+        self._wakeups: PipeWakeups | WatcherWakeups
+        if watcher_needed(transport.current().name):
+            self._wakeups = WatcherWakeups(self._selector, self._sentinel_fired)
+        else:
+            self._wakeups = PipeWakeups(self._selector)
         self._commands: collections.deque[Callable[[float], list[Action]]] = collections.deque()
         self._wake_pending = False
         # Held while the wake-up pipe is written or closed: once closed, its descriptor
@@ -139,10 +142,7 @@ class Supervisor:
             if self._wake_pending:
                 return True  # the supervisor has not drained yet: it will see this too
             self._wake_pending = True
-            try:
-                os.write(self._wake_w, b"x")
-            except (BlockingIOError, OSError):
-                pass  # the pipe is full: a wakeup is pending anyway
+            self._wakeups.wake()
         return True
 
     def shared_released(self, token: tuple[int, int]) -> None:
@@ -245,14 +245,19 @@ class Supervisor:
         finally:
             self._close_all()
 
+    def _sentinel_fired(self, wid: int) -> None:
+        """(The sentinel watcher's thread) worker ``wid``'s process ended."""
+
+        def ended(now: float) -> list[Action]:
+            self._on_sentinel(wid)
+            return []
+
+        self.call(ended)
+
     def _drain_commands(self) -> None:
         # Empty the pipe first, then clear the flag, then run the commands: a command
         # queued after the flag is cleared writes a fresh byte, so none is left unseen.
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+        self._wakeups.drain()
         self._wake_pending = False
         while self._commands:
             command = self._commands.popleft()
@@ -359,7 +364,7 @@ class Supervisor:
         if proc.process.pid:
             self._leaving[wid] = proc.process.pid
         del self._procs[wid]
-        self._selector.unregister(proc.process.sentinel)
+        self._wakeups.unwatch(proc.process.sentinel)
         if proc.channel_open:
             self._read_frames(wid, proc)  # results it sent just before it ended still count
         proc.process.join(1.0)
@@ -475,7 +480,7 @@ class Supervisor:
         ctx = self._start_context or self._ctx
         inherited: tuple[int, ...] | None = None
         if self._start_context is not None:  # forked from here: it gets copies of ours
-            inherited = (self._wake_r, self._wake_w, self._selector.fileno())
+            inherited = (*self._wakeups.descriptors(), self._selector.fileno())
             inherited += tuple(proc.sock.fileno() for proc in self._procs.values())
         parent_end, child_end = p.new_channel()
         slot = ctx.RawArray("d", worker_module.SLOT_SIZE)
@@ -511,7 +516,7 @@ class Supervisor:
         proc = _Proc(process, parent_end, slot, log)
         self._procs[wid] = proc
         self._selector.register(parent_end, selectors.EVENT_READ, ("chan", wid))
-        self._selector.register(process.sentinel, selectors.EVENT_READ, ("sentinel", wid))
+        self._wakeups.watch(wid, process.sentinel)
 
     def _close_all(self) -> None:
         self._returns.close()
@@ -529,8 +534,7 @@ class Supervisor:
         try:
             self._selector.close()
         finally:
-            p.close_quietly(self._wake_r)
-            p.close_quietly(self._wake_w)
+            self._wakeups.close()
 
     def pids(self) -> list[int]:
         """Process ids of the workers (for tests and stats), including one that ended
