@@ -98,10 +98,7 @@ class WatcherWakeups:
         self._thread.start()
 
     def wake(self) -> None:
-        try:
-            self._write.send(b"x")
-        except (BlockingIOError, OSError):
-            pass
+        _send_byte(self._write)
 
     def drain(self) -> None:
         _drain_socket(self._read)
@@ -130,10 +127,7 @@ class WatcherWakeups:
             sock.close()
 
     def _poke(self) -> None:
-        try:
-            self._poke_write.send(b"x")
-        except (BlockingIOError, OSError):
-            pass
+        _send_byte(self._poke_write)
 
     def _run(self) -> None:
         while True:
@@ -150,6 +144,13 @@ class WatcherWakeups:
                     wid = self._watched.pop(obj, None)
                 if wid is not None:
                     self._ended(wid)
+
+
+def _send_byte(sock: socket.socket) -> None:
+    try:
+        sock.send(b"x")
+    except (BlockingIOError, OSError):
+        pass  # full: a byte is waiting anyway (or closed: nobody listens any more)
 
 
 def _drain_socket(sock: socket.socket) -> None:
