@@ -485,8 +485,22 @@ def main(argv: list[str] | None = None) -> None:
     page = render_page(tables, settings, command, seed, time.perf_counter() - started)
     print(page)
     if args.out != "-":
-        Path(args.out).write_text(page)
+        Path(args.out).write_text(page + kept_sections(Path(args.out)))
         log(f"wrote {args.out}")
+
+
+#: Where the sections written by hand begin in the page: rewriting it keeps them.
+HAND_WRITTEN = "<!-- Sections below are written by hand; compare.py keeps them. -->"
+
+
+def kept_sections(page: Path) -> str:
+    """The hand-written part of ``page`` (from :data:`HAND_WRITTEN` on), if any."""
+    try:
+        text = page.read_text()
+    except OSError:
+        return ""
+    cut = text.find(HAND_WRITTEN)
+    return "" if cut < 0 else "\n" + text[cut:]
 
 
 if __name__ == "__main__":
