@@ -73,6 +73,10 @@ def cell(section: str, library: str, column: str) -> float:
     return number(BENCH[section][library][column])
 
 
+def cell_text(section: str, library: str, column: str) -> str:
+    return BENCH[section][library][column]
+
+
 def slower(section: str, library: str) -> str:
     """How many times corepool's throughput the library's is below (higher-is-better)."""
     column = "median (tasks/s)"
@@ -93,8 +97,10 @@ FIGURES: list[tuple[str, Callable[[], str]]] = [
      lambda: f"{cell(FIRST, 'ProcessPoolExecutor', 'median (ms)'):.0f}"),
     (r"10,000 1-ms tasks against corepool's ([\d.]+) ms",
      lambda: f"{cell(FIRST, 'corepool', 'median (ms)'):.1f}"),
-    (r"([\d.]+) GB of memory for a million-item generator",
-     lambda: f"{cell(MEMORY, 'ProcessPoolExecutor', 'median (MB)') / 1000:.0f}"),
+    (r"([\d.]+) GB of memory for a generator of",
+     lambda: f"{cell(MEMORY, 'ProcessPoolExecutor', 'median (MB)') / 1000:.1f}"),
+    (r"GB of memory for a generator of\s+([\d,]+) items",
+     lambda: cell_text(MEMORY, "ProcessPoolExecutor", "N").split()[0]),
     (r"`chunksize=1` by default makes tiny tasks about (\d+) times slower",
      lambda: slower(TINY, "ProcessPoolExecutor")),
     (r"with default settings, tiny tasks are about (\d+) times slower",
