@@ -178,7 +178,14 @@ class DaskBackend(ClusterBackend):
 
     def _handle(self, future: Any, result: Any) -> None:
         key = str(future.key)
-        if future.status == "finished":
+        if isinstance(result, bytes):
+            # The chunk's answer (run_chunk returns bytes) arrived. What the future's
+            # status says by now does not matter: the worker that held the answer may
+            # have died since, and Dask set out to compute it again ("lost", "pending").
+            self.finished(key, result)
+            if future.status != "finished":
+                future.cancel()  # not again: the answer is in
+        elif future.status == "finished":
             self.finished(key, result)
         elif future.status == "error":
             error = result[1] if isinstance(result, tuple) else result
