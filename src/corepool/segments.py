@@ -59,19 +59,13 @@ class Segment:
 
     def send_ref(self) -> tuple[str, bool]:
         """What a frame carries for a named segment: its name, and whether the
-        receiver removes it (then this segment is the receiver's from now on, and
-        :attr:`handed_off` says so)."""
+        receiver removes it (then the name is the receiver's from now on, who may have
+        removed it already: :attr:`hand_off` says so, and the segment no longer travels
+        by name)."""
         assert self.name is not None
         if not self.hand_off:
             self.hand_off = memory.hand_off(self.name)
         return self.name, self.hand_off
-
-    @property
-    def handed_off(self) -> bool:
-        """Whether the name was given to a receiver, which may have removed it already
-        (the segment can no longer travel by name; its memory is still this process's)."""
-        return self.hand_off
-
     @classmethod
     def write(
         cls, parts: list[memoryview], pool: SegmentPool | None = None, name: str = "corepool"

@@ -123,7 +123,7 @@ class Packed:
     @property
     def fds(self) -> list[int]:
         """The descriptors to send with ``body`` (none where segments travel by name)."""
-        return [] if _BY_NAME else [s.fd for s in self.segments]
+        return descriptors_of(self.segments)
 
     def __len__(self) -> int:
         return self.nbytes
@@ -309,7 +309,7 @@ def _place(
     to_copy: list[memoryview] = []
     for raw in raws:
         found = locate(raw)
-        if found is not None and found[0].handed_off:
+        if found is not None and found[0].hand_off:
             found = None  # sent by name once already: its receiver may have removed it
         if found is not None and len(segments) >= _MAX_SEGMENTS:
             found = None if all(s is not found[0] for s in segments) else found
