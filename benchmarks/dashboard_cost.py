@@ -14,11 +14,11 @@ off        ``corepool run bench_task.py:square in.jsonl -o out.jsonl --workers 2
 live       the same with ``--dashboard``, and a client that fetches ``/api/view`` as
            often as an open page does (every POLL_SECONDS) while it runs
 untimed    ``off`` on a copy of this source tree whose runner does not read the clock
-           around each task (``call_timed`` returns a duration of 0): what the two
+           around each task (``call_to_json`` returns a duration of 0): what the two
            clock reads per task cost
-notiming   ``off`` on a copy whose runner calls the function directly (no wrapper, a
-           plain result, no duration in the journal): what the per-task timing costs
-           in all (the wrapper's call, the (result, duration) pair, the column)
+notiming   ``off`` on a copy whose runner journals no duration at all (no clock read,
+           NULL in the column). The task wrapper stays: since the workers write each
+           result as JSON, it is no longer the timing's alone
 base       (with ``--baseline-src``) ``off`` on another source tree
 map        ``Pool(2).map(square, range(N))`` in a script
 map-watch  the same with ``corepool.watch(pool)`` on, and a client polling its page
@@ -138,21 +138,19 @@ def _patched_copy(folder: Path, name: str, patches: dict[str, list[tuple[str, st
 
 
 def _untimed_copy(folder: Path) -> str:
-    """A runner whose tasks still return (result, duration), with no clock read."""
+    """A runner whose tasks still return (payload, duration), with no clock read."""
     return _patched_copy(folder, "untimed-src", {"jsonl.py": [
         ("    start = clock()\n    result = fn(value)\n"
-         "    return result, (clock() - start) // 1000\n",
-         "    return fn(value), 0\n")]})
+         "    micros = (clock() - start) // 1000\n",
+         "    result = fn(value)\n    micros = 0\n")]})
 
 
 def _notiming_copy(folder: Path) -> str:
-    """A runner that calls the function itself and journals no durations."""
-    return _patched_copy(folder, "notiming-src", {
-        "run.py": [("functools.partial(call_timed, fn if caller is None else "
-                    "functools.partial(caller, fn))",
-                    "fn if caller is None else functools.partial(caller, fn)")],
-        "batch.py": [("                    value, micros = value\n", "")],
-    })
+    """A runner that journals no durations: no clock read, and NULL in the column."""
+    return _patched_copy(folder, "notiming-src", {"jsonl.py": [
+        ("    start = clock()\n    result = fn(value)\n"
+         "    micros = (clock() - start) // 1000\n",
+         "    result = fn(value)\n    micros = None\n")]})
 
 
 def main() -> None:

@@ -38,8 +38,8 @@ from typing import IO, Any
 
 from .. import errors
 from . import tasklog
-from .journal import KeyFinder, LoggedLines, RunProgress, TaskRecord
-from .jsonl import canonical_digest, decode_value, error_row, ok_row, parse_line, result_json
+from .journal import KeyFinder, LoggedLines, OkRecord, RunProgress, TaskRecord
+from .jsonl import canonical_digest, decode_value, error_row, ok_row, parse_line, scan_value
 from .output import Committer
 from .report import Counts, Progress
 from .target import UsageError
@@ -151,14 +151,16 @@ class Batch:
         # main thread): each counter has one writer, so no lock is needed.
         self.known_added = self.known_taken = 0
         # Tasks sent to the pool, by position: (digest, occurrence, line) until the
-        # result comes, then (ok, payload, kind) in ``done`` until its row is written.
-        self.inflight: dict[int, tuple[bytes, int, int]] = {}
+        # result comes (FirstRun: (raw, line) until then), then (ok, payload, kind) in
+        # ``done`` until its row is written.
+        self.inflight: dict[int, tuple[Any, ...]] = {}
         self.done: dict[int, tuple[bool, str, str | None]] = {}
         self.next_position = 0  # the position of the next task whose row is written
         self._room = threading.Condition()
         self._feeder_waits = False
         self.stopping = False
-        self.records: list[TaskRecord] = []
+        self.records: list[OkRecord] = []  # tasks that succeeded, for the journal
+        self.failures: list[TaskRecord] = []  # and those that failed
         self.logged: list[LoggedLines] = []  # lines of failed tasks, with their records
         self.logs = tasklog.current()  # the lines tasks log, kept for those that fail
         # Input lines found unusable (line, payload): added by the feeder, taken by flush.
@@ -178,15 +180,26 @@ class Batch:
         """
         retry_failed, mode = self.args.retry_failed, self.mode
         backlog, find, digest_of = self.backlog, self.finder.find, canonical_digest
-        inflight = self.inflight
+        inflight, decode, scan = self.inflight, decode_value, scan_value
         needs = {"star": list, "kwargs": dict}.get(mode)
         spill: list[tuple[bool, str | None, bool, str]] = []
         index = position = 0
+        # The loop runs once per input line: it calls no function it can do without.
         for line, raw in enumerate(self.stream, start=1):
-            if not raw.strip():
+            stripped = raw.strip()
+            if not stripped:
                 continue  # blank lines are not tasks (see jsonl)
             try:
-                value = decode_value(raw)
+                if len(raw) - len(stripped) == 1:  # no space around the value
+                    text = stripped.decode()
+                    try:
+                        value, end = scan(text, 0)
+                    except StopIteration:  # not JSON: decode_value says why
+                        end = -1
+                    if end != len(text):
+                        value = decode(raw)
+                else:
+                    value = decode(raw)
                 bad = needs is not None and value.__class__ is not needs
             except ValueError:  # not UTF-8, not JSON
                 bad = True
@@ -311,22 +324,21 @@ class Batch:
                 self._room.notify_all()
 
     def take(self, returned: list[tuple[int, Any]]) -> None:
-        """The tasks at these positions returned ``(value, micros)`` (see ``call_timed``),
-        in whatever order they finished: recorded for the journal at once."""
+        """The tasks at these positions returned ``(payload, micros)`` (see
+        ``call_to_json``), in whatever order they finished: recorded for the journal at
+        once."""
         inflight, done, records = self.inflight, self.done, self.records
-        run_id, result, append = self.run_id, result_json, records.append
+        append = records.append
         now = time.time_ns() // 1_000_000
         chars = taken = 0
         unwritable: list[tuple[int, Any]] = []
         try:
-            for position, (value, micros) in returned:
-                try:
-                    payload = result(value)
-                except TypeError:
-                    unwritable.append((position, value))  # not JSON: an error row
+            for position, (payload, micros) in returned:
+                if payload.__class__ is not str:
+                    unwritable.append((position, payload))  # NotJSON: an error row
                     continue
                 digest, occurrence, line = inflight.pop(position)
-                append((digest, occurrence, True, None, payload, line, run_id, now, micros))
+                append((digest, occurrence, payload, line, now, micros))
                 done[position] = (True, payload, None)
                 chars += len(payload)
                 taken += 1
@@ -349,7 +361,7 @@ class Batch:
             micros = timeout if isinstance(failure, errors.TaskTimeout) else None
             ok, payload, kind = self._outcome(value, failure)
             logged = None if self.logs is None else self.logs.pop(position)
-            self.records.append((digest, occurrence, ok, kind, payload, line, self.run_id,
+            self.failures.append((digest, occurrence, ok, kind, payload, line, self.run_id,
                                  now, micros))
             if logged:
                 self.logged.append((logged, digest, occurrence))
@@ -366,12 +378,9 @@ class Batch:
 
     @staticmethod
     def _outcome(value: Any, failure: BaseException | None) -> tuple[bool, str, str | None]:
-        if failure is None:
-            try:
-                return True, result_json(value), None
-            except TypeError as exc:  # not the task's fault: no worker traceback to show
-                error: dict[str, Any] = {"kind": "exception", "type": "TypeError",
-                                         "message": str(exc), "traceback": None}
+        if failure is None:  # a result JSON cannot hold (NotJSON): no traceback to show
+            error: dict[str, Any] = {"kind": "exception", "type": "TypeError",
+                                     "message": value.message, "traceback": None}
         else:
             error = error_object(failure)
         return False, json.dumps(error, ensure_ascii=False), error["kind"]
@@ -402,14 +411,15 @@ class Batch:
     def flush(self) -> None:
         """Hand the records and rows so far to the committer (journal, then output)."""
         self.since = time.monotonic()
-        if not self.rows and not self.records and not self.bad:
+        if not self.rows and not self.records and not self.failures and not self.bad:
             return
         rate = self.progress.update(self.counts.rows, self.counts.failures)
         records, self.records = self.records, []
+        failures, self.failures = self.failures, []
         logged, self.logged = self.logged, []
         bad = [self.bad.popleft() for _ in range(len(self.bad))]
         text = "\n".join(self.rows) + "\n" if self.rows else ""  # records alone: no row
         self.rows, self.chars = [], 0
         c = self.counts
-        self.committer.put(records, text, RunProgress(c.rows, c.executed, c.executed_failed,
-                                                      rate), copy.deepcopy(c), bad, logged)
+        progress = RunProgress(c.rows, c.executed, c.executed_failed, rate)
+        self.committer.put(records, failures, text, progress, copy.deepcopy(c), bad, logged)

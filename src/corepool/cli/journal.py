@@ -16,6 +16,11 @@ writer). Tables::
     bad_lines  (run, line) -> payload: the input lines a run found unusable (kind
            ``input``); they never run, so they are not tasks
 
+``tasks`` is a plain table with a unique index on its key (``tasks_key``); a run on a
+journal with no task yet appends without the index, which the next writer builds (see
+:meth:`Journal.append_only`). Version 2 journals keep their WITHOUT ROWID table keyed by
+(digest, occurrence) and are used as they are.
+
 Journals of an older version lack ``finished``, ``micros``, ``logged``, ``retries`` and
 ``bad_lines``: the writer adds them when it opens one (old rows keep NULL there), and
 the readers (``status``, ``report``, ``dashboard``) do without them.
@@ -48,6 +53,7 @@ __all__ = [
     "Journal",
     "JournalError",
     "KeyFinder",
+    "OkRecord",
     "RunInfo",
     "RunProgress",
     "Summary",
@@ -57,7 +63,10 @@ __all__ = [
     "table_columns",
 ]
 
-SCHEMA_VERSION = "2"
+SCHEMA_VERSION = "3"
+# Version 2 kept ``tasks`` as a WITHOUT ROWID table keyed by (digest, occurrence); such
+# journals are still read, resumed and written as they are (see Journal.keyed_table).
+_READABLE_VERSIONS = ("2", SCHEMA_VERSION)
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -71,9 +80,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     run INTEGER NOT NULL,
     finished INTEGER,
     micros INTEGER,
-    logged TEXT,
-    PRIMARY KEY (digest, occurrence)
-) WITHOUT ROWID;
+    logged TEXT
+);
 CREATE TABLE IF NOT EXISTS runs (
     id INTEGER PRIMARY KEY,
     started REAL NOT NULL,
@@ -107,11 +115,23 @@ _ADDED_COLUMNS = {
 # logged lines (one more column in every insert costs the runner ~10%).
 TASK_COLUMNS = "digest, occurrence, ok, kind, payload, line, run, finished, micros"
 _TASK_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
-_TASK_ROW = f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES {_TASK_VALUES}"
+_LOGGED_TASK_ROW = (f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}, logged) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)")
+# The key's index. A run that starts on a journal without tasks drops it and appends
+# rows (an insert at the end of the table costs about half of one into a B-tree keyed
+# by random digests); the next writer to open the journal builds it again, in one
+# sorted pass, before it looks anything up.
+_KEY_INDEX = "CREATE UNIQUE INDEX IF NOT EXISTS tasks_key ON tasks (digest, occurrence)"
 
 #: A finished task as :meth:`Journal.commit_tasks` takes it:
 #: ``(digest, occurrence, ok, kind, payload, line, run, finished, micros)``.
 TaskRecord = tuple[bytes, int, bool, "str | None", str, int, int, int, "int | None"]
+#: A task that succeeded, as :meth:`Journal.commit_tasks` takes it (its ``ok``, ``kind``
+#: and ``run`` go without saying): ``(digest, occurrence, payload, line, finished, micros)``.
+OkRecord = tuple[bytes, int, str, int, int, "int | None"]
+# An ok row's constant columns are written in the statement rather than bound for each
+# row: binding is a third of the insert's cost.
+_OK_VALUES = "(?, ?, 1, NULL, ?, ?, {run}, ?, ?)"
 #: The lines a failed task logged: ``(lines, digest, occurrence)``.
 LoggedLines = tuple[str, bytes, int]
 
@@ -161,7 +181,12 @@ class Journal:
             raise JournalError(f"{path} is not a usable corepool journal ({exc})") from exc
         if str(mode).lower() != "wal":
             raise JournalError(f"{path}: SQLite refused WAL mode (got {mode!r})")
-        self._rows_per_statement = max(1, min(4000, _max_variables(self.conn) // 9))
+        self._max_variables = _max_variables(self.conn)
+        sql = self.conn.execute(
+            "SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'tasks'").fetchone()
+        #: A version 2 journal: the table itself is keyed (no index to drop or build).
+        self.keyed_table = "WITHOUT ROWID" in str(sql[0] if sql else "").upper()
+        self.appending = False  # see append_only()
 
     def check(self) -> None:
         """Raise ``sqlite3.DatabaseError`` when the file's structure is damaged."""
@@ -181,7 +206,7 @@ class Journal:
         refuse one made for others (``force``) or by other code (``accept_changed_code``)."""
         meta = self.meta()
         version = meta.get("version")
-        if version is not None and version != SCHEMA_VERSION:
+        if version is not None and version not in _READABLE_VERSIONS:
             raise JournalError(
                 f"{self.path} was written by another journal format (version {version}); "
                 "use another --journal file"
@@ -209,9 +234,12 @@ class Journal:
                 "journal's results and run only what is missing with the new code"
             )
         self.conn.execute("BEGIN IMMEDIATE")
-        values = [("version", SCHEMA_VERSION), ("target", target), ("mode", mode)]
+        values = [("target", target), ("mode", mode)]
         for name, value in values + ([("code", code)] if code is not None else []):
             self.conn.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (name, value))
+        self.conn.execute(  # a version 2 journal stays one: its table is keyed
+            "INSERT OR IGNORE INTO meta VALUES ('version', ?)",
+            ("2" if self.keyed_table else SCHEMA_VERSION,))
         self.conn.execute(
             "INSERT OR IGNORE INTO meta VALUES ('created', ?)", (_iso(time.time()),)
         )
@@ -222,21 +250,60 @@ class Journal:
         """No task recorded yet (a first run needs no lookups)."""
         return self.conn.execute("SELECT 1 FROM tasks LIMIT 1").fetchone() is None
 
-    def commit_tasks(self, records: list[TaskRecord], run: int, progress: RunProgress,
-                     bad: list[tuple[int, str]] | None = None,
-                     logged: list[LoggedLines] | None = None) -> None:
-        """Add (or replace, for ``--retry-failed``) finished tasks, the ``bad`` input
-        lines ``(line, payload)``, the lines failed tasks ``logged`` and the run's
-        progress, durably, in one transaction.
-        ``records`` is sorted in place: keys in order make the B-tree insert cheaper."""
-        records.sort()
+    def append_only(self) -> None:
+        """This run starts with no task in the journal, so none it adds can replace
+        another: drop the key's index and append rows; the next writer to open the
+        journal builds the index again (:meth:`index_keys`)."""
+        if not self.keyed_table:
+            self.conn.execute("DROP INDEX IF EXISTS tasks_key")
+            self.appending = True
+
+    def index_keys(self) -> None:
+        """Make sure the key's index exists before tasks are looked up or replaced.
+
+        A run that appended (:meth:`append_only`) and was stopped, however, left the
+        journal without it. A key twice is not expected (one writer, each task once),
+        but if a damaged run left one, the row added last is the one kept.
+        """
+        if self.keyed_table:
+            return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self._insert(records)
+            try:
+                self.conn.execute(_KEY_INDEX)
+            except sqlite3.IntegrityError:
+                self.conn.execute(
+                    "DELETE FROM tasks WHERE rowid NOT IN "
+                    "(SELECT max(rowid) FROM tasks GROUP BY digest, occurrence)")
+                self.conn.execute(_KEY_INDEX)
+            self.conn.execute("COMMIT")
+        except BaseException:
+            if self.conn.in_transaction:
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def commit_tasks(self, ok: list[OkRecord], failed: list[TaskRecord], run: int,
+                     progress: RunProgress, bad: list[tuple[int, str]] | None = None,
+                     logged: list[LoggedLines] | None = None) -> None:
+        """Add (or replace, for ``--retry-failed``) finished tasks (``ok``, ``failed``),
+        the ``bad`` input lines ``(line, payload)``, the lines failed tasks ``logged``
+        and the run's progress, durably, in one transaction.
+        The records are sorted in place when they go into a keyed B-tree: keys in order
+        make its insert cheaper."""
+        if not self.appending:
+            ok.sort()
+            failed.sort()
+        if logged:  # few (failed tasks that logged): they go in with their lines
+            lines = {(digest, occurrence): text for text, digest, occurrence in logged}
+            with_lines = [(*record, lines[record[:2]]) for record in failed
+                          if record[:2] in lines]
+            failed = [record for record in failed if record[:2] not in lines]
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._insert(ok, _OK_VALUES.format(run=int(run)), 6)
+            self._insert(failed, _TASK_VALUES, 9)
             if logged:
-                self.conn.executemany(
-                    "UPDATE tasks SET logged = ? WHERE digest = ? AND occurrence = ?", logged
-                )
+                self.conn.executemany(_LOGGED_TASK_ROW, with_lines)
             if bad:
                 self.conn.executemany("INSERT OR REPLACE INTO bad_lines VALUES (?, ?, ?)",
                                       [(run, line, payload) for line, payload in bad])
@@ -252,19 +319,22 @@ class Journal:
                 self.conn.execute("ROLLBACK")
             raise
 
-    def _insert(self, records: list[TaskRecord]) -> None:
-        """Insert many rows per statement: SQLite releases the GIL for each statement it
-        runs, and getting it back per row costs more than the insert when the runner's
-        other threads are busy."""
-        size = self._rows_per_statement
+    def _insert(self, records: list[Any], values: str, width: int) -> None:
+        """Insert ``records`` (of ``width`` values each, placed by ``values``), many rows
+        per statement: SQLite releases the GIL for each statement it runs, and getting
+        it back per row costs more than the insert when the runner's other threads are
+        busy."""
+        head = f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}) VALUES "
+        size = max(1, min(5000, self._max_variables // width))
         whole = len(records) - len(records) % size
         if whole:
-            statement = _TASK_ROW + f", {_TASK_VALUES}" * (size - 1)
+            statement = head + ", ".join([values] * size)
             for start in range(0, whole, size):
                 self.conn.execute(
                     statement, list(itertools.chain.from_iterable(records[start:start + size]))
                 )
-        self.conn.executemany(_TASK_ROW, records[whole:])
+        if whole < len(records):
+            self.conn.executemany(head + values, records[whole:])
 
     # Runs -----------------------------------------------------------------------------
     def start_run(self, command: str, total: int | None, retries: int = 0) -> int:
@@ -335,6 +405,21 @@ class KeyFinder:
         self._filter = bytearray(self.FILTER_BITS // 8)
         self._counts: dict[bytes, int] = {}
         self._spilled = False
+
+    @property
+    def counts(self) -> dict[bytes, int] | None:
+        """The occurrence counts themselves while counting is all :meth:`find` would
+        do (no lookups: a first run; nothing moved to disk yet), else None.
+
+        The reader may then count each line itself, ``counts[d] = counts.get(d, 0) + 1``
+        (a method call per line costs as much), and must call :meth:`spill_counts` once
+        it holds :attr:`MEMORY_KEYS` keys; :meth:`find` takes over from there.
+        """
+        return None if self._lookups or self._spilled else self._counts
+
+    def spill_counts(self) -> None:
+        """Move the counts to disk (see :attr:`counts`)."""
+        self._spill()
 
     def find(self, digest: bytes) -> tuple[int, tuple[bool, str] | None]:
         """``(occurrence, done)`` for the next input line with this content.

@@ -23,10 +23,13 @@ from typing import Any
 
 __all__ = [
     "MODES",
+    "BadInput",
+    "NotJSON",
     "Parsed",
     "call_kwargs",
+    "call_line",
     "call_star",
-    "call_timed",
+    "call_to_json",
     "canonical_digest",
     "count_lines",
     "decode_value",
@@ -34,6 +37,7 @@ __all__ = [
     "ok_row",
     "parse_line",
     "result_json",
+    "scan_value",
 ]
 
 MODES = ("single", "star", "kwargs")
@@ -95,8 +99,10 @@ def count_lines(path: str) -> int:
     return count + (1 if tail.strip() else 0)
 
 
-# The decoder's scanner (set by its constructor; not in the typeshed stubs).
-_scan_once: Callable[[str, int], tuple[Any, int]] = (
+#: The decoder's scanner (set by its constructor; not in the typeshed stubs):
+#: ``scan_value(text, i)`` is ``(value, end)`` for the JSON value starting at ``i``, or
+#: StopIteration. Only a value that ends the text is the whole line.
+scan_value: Callable[[str, int], tuple[Any, int]] = (
     json.JSONDecoder().scan_once  # type: ignore[attr-defined]
 )
 
@@ -109,7 +115,7 @@ def decode_value(raw: bytes) -> Any:
     """
     text = raw.decode("utf-8")
     try:
-        value, end = _scan_once(text, 0)
+        value, end = scan_value(text, 0)
     except StopIteration:  # leading whitespace, or not JSON: let json.loads decide
         return json.loads(text)
     if end < len(text) and text[end:].strip(" \t\n\r"):  # JSON's whitespace only
@@ -127,25 +133,28 @@ def _input_error(line: int, type_name: str, message: str) -> dict[str, Any]:
     }
 
 
-def parse_line(raw: bytes, line: int, mode: str) -> Parsed:
-    """Decode one line as the task's argument(s) for ``mode`` (single, star or kwargs)."""
+def _read(raw: bytes, mode: str) -> tuple[Any, tuple[str, str] | None]:
+    """``(value, None)``, or ``(None, (type name, message))`` for a line that is no task
+    for ``mode``."""
     try:
         value = json.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
-        return Parsed(error=_input_error(line, "UnicodeDecodeError", f"not UTF-8 ({exc})"))
+        return None, ("UnicodeDecodeError", f"not UTF-8 ({exc})")
     except json.JSONDecodeError as exc:
-        return Parsed(error=_input_error(line, "JSONDecodeError", f"not valid JSON ({exc})"))
+        return None, ("JSONDecodeError", f"not valid JSON ({exc})")
     if mode == "star" and not isinstance(value, list):
-        return Parsed(error=_input_error(
-            line, "TypeError",
-            f"--star needs a JSON array of positional arguments, got {type(value).__name__}",
-        ))
+        return None, ("TypeError", "--star needs a JSON array of positional arguments, "
+                                   f"got {type(value).__name__}")
     if mode == "kwargs" and not isinstance(value, dict):
-        return Parsed(error=_input_error(
-            line, "TypeError",
-            f"--kwargs needs a JSON object of keyword arguments, got {type(value).__name__}",
-        ))
-    return Parsed(value=value)
+        return None, ("TypeError", "--kwargs needs a JSON object of keyword arguments, "
+                                   f"got {type(value).__name__}")
+    return value, None
+
+
+def parse_line(raw: bytes, line: int, mode: str) -> Parsed:
+    """Decode one line as the task's argument(s) for ``mode`` (single, star or kwargs)."""
+    value, problem = _read(raw, mode)
+    return Parsed(value=value) if problem is None else Parsed(error=_input_error(line, *problem))
 
 
 def canonical_digest(value: Any) -> bytes:
@@ -187,10 +196,76 @@ def call_kwargs(fn: Callable[..., Any], kwargs: Mapping[str, Any]) -> Any:
     return fn(**kwargs)
 
 
-def call_timed(fn: Callable[..., Any], value: Any,
-               clock: Callable[[], int] = time.perf_counter_ns) -> tuple[Any, int]:
-    """``(fn(value), microseconds the call took)``: every task runs through this, so
-    the journal holds each task's duration, measured where it ran."""
+class BadInput:
+    """A line that is no task (not UTF-8, not JSON, not the shape ``--star`` or
+    ``--kwargs`` needs), as :func:`call_line` finds it where it runs: the error but its
+    line number, which the runner adds (:meth:`error`)."""
+
+    __slots__ = ("message", "type_name")
+
+    def __init__(self, type_name: str, message: str) -> None:
+        self.type_name, self.message = type_name, message
+
+    def __reduce__(self) -> tuple[type[BadInput], tuple[str, str]]:
+        return BadInput, (self.type_name, self.message)
+
+    def error(self, line: int) -> dict[str, Any]:
+        """The ``input`` error object of line ``line``."""
+        return _input_error(line, self.type_name, self.message)
+
+
+class NotJSON:
+    """A task's result that cannot be written as JSON: why (see :func:`result_json`)."""
+
+    __slots__ = ("message",)
+
+    def __init__(self, message: str) -> None:
+        self.message = message
+
+    def __reduce__(self) -> tuple[type[NotJSON], tuple[str]]:
+        return NotJSON, (self.message,)
+
+
+def call_to_json(fn: Callable[..., Any], value: Any,
+                 clock: Callable[[], int] = time.perf_counter_ns) -> tuple[str | NotJSON, int]:
+    """``(fn(value) as JSON text, microseconds the call took)``: every task of ``corepool
+    run`` runs through this, where it runs. The journal holds each task's duration, and
+    the result comes back as the text the journal and the output hold: the runner's
+    process, which every result passes through, does not encode them one by one. A
+    result JSON cannot hold comes back as :class:`NotJSON`, its row an error row."""
     start = clock()
     result = fn(value)
-    return result, (clock() - start) // 1000
+    micros = (clock() - start) // 1000
+    try:
+        return result_json(result), micros
+    except TypeError as exc:
+        return NotJSON(str(exc)), micros
+
+
+_NEEDS: dict[str, type] = {"star": list, "kwargs": dict}
+
+
+def call_line(fn: Callable[..., Any], mode: str, raw: bytes,
+              clock: Callable[[], int] = time.perf_counter_ns,
+              ) -> tuple[bytes | None, str | NotJSON | BadInput, int | None]:
+    """One input line run where the task runs: decoded, keyed, called and its result
+    written as JSON. The runner's first run on a journal (no line to skip, so no key
+    needed before the run) sends raw lines, and its own process, which every line and
+    result passes through, does no per-line JSON work.
+
+    Returns ``(digest, payload, micros)`` (see :func:`canonical_digest` and
+    :func:`call_to_json`), or ``(None, BadInput, None)`` for a line that is no task. An
+    exception of the function propagates (it may be retried).
+    """
+    needs = _NEEDS.get(mode)
+    try:
+        value = decode_value(raw)
+    except ValueError:  # not UTF-8, not JSON: _read says which
+        value, needs = None, BadInput
+    if needs is not None and value.__class__ is not needs:
+        problem = _read(raw, mode)[1]
+        assert problem is not None
+        return None, BadInput(*problem), None
+    digest = canonical_digest(value)
+    payload, micros = call_to_json(fn, value, clock)
+    return digest, payload, micros

@@ -22,16 +22,15 @@ import sys
 import threading
 from typing import IO
 
-from .journal import Journal, LoggedLines, RunProgress, TaskRecord
+from .journal import Journal, LoggedLines, OkRecord, RunProgress, TaskRecord
 from .report import Counts
 from .target import UsageError
 
 __all__ = ["PARTIAL_SUFFIX", "Committer", "Output"]
 
 PARTIAL_SUFFIX = ".partial"
-_Item = tuple[
-    list[TaskRecord], str, RunProgress, Counts, list[tuple[int, str]], list[LoggedLines]
-]
+_Item = tuple[list[OkRecord], list[TaskRecord], str, RunProgress, Counts,
+              list[tuple[int, str]], list[LoggedLines]]
 
 
 class Output:
@@ -89,24 +88,24 @@ class Committer:
                                         daemon=True)
         self._thread.start()
 
-    def put(self, records: list[TaskRecord], rows: str, progress: RunProgress,
-            counts: Counts, bad: list[tuple[int, str]] | None = None,
+    def put(self, ok: list[OkRecord], failed: list[TaskRecord], rows: str,
+            progress: RunProgress, counts: Counts, bad: list[tuple[int, str]] | None = None,
             logged: list[LoggedLines] | None = None) -> None:
-        """Commit ``records`` with the run's ``progress``, then write ``rows``, after which
-        :attr:`committed` is ``counts`` (``bad``: input lines found unusable, and
-        ``logged``: failed tasks' lines, for the journal); raises what an earlier batch
-        failed with."""
+        """Commit the records of tasks that succeeded (``ok``) and ``failed`` with the
+        run's ``progress``, then write ``rows``, after which :attr:`committed` is
+        ``counts`` (``bad``: input lines found unusable, and ``logged``: failed tasks'
+        lines, for the journal); raises what an earlier batch failed with."""
         if self.error is not None:
             raise self.error
-        self._batches.put((records, rows, progress, counts, bad or [], logged or []))
+        self._batches.put((ok, failed, rows, progress, counts, bad or [], logged or []))
 
     def _loop(self) -> None:
         while (batch := self._batches.get()) is not None:
             if self.error is not None:
                 continue  # drop the rest: nothing after a failed commit is shown
-            records, rows, progress, counts, bad, logged = batch
+            ok, failed, rows, progress, counts, bad, logged = batch
             try:
-                self.journal.commit_tasks(records, self.run, progress, bad, logged)
+                self.journal.commit_tasks(ok, failed, self.run, progress, bad, logged)
                 self.out.write(rows)
                 self.committed = counts
             except BaseException as exc:

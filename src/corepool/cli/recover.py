@@ -116,13 +116,12 @@ def _read_what_can_be_read(path: str) -> tuple[dict[str, str], dict[Any, tuple[A
             meta = {str(k): str(v) for k, v in conn.execute("SELECT name, value FROM meta")}
         except sqlite3.Error:
             errors += 1
-        # Scan from 256 starting digests: a bad page stops one scan, not the others.
-        for first in range(256):
+        # 256 scans over parts of the table: a bad page stops one scan, not the others.
+        for where, bounds in _table_parts(conn):
             try:
                 for row in conn.execute(
                     "SELECT digest, occurrence, ok, kind, payload, line, run FROM tasks "
-                    "WHERE digest >= ? AND digest < ?",
-                    (bytes([first]), bytes([first + 1]) if first < 255 else b"\xff" * 17),
+                    f"WHERE {where}", bounds,
                 ):
                     if isinstance(row[0], bytes) and _is_json(row[4]):
                         tasks[(row[0], row[1])] = row
@@ -131,3 +130,19 @@ def _read_what_can_be_read(path: str) -> tuple[dict[str, str], dict[Any, tuple[A
     finally:
         conn.close()
     return meta, tasks, errors
+
+
+def _table_parts(conn: sqlite3.Connection) -> list[tuple[str, tuple[Any, ...]]]:
+    """256 ranges covering ``tasks``, each read by its own scan: of row ids (a version
+    3 journal's table; later rows win, as they did when written), or of key digests (a
+    version 2 journal's WITHOUT ROWID table, ordered by them)."""
+    try:
+        last = conn.execute("SELECT max(rowid) FROM tasks").fetchone()[0]
+    except sqlite3.Error:
+        last = None  # no rowid column (version 2), or its last page is unreadable
+    if last is not None:
+        step = int(last) // 256 + 1
+        return [("rowid >= ? AND rowid < ? ORDER BY rowid", (n * step, (n + 1) * step))
+                for n in range(256)]
+    return [("digest >= ? AND digest < ?",
+             (bytes([n]), bytes([n + 1]) if n < 255 else b"\xff" * 17)) for n in range(256)]

@@ -35,8 +35,9 @@ from .batch import (
     parse_max_failures,
 )
 from .checks import check_arity, check_paths, code_fingerprint
+from .firstrun import FirstRun
 from .journal import Journal, JournalError, KeyFinder, RunProgress
-from .jsonl import call_kwargs, call_star, call_timed, count_lines
+from .jsonl import call_kwargs, call_line, call_star, call_to_json, count_lines
 from .lock import PathLock
 from .output import Committer, Output
 from .recover import damage_advice, describe_failure, is_damage, salvage
@@ -214,8 +215,13 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
     live = _start_dashboard(args, path)  # before the run is recorded: it may fail
     try:
         try:
+            first = journal.is_empty()
+            if first:
+                journal.append_only()
+            else:
+                journal.index_keys()
             run_id = journal.start_run(resume_command(args, path), total, args.retries)
-            finder = KeyFinder(path, lookups=not journal.is_empty())
+            finder = KeyFinder(path, lookups=not first)
         except sqlite3.Error as exc:
             raise UsageError(f"cannot use the journal {path}: "
                              f"{describe_failure(exc, path, args.output)}") from None
@@ -263,11 +269,14 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
              total: int | None, started: float, run_id: int, live: Any = None) -> int:
     progress = Progress(total, enabled=not args.no_progress)
     committer = Committer(journal, run_id, out)
-    batch = Batch(args, finder, stream, committer, progress, run_id)
+    first = finder.counts is not None  # nothing to look up: the workers read the lines
+    batch = (FirstRun if first else Batch)(args, finder, stream, committer, progress, run_id)
     if live is not None and live.workers is not None:  # --dashboard: each worker's line
         live.workers.attach(core, batch.inflight)
     caller = _CALLERS.get(args.mode)
-    task = functools.partial(call_timed, fn if caller is None else functools.partial(caller, fn))
+    call = fn if caller is None else functools.partial(caller, fn)
+    task = (functools.partial(call_line, call, args.mode) if first
+            else functools.partial(call_to_json, call))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
     try:
