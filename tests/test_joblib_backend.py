@@ -140,3 +140,57 @@ def test_a_script_with_its_own_function_and_lambdas(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[0, 1, 4, 9]", "[10, 11, 12]", "[0, -1, -2]"]
+
+
+CRASH_THEN_ABORT = """
+import logging, os
+import joblib
+import corepool.joblib
+
+class Count(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.critical = []
+
+    def emit(self, record):
+        self.critical.append(record.getMessage())
+
+def crash_on_two(x):
+    if x == 2:
+        os._exit(9)
+    return x
+
+if __name__ == "__main__":
+    counted = Count()
+    logging.getLogger("concurrent.futures").addHandler(counted)
+    corepool.joblib.register()
+    crashed = 0
+    for round in range(10):
+        with joblib.parallel_config(backend="corepool", n_jobs=2):
+            try:
+                joblib.Parallel(batch_size=1)(joblib.delayed(crash_on_two)(x) for x in range(6))
+            except corepool.WorkerCrashed:
+                crashed += 1
+            print(joblib.Parallel()(joblib.delayed(abs)(-x) for x in range(3)))
+    corepool.joblib.shutdown()
+    print("crashed", crashed, "critical", counted.critical)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_aborting_parallel_logs_no_critical_future_state(tmp_path: Path) -> None:
+    # joblib aborts the call: the pool still running the other batch is terminated while
+    # a batch may be on its way to a worker; its Future, failed by the terminate, was
+    # claimed anyway (concurrent.futures logged "Future ... in unexpected state:
+    # FINISHED" at CRITICAL and the supervisor thread died of the RuntimeError).
+    (tmp_path / "script.py").write_text(textwrap.dedent(CRASH_THEN_ABORT))
+    done = subprocess.run(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[0, 1, 2]"] * 10 + ["crashed 10 critical []"], done.stderr

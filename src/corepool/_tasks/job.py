@@ -196,8 +196,9 @@ class CallJob(Job):
 
     def claim(self) -> bool:
         # (Not set_running_or_notify_cancel() alone: on a Future that is not pending it
-        # logs a CRITICAL record before it raises.)
-        if self.future.cancelled():
+        # logs a CRITICAL record before it raises.) A settled Future (cancelled, or
+        # failed by a terminate while its chunk was queued) is not claimable.
+        if self.future.done():
             return False
         if not self.future.running():
             return self.future.set_running_or_notify_cancel()
