@@ -177,6 +177,47 @@ def test_a_notebook_like_caller_sees_every_line_whole(
     assert out.strip() == "lines 1600 whole 1600 broken 0 []", out
 
 
+_UNFINISHED = """
+import io, os, sys, time
+import corepool
+
+def task(args):
+    x, marker = args
+    if x == 0:
+        print("tail of 0", end="")
+        return x
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the caller has task 0's result (and so its output) first
+    print("line of 1")
+    print("tail of 1", end="")
+    return x
+
+if __name__ == "__main__":
+    backend = sys.argv[1]
+    options = {"address": sys.argv[2]} if len(sys.argv) > 2 else {}
+    marker = os.path.abspath("seen-0")
+    real, sys.stdout = sys.stdout, io.StringIO()
+    with corepool.Pool(2, backend=backend, **options) as pool:
+        for x in pool.imap_unordered(task, [(0, marker), (1, marker)], chunksize=1):
+            if x == 0:
+                open(marker, "w").close()
+    cell, sys.stdout = sys.stdout, real
+    print(repr(cell.getvalue()))
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["process", "thread", "dask"])
+def test_a_tasks_unfinished_last_line_is_ended_before_another_workers_line(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # A task's unfinished line goes when the task ends, with a newline: the next text in
+    # the caller's stream is another worker's, and must start a line of its own.
+    out = run_program(_UNFINISHED, backend, tmp_path, request)
+    assert out.strip() == repr("tail of 0\nline of 1\ntail of 1\n")
+
+
 _SCRIPT = """
 import json, logging, os, sys
 import corepool
@@ -304,6 +345,21 @@ def test_an_initializers_records_arrive_without_a_task(kept: _Keep) -> None:
     assert len(started) == 2
     assert all(not hasattr(r, "corepool_task") for r in started)
     assert all(r.process != os.getpid() for r in started)
+
+
+def print_unfinished() -> None:
+    print("initializer ran", end="")
+
+
+@pytest.mark.timeout(120)
+def test_an_initializers_unfinished_line_is_ended_before_the_tasks_print(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    with corepool.Pool(1, initializer=print_unfinished) as pool:
+        assert pool.map(print, ["task printed"]) == [None]
+    assert out.getvalue() == "initializer ran\ntask printed\n"
 
 
 def log_then_exit(x: int) -> int:
