@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -404,3 +405,20 @@ def test_logging_configured_after_the_pool_started_applies_to_the_next_map(
     assert sorted((tmp_path / "late.log").read_text().splitlines()) == [
         "task 0", "task 1", "task 2"
     ]
+
+
+@pytest.mark.timeout(120)
+def test_the_forwarding_cost_benchmark_runs() -> None:
+    """A smoke run of benchmarks/forwarding_cost.py (docs/benchmarks.md quotes it): its
+    timing of the worker's hooks called a function the run loop no longer has."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "benchmarks/forwarding_cost.py", "--rounds", "1", "--n", "2000"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ratio on/off" in done.stdout and "us per chunk in a worker" in done.stdout
