@@ -48,6 +48,26 @@ def test_scikit_learn_scores_match_loky() -> None:
     assert json.loads(json.dumps(sklearn_scores.scores("corepool"))) == json.loads(done.stdout)
 
 
+def pid_score(_estimator: object, _X: object, _y: object) -> float:
+    return float(os.getpid())
+
+
+@pytest.mark.timeout(120)
+def test_scikit_learn_fits_run_on_the_pools_workers() -> None:
+    """The same scores would come from fits run in this process: the scorer tells where."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    X, y = make_classification(n_samples=100, random_state=0)
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        pids = cross_val_score(LogisticRegression(), X, y, cv=4, scoring=pid_score, n_jobs=2)
+        warm = corepool.joblib._warm
+        assert warm is not None
+        workers = set(warm[1].pids())
+    assert {int(pid) for pid in pids} <= workers and os.getpid() not in workers
+
+
 @pytest.mark.timeout(60)
 def test_task_timeout_reaches_the_pool_and_the_pool_goes_on() -> None:
     with joblib.parallel_config(backend="corepool", n_jobs=2, task_timeout=1):
@@ -105,6 +125,24 @@ def test_large_arrays_come_through_shared_memory_and_blas_is_limited() -> None:
 def test_n_jobs_one_runs_in_this_process_as_joblib_does() -> None:
     with joblib.parallel_config(backend="corepool", n_jobs=1, task_timeout=30):
         assert Parallel()(delayed(os.getpid)() for _ in [0]) == [os.getpid()]
+
+
+def nested_backend(_: int) -> tuple[str, list[int]]:
+    from joblib.parallel import get_active_backend
+
+    backend, _n_jobs = get_active_backend()
+    return type(backend).__name__, Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(3))
+
+
+@pytest.mark.timeout(60)
+def test_tiny_tasks_are_batched_and_nested_joblib_runs_on_threads() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        assert Parallel()(delayed(abs)(-x) for x in range(20_000)) == list(range(20_000))
+        warm = corepool.joblib._warm
+        assert warm is not None
+        assert warm[1].stats().tasks < 1_000  # joblib's batches, not one call per task
+        inner = Parallel()(delayed(nested_backend)(x) for x in range(2))
+    assert inner == [("ThreadingBackend", [0, 1, 2])] * 2
 
 
 SCRIPT = """
