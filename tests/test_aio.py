@@ -140,6 +140,32 @@ def test_cancelling_aimap_stops_its_running_tasks(tmp_path: Path) -> None:
     assert asyncio.run(main()) == [9]
 
 
+@pytest.mark.timeout(60)
+def test_cancelling_amap_on_threads_replaces_the_threads_it_leaves_running(
+    tmp_path: Path,
+) -> None:
+    """A thread cannot be stopped: it finishes its task in the background, and a fresh
+    thread takes its place at once (the next call waited for the old ones to end)."""
+    log, go, ended = tmp_path / "started", tmp_path / "go", tmp_path / "ended"
+
+    async def main() -> list[int]:
+        with corepool.Pool(2, backend="thread") as pool:
+            waits = [(str(log), str(go), str(ended))] * 6
+            work = asyncio.create_task(pool.amap(tasks.note_start_then_wait, waits, chunksize=1))
+            await started(log, 2)
+            work.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await work
+            after = await pool.amap(tasks.square, [3, 4], chunksize=1)
+            assert not ended.exists()  # the next call ran while the first two still waited
+            assert pool.stats().restarts == 2
+            go.touch()
+            return after
+
+    assert asyncio.run(main()) == [9, 16]
+    assert len(log.read_text().split()) == 2
+
+
 def _tasks_waiting_on(dask_worker: Any) -> list[str]:
     return [str(key) for key, task in dask_worker.state.tasks.items()
             if task.state not in ("executing", "cancelled", "memory", "released")]
