@@ -262,6 +262,54 @@ def test_a_script_with_a_file_handler_gets_every_tasks_records(
         assert ran["me"] not in ran["pids"]
 
 
+_DASK_THREADS = """
+import io, json, logging, re, sys
+import corepool
+
+log = logging.getLogger("myapp.work")
+
+def work(x):
+    log.debug("not wanted %s", x)
+    log.info("working on %s", x)
+    for n in range(20):
+        print(f"<{x}:{n}:" + "ab" * 3000 + ">")
+    return x
+
+if __name__ == "__main__":
+    from distributed import Client
+    logging.basicConfig(
+        filename="run.log", level=logging.INFO,
+        format="%(name)s|%(corepool_task)s|%(corepool_input)s|%(message)s",
+    )
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=None) as client:
+        real, sys.stdout = sys.stdout, io.StringIO()
+        corepool.map(work, ["a", "b"], backend="dask", client=client, chunksize=1)
+        corepool.map(work, [3, 4], backend="dask", client=client, chunksize=1, timeout=60)
+        cell, sys.stdout = sys.stdout, real
+    whole = re.compile(r"^<(.+?):(\\d+):(ab){3000}>$")
+    lines = cell.getvalue().splitlines()
+    print(json.dumps({"lines": len(lines), "whole": sum(bool(whole.match(l)) for l in lines)}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_dask_cluster_of_threads_in_the_caller_names_the_tasks(tmp_path: Path) -> None:
+    """Its tasks log straight to the caller's handlers: with the task's attributes, as
+    on the thread backend (a format naming them failed: "Logging error", no line)."""
+    pytest.importorskip("distributed")
+    done = scripts.run(_DASK_THREADS, tmp_path, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert "Logging error" not in done.stderr
+    assert json.loads(done.stdout) == {"lines": 80, "whole": 80}
+    assert sorted((tmp_path / "run.log").read_text().splitlines()) == [
+        "myapp.work|0|'a'|working on a",
+        "myapp.work|0|3|working on 3",
+        "myapp.work|1|'b'|working on b",
+        "myapp.work|1|4|working on 4",
+    ]
+
+
 _SWITCHED_OFF = """
 import logging, sys
 import corepool
