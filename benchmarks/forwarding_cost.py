@@ -78,9 +78,11 @@ def hook_cost() -> tuple[float, float]:
     sys.stdout, sys.stderr = streams
     items = list(range(100))
 
-    def chunk() -> None:
+    def chunk() -> None:  # what worker.py and _tasks/run.py call per untracked chunk
         outputs.chunk_started(1, None)
-        outputs.follow(iter(items), items)
+        place = outputs.place()
+        if place is not None:
+            place.follow(iter(items), items)
         outputs.chunk_ended()
 
     n = 100_000

@@ -284,3 +284,15 @@ def wait_for_path(path: str, seconds: float = 20.0) -> str:
 def note_start_then_sleep_args(args: tuple[str, float]) -> int:
     """:func:`note_start_then_sleep` taking one tuple (for map-style calls)."""
     return note_start_then_sleep(*args)
+
+
+def note_start_then_wait(args: tuple[str, ...]) -> int:
+    """Append this worker's pid to ``args[0]`` when starting, then wait (up to 20 s) for
+    the path ``args[1]``, then append it to ``args[2]`` if given; returns the pid."""
+    with open(args[0], "a") as f:
+        f.write(f"{os.getpid()}\n")
+    wait_for_path(args[1])
+    if len(args) > 2:
+        with open(args[2], "a") as f:
+            f.write(f"{os.getpid()}\n")
+    return os.getpid()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -137,6 +138,78 @@ def test_cancelling_aimap_stops_its_running_tasks(tmp_path: Path) -> None:
         return await corepool.amap(tasks.square, [3], workers=2)
 
     assert asyncio.run(main()) == [9]
+
+
+@pytest.mark.timeout(60)
+def test_cancelling_amap_on_threads_replaces_the_threads_it_leaves_running(
+    tmp_path: Path,
+) -> None:
+    """A thread cannot be stopped: it finishes its task in the background, and a fresh
+    thread takes its place at once (the next call waited for the old ones to end)."""
+    log, go, ended = tmp_path / "started", tmp_path / "go", tmp_path / "ended"
+
+    async def main() -> list[int]:
+        with corepool.Pool(2, backend="thread") as pool:
+            waits = [(str(log), str(go), str(ended))] * 6
+            work = asyncio.create_task(pool.amap(tasks.note_start_then_wait, waits, chunksize=1))
+            await started(log, 2)
+            work.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await work
+            after = await pool.amap(tasks.square, [3, 4], chunksize=1)
+            assert not ended.exists()  # the next call ran while the first two still waited
+            assert pool.stats().restarts == 2
+            go.touch()
+            return after
+
+    assert asyncio.run(main()) == [9, 16]
+    assert len(log.read_text().split()) == 2
+
+
+def _tasks_waiting_on(dask_worker: Any) -> list[str]:
+    return [str(key) for key, task in dask_worker.state.tasks.items()
+            if task.state not in ("executing", "cancelled", "memory", "released")]
+
+
+def dask_queue_empties(address: str) -> bool:
+    """True once no Dask worker holds a task other than those it runs (polled)."""
+    from distributed import Client
+
+    with Client(address, timeout=30) as client:
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            if not any(client.run(_tasks_waiting_on).values()):
+                return True
+            time.sleep(0.01)
+    return False
+
+
+@pytest.mark.timeout(120)
+def test_cancelling_amap_on_dask_drops_its_queued_chunks(
+    tmp_path: Path, dask_cluster: Any
+) -> None:
+    """Dask cannot stop a running task, but the chunks still queued on the cluster are
+    cancelled there (they ran once the running ones ended)."""
+    log, go = tmp_path / "started", tmp_path / "go"
+    on_dask = {"backend": "dask", "address": dask_cluster.address}
+
+    async def main() -> list[int]:
+        waits = [(str(log), str(go))] * 6
+        work = asyncio.create_task(
+            corepool.amap(tasks.note_start_then_wait, waits, chunksize=1, **on_dask)
+        )
+        await started(log, 2)  # the cluster's two worker threads are busy
+        work.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await work
+        # The scheduler took the cancel before it returned; its workers hear of it a
+        # moment later (Dask batches its messages), and one held the next task ready.
+        assert await asyncio.to_thread(dask_queue_empties, dask_cluster.address)
+        go.touch()  # the two running tasks end
+        return await corepool.amap(tasks.square, [3, 4], chunksize=1, **on_dask)
+
+    assert asyncio.run(main()) == [9, 16]
+    assert len(log.read_text().split()) == 2
 
 
 @pytest.mark.timeout(60)

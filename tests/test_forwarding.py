@@ -14,6 +14,7 @@ import io
 import json
 import logging
 import os
+import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -177,6 +178,47 @@ def test_a_notebook_like_caller_sees_every_line_whole(
     assert out.strip() == "lines 1600 whole 1600 broken 0 []", out
 
 
+_UNFINISHED = """
+import io, os, sys, time
+import corepool
+
+def task(args):
+    x, marker = args
+    if x == 0:
+        print("tail of 0", end="")
+        return x
+    deadline = time.monotonic() + 60
+    while not os.path.exists(marker) and time.monotonic() < deadline:
+        time.sleep(0.005)  # the caller has task 0's result (and so its output) first
+    print("line of 1")
+    print("tail of 1", end="")
+    return x
+
+if __name__ == "__main__":
+    backend = sys.argv[1]
+    options = {"address": sys.argv[2]} if len(sys.argv) > 2 else {}
+    marker = os.path.abspath("seen-0")
+    real, sys.stdout = sys.stdout, io.StringIO()
+    with corepool.Pool(2, backend=backend, **options) as pool:
+        for x in pool.imap_unordered(task, [(0, marker), (1, marker)], chunksize=1):
+            if x == 0:
+                open(marker, "w").close()
+    cell, sys.stdout = sys.stdout, real
+    print(repr(cell.getvalue()))
+"""
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("backend", ["process", "thread", "dask"])
+def test_a_tasks_unfinished_last_line_is_ended_before_another_workers_line(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> None:
+    # A task's unfinished line goes when the task ends, with a newline: the next text in
+    # the caller's stream is another worker's, and must start a line of its own.
+    out = run_program(_UNFINISHED, backend, tmp_path, request)
+    assert out.strip() == repr("tail of 0\nline of 1\ntail of 1\n")
+
+
 _SCRIPT = """
 import json, logging, os, sys
 import corepool
@@ -218,6 +260,54 @@ def test_a_script_with_a_file_handler_gets_every_tasks_records(
     assert lines == expected
     if backend == "process":
         assert ran["me"] not in ran["pids"]
+
+
+_DASK_THREADS = """
+import io, json, logging, re, sys
+import corepool
+
+log = logging.getLogger("myapp.work")
+
+def work(x):
+    log.debug("not wanted %s", x)
+    log.info("working on %s", x)
+    for n in range(20):
+        print(f"<{x}:{n}:" + "ab" * 3000 + ">")
+    return x
+
+if __name__ == "__main__":
+    from distributed import Client
+    logging.basicConfig(
+        filename="run.log", level=logging.INFO,
+        format="%(name)s|%(corepool_task)s|%(corepool_input)s|%(message)s",
+    )
+    with Client(processes=False, n_workers=1, threads_per_worker=2,
+                dashboard_address=None) as client:
+        real, sys.stdout = sys.stdout, io.StringIO()
+        corepool.map(work, ["a", "b"], backend="dask", client=client, chunksize=1)
+        corepool.map(work, [3, 4], backend="dask", client=client, chunksize=1, timeout=60)
+        cell, sys.stdout = sys.stdout, real
+    whole = re.compile(r"^<(.+?):(\\d+):(ab){3000}>$")
+    lines = cell.getvalue().splitlines()
+    print(json.dumps({"lines": len(lines), "whole": sum(bool(whole.match(l)) for l in lines)}))
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_dask_cluster_of_threads_in_the_caller_names_the_tasks(tmp_path: Path) -> None:
+    """Its tasks log straight to the caller's handlers: with the task's attributes, as
+    on the thread backend (a format naming them failed: "Logging error", no line)."""
+    pytest.importorskip("distributed")
+    done = scripts.run(_DASK_THREADS, tmp_path, timeout=100)
+    assert done.returncode == 0, done.stderr
+    assert "Logging error" not in done.stderr
+    assert json.loads(done.stdout) == {"lines": 80, "whole": 80}
+    assert sorted((tmp_path / "run.log").read_text().splitlines()) == [
+        "myapp.work|0|'a'|working on a",
+        "myapp.work|0|3|working on 3",
+        "myapp.work|1|'b'|working on b",
+        "myapp.work|1|4|working on 4",
+    ]
 
 
 _SWITCHED_OFF = """
@@ -306,6 +396,21 @@ def test_an_initializers_records_arrive_without_a_task(kept: _Keep) -> None:
     assert all(r.process != os.getpid() for r in started)
 
 
+def print_unfinished() -> None:
+    print("initializer ran", end="")
+
+
+@pytest.mark.timeout(120)
+def test_an_initializers_unfinished_line_is_ended_before_the_tasks_print(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    out = io.StringIO()
+    monkeypatch.setattr(sys, "stdout", out)
+    with corepool.Pool(1, initializer=print_unfinished) as pool:
+        assert pool.map(print, ["task printed"]) == [None]
+    assert out.getvalue() == "initializer ran\ntask printed\n"
+
+
 def log_then_exit(x: int) -> int:
     logging.getLogger("forwarded").warning("last words of %s", x)
     if x == 1:
@@ -348,3 +453,20 @@ def test_logging_configured_after_the_pool_started_applies_to_the_next_map(
     assert sorted((tmp_path / "late.log").read_text().splitlines()) == [
         "task 0", "task 1", "task 2"
     ]
+
+
+@pytest.mark.timeout(120)
+def test_the_forwarding_cost_benchmark_runs() -> None:
+    """A smoke run of benchmarks/forwarding_cost.py (docs/benchmarks.md quotes it): its
+    timing of the worker's hooks called a function the run loop no longer has."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "benchmarks/forwarding_cost.py", "--rounds", "1", "--n", "2000"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": str(root / "src")},
+    )
+    assert done.returncode == 0, done.stderr
+    assert "ratio on/off" in done.stdout and "us per chunk in a worker" in done.stdout

@@ -48,6 +48,26 @@ def test_scikit_learn_scores_match_loky() -> None:
     assert json.loads(json.dumps(sklearn_scores.scores("corepool"))) == json.loads(done.stdout)
 
 
+def pid_score(_estimator: object, _X: object, _y: object) -> float:
+    return float(os.getpid())
+
+
+@pytest.mark.timeout(120)
+def test_scikit_learn_fits_run_on_the_pools_workers() -> None:
+    """The same scores would come from fits run in this process: the scorer tells where."""
+    from sklearn.datasets import make_classification
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import cross_val_score
+
+    X, y = make_classification(n_samples=100, random_state=0)
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        pids = cross_val_score(LogisticRegression(), X, y, cv=4, scoring=pid_score, n_jobs=2)
+        warm = corepool.joblib._warm
+        assert warm is not None
+        workers = set(warm[1].pids())
+    assert {int(pid) for pid in pids} <= workers and os.getpid() not in workers
+
+
 @pytest.mark.timeout(60)
 def test_task_timeout_reaches_the_pool_and_the_pool_goes_on() -> None:
     with joblib.parallel_config(backend="corepool", n_jobs=2, task_timeout=1):
@@ -107,6 +127,24 @@ def test_n_jobs_one_runs_in_this_process_as_joblib_does() -> None:
         assert Parallel()(delayed(os.getpid)() for _ in [0]) == [os.getpid()]
 
 
+def nested_backend(_: int) -> tuple[str, list[int]]:
+    from joblib.parallel import get_active_backend
+
+    backend, _n_jobs = get_active_backend()
+    return type(backend).__name__, Parallel(n_jobs=2)(delayed(abs)(-i) for i in range(3))
+
+
+@pytest.mark.timeout(60)
+def test_tiny_tasks_are_batched_and_nested_joblib_runs_on_threads() -> None:
+    with joblib.parallel_config(backend="corepool", n_jobs=2):
+        assert Parallel()(delayed(abs)(-x) for x in range(20_000)) == list(range(20_000))
+        warm = corepool.joblib._warm
+        assert warm is not None
+        assert warm[1].stats().tasks < 1_000  # joblib's batches, not one call per task
+        inner = Parallel()(delayed(nested_backend)(x) for x in range(2))
+    assert inner == [("ThreadingBackend", [0, 1, 2])] * 2
+
+
 SCRIPT = """
 import joblib
 import corepool.joblib
@@ -140,3 +178,57 @@ def test_a_script_with_its_own_function_and_lambdas(tmp_path: Path) -> None:
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[0, 1, 4, 9]", "[10, 11, 12]", "[0, -1, -2]"]
+
+
+CRASH_THEN_ABORT = """
+import logging, os
+import joblib
+import corepool.joblib
+
+class Count(logging.Handler):
+    def __init__(self):
+        super().__init__()
+        self.critical = []
+
+    def emit(self, record):
+        self.critical.append(record.getMessage())
+
+def crash_on_two(x):
+    if x == 2:
+        os._exit(9)
+    return x
+
+if __name__ == "__main__":
+    counted = Count()
+    logging.getLogger("concurrent.futures").addHandler(counted)
+    corepool.joblib.register()
+    crashed = 0
+    for round in range(10):
+        with joblib.parallel_config(backend="corepool", n_jobs=2):
+            try:
+                joblib.Parallel(batch_size=1)(joblib.delayed(crash_on_two)(x) for x in range(6))
+            except corepool.WorkerCrashed:
+                crashed += 1
+            print(joblib.Parallel()(joblib.delayed(abs)(-x) for x in range(3)))
+    corepool.joblib.shutdown()
+    print("crashed", crashed, "critical", counted.critical)
+"""
+
+
+@pytest.mark.timeout(120)
+def test_a_crash_aborting_parallel_logs_no_critical_future_state(tmp_path: Path) -> None:
+    # joblib aborts the call: the pool still running the other batch is terminated while
+    # a batch may be on its way to a worker; its Future, failed by the terminate, was
+    # claimed anyway (concurrent.futures logged "Future ... in unexpected state:
+    # FINISHED" at CRITICAL and the supervisor thread died of the RuntimeError).
+    (tmp_path / "script.py").write_text(textwrap.dedent(CRASH_THEN_ABORT))
+    done = subprocess.run(
+        [sys.executable, "script.py"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=100,
+        env={**os.environ, "PYTHONPATH": SRC},
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == ["[0, 1, 2]"] * 10 + ["crashed 10 critical []"], done.stderr

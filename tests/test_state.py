@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import pickle
 import signal
 from concurrent.futures import Future
@@ -252,6 +253,21 @@ def test_cancelled_call_is_not_sent() -> None:
     actions = state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)
     assert [s.chunk.job for s in sends(actions)] == [job]  # the state never calls the job
     assert sends(carry_out(state, actions, 0.0)) == []
+    assert not state.workers[0].queue and state.idle()
+
+
+def test_a_call_failed_while_queued_is_not_sent(caplog: pytest.LogCaptureFixture) -> None:
+    """A terminate fails a queued call's Future from the caller's thread; a send that
+    comes after is refused (it was claimed: concurrent.futures logged CRITICAL "Future
+    ... in unexpected state: FINISHED" and raised in the supervisor thread)."""
+    state = started_pool(1)
+    future: Future[int] = Future()
+    job = CallJob(abs, future)
+    future.set_exception(BrokenPool("the pool was terminated before this task finished"))
+    actions = state.add([Chunk(job, 0, 0, 1, pickle.dumps([((1,), {})]))], 0.0)
+    with caplog.at_level(logging.CRITICAL, logger="concurrent.futures"):
+        assert sends(carry_out(state, actions, 0.0)) == []
+    assert not caplog.records
     assert not state.workers[0].queue and state.idle()
 
 

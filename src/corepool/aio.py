@@ -5,8 +5,10 @@ results and hands them to the event loop, so the loop never blocks (on the seria
 backend the tasks themselves run in that thread). Cancelling the task that awaits
 ``amap`` (or iterates ``aimap``) drops the tasks that have not started and stops the
 running ones: on the process backend their workers are stopped and replaced, within
-the kill grace of half a second. The thread backend cannot stop a running thread: its
-running tasks finish in the background and their results are dropped. Leaving an
+the kill grace of half a second. The thread backend cannot stop a running thread, nor
+Dask a running task: those finish in the background and their results are dropped (the
+thread backend starts fresh threads in their place at once; on Dask the chunks still
+queued on the cluster are cancelled there). Leaving an
 ``async for`` early (``break``) only drops what has not started, as leaving
 :func:`corepool.imap` does.
 """

@@ -11,7 +11,8 @@ lines at a time. This module holds what every backend shares:
 - :func:`record_fields` / :func:`handle_record`: a record as plain picklable fields
   (message formatted, exception as text) and rebuilt with ``logging.makeLogRecord``.
 - :class:`LineWriter`: the stream a worker's ``sys.stdout`` / ``sys.stderr`` become;
-  it sends whole lines only, and what is left of a line when a task ends.
+  it sends whole lines only, and what is left of a line when a task ends (ended with a
+  newline, so that no other worker's text lands on that line).
 - :class:`Place`: which task of the chunk runs now, asked only when something is sent.
 - ``backends/_inline.py`` uses it for thread and serial tasks (same process, same
   handlers: only the task attributes, and whole lines from threads).
@@ -295,7 +296,7 @@ class RecordSender(logging.Handler):
 
 class LineWriter(io.TextIOBase):
     """A text stream that hands ``send`` whole lines; the rest of a line waits for its
-    end, or for :meth:`end_task`. Thread-safe: a task's threads may print too."""
+    end, or for :meth:`end_task` (which ends it). Thread-safe: a task's threads may print too."""
 
     encoding = "utf-8"
     errors = "strict"
@@ -344,12 +345,13 @@ class LineWriter(io.TextIOBase):
         return bool(self._pending)
 
     def end_task(self) -> None:
-        """Send what is left of an unfinished line (the task that printed it ended)."""
+        """Send what is left of an unfinished line, ended (the task that printed it
+        ended): the next text the caller's stream gets may be another worker's line."""
         with self._lock:
             rest = "".join(self._pending)
             self._pending = []
         if rest:
-            self._deliver(rest)
+            self._deliver(rest + "\n")
 
     def _deliver(self, text: str) -> None:
         try:

@@ -244,7 +244,10 @@ def main(
     sock.setblocking(True)
     outputs.install(sock, forward)
     try:
-        _limiter = _initialize(init_blob, threads)
+        try:
+            _limiter = _initialize(init_blob, threads)
+        finally:
+            outputs.chunk_ended()  # an initializer's unfinished line is its own
     except BaseException as exc:
         try:
             p.send_blocking(sock, p.InitFailed(FailureInfo.capture(exc)))

@@ -25,6 +25,16 @@ from .styles import CallStyle
 _job_ids = itertools.count()
 
 
+def describe_item(style: int, item: Any) -> str:
+    """A short repr of one input of a job of ``style``, as the function receives it."""
+    if style == CallStyle.CALL:
+        args, kwargs = item
+        parts = [describe_input(a) for a in args]
+        parts += [f"{k}={describe_input(v)}" for k, v in kwargs.items()]
+        return "(" + ", ".join(parts) + ")"
+    return describe_input(item)
+
+
 class Piece:
     """Results for the contiguous task indices ``start .. start + len(values) - 1``.
 
@@ -167,12 +177,7 @@ class Job:
 
     def describe_value(self, item: Any) -> str:
         """A short repr of one input, as the function receives it."""
-        if self.style == CallStyle.CALL:
-            args, kwargs = item
-            parts = [describe_input(a) for a in args]
-            parts += [f"{k}={describe_input(v)}" for k, v in kwargs.items()]
-            return "(" + ", ".join(parts) + ")"
-        return describe_input(item)
+        return describe_item(self.style, item)
 
     def annotate(self, piece: Piece) -> None:
         """Add to each failure the note naming its task index and input (once)."""
@@ -196,8 +201,9 @@ class CallJob(Job):
 
     def claim(self) -> bool:
         # (Not set_running_or_notify_cancel() alone: on a Future that is not pending it
-        # logs a CRITICAL record before it raises.)
-        if self.future.cancelled():
+        # logs a CRITICAL record before it raises.) A settled Future (cancelled, or
+        # failed by a terminate while its chunk was queued) is not claimable.
+        if self.future.done():
             return False
         if not self.future.running():
             return self.future.set_running_or_notify_cancel()

@@ -14,7 +14,8 @@ back from either engine, in order, and a side channel to the caller would need a
 connection from every worker. The cost: a task's lines appear when its chunk ends.
 
 If the worker is the calling process itself (a Dask cluster of threads), nothing is
-captured: the records reach the caller's handlers directly.
+captured: the records reach the caller's handlers directly, and its tasks run as the
+thread backend's do (``_inline.py``: the task attributes, whole lines).
 """
 
 from __future__ import annotations
@@ -40,7 +41,7 @@ from ..forwarding import (
     write_output,
 )
 
-__all__ = ["CallerForward", "Capture", "adopt", "capturing", "current", "replay"]
+__all__ = ["CallerForward", "Capture", "adopt", "capturing", "current", "in_caller", "replay"]
 
 RECORD, OUTPUT = "record", "output"
 CallerForward = tuple[Forward, str, int]  # what to forward, and the caller's host and pid
@@ -49,6 +50,11 @@ CallerForward = tuple[Forward, str, int]  # what to forward, and the caller's ho
 def caller_forward() -> CallerForward:
     """Taken when a job starts: the caller's levels and where it runs."""
     return forward_settings(), socket.gethostname(), os.getpid()
+
+
+def in_caller(caller: CallerForward) -> bool:
+    """True if this worker is the calling process itself (a Dask cluster of threads)."""
+    return caller[2] == os.getpid() and caller[1] == socket.gethostname()
 
 
 class Capture:
@@ -155,8 +161,8 @@ def capturing(caller: CallerForward | None) -> Iterator[Capture | None]:
     if caller is None:
         yield None
         return
-    forward, host, pid = caller
-    if not forward.anything or (host == socket.gethostname() and pid == os.getpid()):
+    forward = caller[0]
+    if not forward.anything or in_caller(caller):
         yield None
         return
     _install(forward)

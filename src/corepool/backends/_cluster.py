@@ -124,7 +124,7 @@ class ClusterBackend(Backend):
 
     @abstractmethod
     def cancel_all(self, handles: list[Any]) -> None:
-        """Ask the engine to drop these chunks (terminate)."""
+        """Ask the engine to drop these chunks (terminate, stop_job)."""
 
     @abstractmethod
     def shutdown(self) -> None:
@@ -199,6 +199,24 @@ class ClusterBackend(Backend):
         with self._lock:
             self._specs.pop(job.id, None)
             self._spec_shared.pop(job.id, None)
+
+    def stop_job(self, job: Job) -> None:
+        """Cancel ``job`` and its chunks on the cluster: those not started never run
+        (they were left queued on the engine), running ones as the engine allows
+        (Dask lets a running task finish, Ray stops its worker)."""
+        job.cancel()
+        with self._lock:
+            mine = [number for number, chunk in self._inflight.items() if chunk.job is job]
+            chunks = [self._inflight.pop(number) for number in mine]
+            if not self._inflight:
+                self._idle.notify_all()
+        handles = [chunk.handle for chunk in chunks if chunk.handle is not None]
+        if handles:
+            try:
+                self.cancel_all(handles)
+            except Exception:
+                pass  # the engine may be gone: nothing of the job runs then
+        self.release(job)
 
     def _check_open(self) -> None:
         if self._closed:

@@ -25,7 +25,7 @@ from typing import Any
 
 from ..forwarding import INPUT_ATTRIBUTE, TASK_ATTRIBUTE, LineWriter, Place, env_on
 
-__all__ = ["inline_task"]
+__all__ = ["adopt", "current", "inline_task"]
 
 
 class _InlineTask:
@@ -42,6 +42,16 @@ class _InlineTask:
 _inline = threading.local()
 _lock = threading.Lock()
 _factory_installed = False
+
+
+def current() -> _InlineTask | None:
+    """The tasks this thread runs, if any."""
+    return getattr(_inline, "task", None)
+
+
+def adopt(task: _InlineTask | None) -> None:
+    """This (helper) thread runs a task of ``task``'s chunk."""
+    _inline.task = task
 
 
 def _install_record_factory() -> None:

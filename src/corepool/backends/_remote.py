@@ -26,6 +26,7 @@ Everything here must be importable on the workers: corepool is installed there t
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
 import socket
@@ -36,10 +37,12 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from .._tasks.job import describe_item
 from .._tasks.run import pack_results, run_tasks
 from ..errors import SerializationError, TaskTimeout
+from ..forwarding import Place
 from ..serialize import FailureInfo, dumps_data, loads
-from . import _capture
+from . import _capture, _inline
 
 __all__ = [
     "OK",
@@ -140,7 +143,7 @@ def run_chunk(
     attempt = None
     if spec.timeout is not None:
         attempt = functools.partial(_with_deadline, spec=spec, start=start)
-    with _capture.capturing(spec.forward) as capture:
+    with _capture.capturing(spec.forward) as capture, _in_caller(spec, start, items) as here:
         values, failures, retried = run_tasks(
             spec.fn,
             spec.style,
@@ -149,11 +152,25 @@ def run_chunk(
             retries=spec.retries,
             retry_on=spec.retry_on,
             attempt=attempt,
-            place=None if capture is None else capture.place,
+            place=here if capture is None else capture.place,
         )
         kept = [] if capture is None else capture.taken()
     busy = time.perf_counter() - began
     return _pack(start, values, failures, busy, retried, kept)
+
+
+@contextlib.contextmanager
+def _in_caller(spec: Spec, start: int, items: list[Any]) -> Iterator[Place | None]:
+    """On a worker that is the calling process itself (a Dask cluster of threads), the
+    chunk's tasks run as thread-backend tasks do: their records get the task's index
+    and input, their lines are written whole. Elsewhere nothing (the capture does it)."""
+    if spec.forward is None or not _capture.in_caller(spec.forward):
+        yield None
+        return
+    from ._inline import inline_task
+
+    with inline_task(start, items, functools.partial(describe_item, spec.style)) as task:
+        yield task.place
 
 
 def run_chunk_announced(*args: Any) -> Iterator[bytes]:
@@ -175,9 +192,11 @@ def _with_deadline(
     outcome: list[tuple[bool, Any]] = []
     finished = threading.Event()
     capture = _capture.current()
+    here = _inline.current()
 
     def target() -> None:
         _capture.adopt(capture)
+        _inline.adopt(here)
         try:
             outcome.append((True, call(item)))
         except BaseException as exc:

@@ -5,7 +5,9 @@ on I/O; CPU-bound pure-Python code does not run in parallel here (use processes)
 A thread cannot be stopped from outside: a task past its timeout fails for the caller
 with :class:`~corepool.errors.TaskTimeout` at once (or, while its ``retries`` allow, runs
 again, as on every backend), a fresh thread takes its place, and the overrunning thread
-finishes its task in the background and then exits; its result is dropped. Nothing
+finishes its task in the background and then exits; its result is dropped. A job
+stopped while it runs (an ``amap`` cancelled: :meth:`ThreadBackend.stop_job`) leaves
+its running threads the same way. Nothing
 waits for such a thread, nor for one still running a task when the pool is
 terminated: not ``join``, not Ctrl-C, not the program's exit (daemon threads).
 """
@@ -107,7 +109,7 @@ class ThreadBackend(Backend):
         # The threads that serve the queue; one whose task overran its timeout leaves
         # (it is nobody's to wait for: shutdown and Ctrl-C do not wait for it).
         self._threads: dict[int, threading.Thread] = {}
-        self._running: set[int] = set()  # threads running a task
+        self._running: dict[int, Job] = {}  # threads running a task: whose
         self._terminated = False
         self._counters: dict[int, list[float]] = {}
         self._ids = itertools.count()
@@ -149,7 +151,7 @@ class ThreadBackend(Backend):
                 failure = self._broken
                 run = not (stopped or failure or job.cancelled)
                 if run:
-                    self._running.add(tid)
+                    self._running[tid] = job
             if stopped:
                 job.fail(CorepoolError("the pool was terminated before this task ran"))
             elif failure is not None:
@@ -159,10 +161,10 @@ class ThreadBackend(Backend):
                     on_time = self._run_unit(tid, job, origin, start, items, attempt)
                 finally:
                     with self._lock:
-                        self._running.discard(tid)
+                        self._running.pop(tid, None)
                         left_behind = tid not in self._threads
                 if left_behind or not on_time:
-                    return  # timed out, or terminated while running: replaced or not needed
+                    return  # timed out, stopped or terminated while running: replaced
             if not counted:
                 return  # started for one retry after close(): no _STOP comes for it
             del unit, job, items  # wait for the next task holding nothing of this one
@@ -264,6 +266,20 @@ class ThreadBackend(Backend):
     def run_call(self, job: CallJob, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
         self._check_open()
         self._units.put((job, 0, 0, [(args, kwargs)], 0))
+
+    def stop_job(self, job: Job) -> None:
+        """Cancel ``job``: its units not started never run. A thread running one of its
+        tasks cannot be stopped: as after a timeout, it is left to finish in the
+        background (its results dropped) and a fresh thread takes its place."""
+        job.cancel()
+        with self._lock:
+            behind = [tid for tid, running in self._running.items() if running is job]
+            for tid in behind:
+                self._threads.pop(tid, None)
+                self._restarts += 1
+        for _tid in behind:
+            self._spawn()
+        self.release(job)
 
     def _check_open(self) -> None:
         if self._closed:
