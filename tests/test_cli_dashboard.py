@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import socket
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from dashboard_helpers import (
     fetch,
     journal_counts,
     serve,
+    start,
     stop,
     troubled_batch,
 )
@@ -164,3 +167,31 @@ def test_journal_holds_each_tasks_own_duration(tmp_path: Path, options: tuple[st
     for line, nap in enumerate(naps, start=1):
         if nap >= 0:  # asleep at least that long, and not much more (a loaded machine)
             assert nap * 1e6 <= micros[line] < nap * 1e6 + 80_000, (line, micros)
+
+
+@pytest.mark.timeout(60)
+def test_run_dashboard_names_each_workers_line_and_its_text(tmp_path: Path) -> None:
+    """The worker table of ``corepool run --dashboard`` names the input line each worker
+    runs and shows that line's text (a first run sends raw lines: no bytes repr)."""
+    (tmp_path / "tasks.py").write_text(NAPS)
+    (tmp_path / "in.jsonl").write_text("".join(f"{30 + i / 1000}\n" for i in range(4)))
+    run = start("run", "tasks.py:nap", "in.jsonl", "-o", "out.jsonl", "--workers", "2",
+                "--no-progress", "--dashboard", cwd=tmp_path)
+    try:
+        assert run.stderr is not None
+        line = run.stderr.readline()
+        assert line.startswith("corepool run: dashboard at http://127.0.0.1:"), line
+        url = line.rsplit(" ", 1)[1].strip()
+        deadline = time.monotonic() + 30
+        while True:
+            status, body = fetch(url.rstrip("/") + "/api/view")
+            assert status == 200
+            inputs = re.findall(r'<td class="task">line (\d)</td><td class="input">([^<]*)<',
+                                json.loads(body)["html"])
+            if len(inputs) == 2:
+                break
+            assert time.monotonic() < deadline, body
+            time.sleep(0.1)
+        assert {(int(n), text) for n, text in inputs} == {(1, "30.0"), (2, "30.001")}
+    finally:
+        stop(run)

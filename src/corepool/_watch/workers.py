@@ -109,10 +109,13 @@ class WorkersView:
     input, how long it has run, memory (RSS) and CPU; restarts so far.
 
     ``label`` names the current task (default: its index); ``corepool run`` names the
-    input line instead. CPU is measured between two calls."""
+    input line instead. ``show`` summarizes its input (default: :func:`describe`; a
+    first ``corepool run`` sends raw lines and shows their text). CPU is measured
+    between two calls."""
 
-    def __init__(self, label: Label | None = None) -> None:
+    def __init__(self, label: Label | None = None, show: Label | None = None) -> None:
         self.label = label or (lambda row: f"#{row.task}")
+        self.show = show or (lambda row: describe(row.job, row.value))
         self._procs: dict[int, Any] = {}
         self._lock = threading.Lock()
 
@@ -137,7 +140,7 @@ class WorkersView:
             task = esc(self.label(row))
             if row.chunk > 1:
                 task += f' <span class="muted">(chunk of {row.chunk})</span>'
-            value = esc(describe(row.job, row.value))
+            value = esc(self.show(row))
             running = seconds(row.running)
         rss, cpu = self._usage(row.pid)
         return (f'<tr class="worker"><td class="n">{row.worker}</td>'

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._watch.server import LOCAL_HOSTS, LiveServer, Unavailable
-from .._watch.workers import WorkerStatus, WorkersView, worker_status
+from .._watch.workers import INPUT_CHARS, WorkerStatus, WorkersView, describe, worker_status
 from .htmlview import POLL_SECONDS, api_body, page
 from .journal import JournalError
 from .recover import damage_advice, is_damage
@@ -105,7 +105,7 @@ class RunWorkers:
     def __init__(self) -> None:
         self.core: Any = None
         self.lines: dict[int, tuple[Any, ...]] = {}
-        self.view = WorkersView(self._label)
+        self.view = WorkersView(self._label, self._show)
 
     def attach(self, core: Any, lines: dict[int, tuple[Any, ...]]) -> None:
         """Show ``core``'s workers; ``lines`` maps a running task's position to its
@@ -115,6 +115,14 @@ class RunWorkers:
     def _label(self, row: WorkerStatus) -> str:
         record = self.lines.get(row.task) if row.task is not None else None
         return f"line {record[-1]}" if record else f"task {row.task}"
+
+    @staticmethod
+    def _show(row: WorkerStatus) -> str:
+        """A first run's tasks are raw lines: their text, not a ``bytes`` repr."""
+        if isinstance(row.value, bytes):
+            text = row.value.decode("utf-8", "replace").strip()
+            return text if len(text) <= INPUT_CHARS else text[:INPUT_CHARS - 3] + "..."
+        return describe(row.job, row.value)
 
     def html(self) -> str:
         """The workers section (empty until the pool is attached)."""
