@@ -265,6 +265,28 @@ def test_map_timeout_counts_from_the_map_call(executor: Any) -> None:
 
 
 @pytest.mark.timeout(30)
+def test_map_of_lists_gives_fast_results_before_a_slow_one_times_out(executor: Any) -> None:
+    """CPython's ``test_map_timeout`` shape: a list's fast results all come before the
+    timeout; none waits in a chunk behind the slow task (corepool caps chunks by the
+    lists' length, as for a list given to ``Pool.map``)."""
+    results = executor.map(sleep_return, range(4), [0.0, 0.0, 0.0, 3.0], timeout=1.5)
+    received = []
+    with pytest.raises(concurrent.futures.TimeoutError):
+        for value in results:
+            received.append(value)
+    assert received == [0, 1, 2]
+
+
+def test_map_of_sized_iterables_has_their_length_for_chunk_sizing() -> None:
+    from corepool.executor import _zipped
+
+    zipped = _zipped(([1, 2, 3], "ab"))
+    assert len(zipped) == 2 and list(zipped) == [(1, "a"), (2, "b")]  # type: ignore[arg-type]
+    assert not hasattr(_zipped(([1, 2], iter("ab"))), "__len__")  # a generator: unknown
+    assert list(_zipped(())) == []
+
+
+@pytest.mark.timeout(30)
 def test_map_timeout_not_hit(executor: Any) -> None:
     results = executor.map(sleep_square, range(4), [0.1] * 4, timeout=20)
     assert list(results) == [0, 1, 4, 9]

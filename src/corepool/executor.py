@@ -73,6 +73,29 @@ def _close_unreferenced(core: PoolCore) -> None:
     _drain(core)
 
 
+class _Zipped:
+    """``zip(*iterables)`` that has a ``len()`` when every iterable has one, as a list
+    does: chunk sizing then caps chunks so that every worker gets several, and a fast
+    task is not put in one chunk (its result held back) with a slow one after it."""
+
+    def __init__(self, iterables: tuple[Iterable[Any], ...], length: int) -> None:
+        self.iterables, self.length = iterables, length
+
+    def __iter__(self) -> Iterator[tuple[Any, ...]]:
+        return zip(*self.iterables, strict=False)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+def _zipped(iterables: tuple[Iterable[Any], ...]) -> Iterable[tuple[Any, ...]]:
+    try:
+        length = min(len(it) for it in iterables)  # type: ignore[arg-type]
+    except (TypeError, ValueError):  # one has no len() (read lazily), or there are none
+        return zip(*iterables, strict=False)
+    return _Zipped(iterables, length)
+
+
 class Executor(concurrent.futures.Executor):
     """A ``concurrent.futures.Executor`` running on corepool's engine.
 
@@ -175,7 +198,7 @@ class Executor(concurrent.futures.Executor):
         deadline = None if timeout is None else time.monotonic() + timeout
         job = self._core.stream_job(
             fn,
-            zip(*iterables, strict=False),
+            _zipped(iterables),
             CallStyle.STAR,
             chunksize=chunksize,
             timeout=None,

@@ -343,12 +343,18 @@ class Batch:
                 chars += len(payload)
                 taken += 1
         finally:
-            self.counts.executed += taken
-            self.chars += chars
-            if self.logs is not None and self.logs.tails:
-                for position, _ in returned:
-                    self.logs.pop(position)  # it succeeded: its lines are not kept
+            self._took(returned, taken, chars)
         self._record_failures([(position, value, None) for position, value in unwritable])
+
+    def _took(self, returned: list[tuple[int, Any]], taken: int, chars: int) -> None:
+        """What :meth:`take` recorded (``taken`` tasks, ``chars`` of payload), counted
+        also when it was interrupted; the lines that tasks which returned logged are
+        not kept."""
+        self.counts.executed += taken
+        self.chars += chars
+        if self.logs is not None and self.logs.tails:
+            for position, _ in returned:
+                self.logs.pop(position)
 
     def take_failed(self, failed: list[tuple[int, BaseException]]) -> None:
         """The tasks at these positions failed (in whatever order they finished)."""

@@ -78,11 +78,7 @@ class FirstRun(Batch):
                 chars += len(payload)
                 taken += 1
         finally:
-            self.counts.executed += taken
-            self.chars += chars
-            if self.logs is not None and self.logs.tails:
-                for position, _ in returned:
-                    self.logs.pop(position)  # it succeeded: its lines are not kept
+            self._took(returned, taken, chars)
         unwritable: list[tuple[int, Any, BaseException | None]] = []
         for position, digest, payload in others:
             if payload.__class__ is BadInput:
