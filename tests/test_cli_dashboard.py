@@ -195,3 +195,37 @@ def test_run_dashboard_names_each_workers_line_and_its_text(tmp_path: Path) -> N
         assert {(int(n), text) for n, text in inputs} == {(1, "30.0"), (2, "30.001")}
     finally:
         stop(run)
+
+
+FLAKY = '''
+import os
+
+def work(x):
+    mark = f"tried-{x}"
+    if x % 5 == 0 and not os.path.exists(mark):
+        open(mark, "w").close()
+        raise RuntimeError("the first try fails")
+    return x
+'''
+
+
+@pytest.mark.parametrize("options", [(), ("--timeout", "30")], ids=["fast path", "tracked"])
+def test_report_counts_the_retried_attempts(tmp_path: Path, options: tuple[str, ...]) -> None:
+    """Tasks that failed once and then succeeded on their retry show as retried (they
+    are neither failures nor invisible), on the report and the live view."""
+    (tmp_path / "flaky.py").write_text(FLAKY)
+    (tmp_path / "in.jsonl").write_text("".join(f"{i}\n" for i in range(1, 21)))
+    done = corepool("run", "flaky.py:work", "in.jsonl", "-o", "out.jsonl", "--retries", "2",
+                    "--no-progress", *options, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    db = tmp_path / "out.jsonl.journal.db"
+    assert corepool("report", str(db), "-o", "r.html", cwd=tmp_path).returncode == 0
+    page = (tmp_path / "r.html").read_text()
+    assert 'data-key="ok"><b>20</b>' in page and 'data-key="failed"><b>0</b>' in page
+    assert 'data-key="retried"><b>4</b>' in page  # 5, 10, 15, 20: one retry each
+    proc, url = serve(db)
+    try:
+        status, body = fetch(url + "api/view")
+        assert status == 200 and json.loads(body)["view"]["summary"]["retried"] == 4
+    finally:
+        stop(proc)

@@ -33,7 +33,7 @@ import threading
 import time
 import traceback
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import IO, Any
 
 from .. import errors
@@ -135,8 +135,10 @@ class Batch:
     """One ``corepool run``: reads, runs, records and writes."""
 
     def __init__(self, args: argparse.Namespace, finder: KeyFinder, stream: IO[bytes],
-                 committer: Committer, progress: Progress, run_id: int) -> None:
+                 committer: Committer, progress: Progress, run_id: int,
+                 retried: Callable[[], int] | None = None) -> None:
         self.args, self.finder, self.stream = args, finder, stream
+        self.retried = retried  # the pool's count of attempts run again, read at each flush
         self.committer, self.progress, self.run_id = committer, progress, run_id
         self.mode: str = args.mode
         self.backlog: deque[_Entry] = deque()
@@ -427,5 +429,7 @@ class Batch:
         text = "\n".join(self.rows) + "\n" if self.rows else ""  # records alone: no row
         self.rows, self.chars = [], 0
         c = self.counts
-        progress = RunProgress(c.rows, c.executed, c.executed_failed, rate)
+        if self.retried is not None:
+            c.retried = self.retried()
+        progress = RunProgress(c.rows, c.executed, c.executed_failed, rate, c.retried)
         self.committer.put(records, failures, text, progress, copy.deepcopy(c), bad, logged)

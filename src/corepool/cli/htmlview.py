@@ -32,6 +32,7 @@ def _summary(view: dict[str, Any]) -> str:
     cards += [_card(f"failed: {kind}", count, "bad")
               for kind, count in s["failed_by_kind"].items()]
     cards.append(_card("retries per task", s["retries"]))
+    cards.append(_card("retried", s["retried"]))
     cards.append(_card("failed after retries", s["retried_failures"]))
     cards.append(_card("elapsed", _seconds(s["elapsed"])))
     rate = s["rate"]

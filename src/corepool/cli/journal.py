@@ -10,8 +10,9 @@ writer). Tables::
            the worker (``micros``, microseconds; NULL when unknown: a crash, an
            exception). Integers, not REALs: smaller rows, a cheaper insert; and for
            a failed task the last lines it logged (``logged``, text; see tasklog.py)
-    runs   one row per ``corepool run``: started, ended, state, counts, ``retries``, and
-           while it runs its progress (rows written of ``total``, recent rate), for
+    runs   one row per ``corepool run``: started, ended, state, counts, ``retries`` (the
+           attempts a failed task is allowed), ``retried`` (attempts run again so far),
+           and while it runs its progress (rows written of ``total``, recent rate), for
            ``status``
     bad_lines  (run, line) -> payload: the input lines a run found unusable (kind
            ``input``); they never run, so they are not tasks
@@ -21,9 +22,9 @@ journal with no task yet appends without the index, which the next writer builds
 :meth:`Journal.append_only`). Version 2 journals keep their WITHOUT ROWID table keyed by
 (digest, occurrence) and are used as they are.
 
-Journals of an older version lack ``finished``, ``micros``, ``logged``, ``retries`` and
-``bad_lines``: the writer adds them when it opens one (old rows keep NULL there), and
-the readers (``status``, ``report``, ``dashboard``) do without them.
+Journals of an older version lack ``finished``, ``micros``, ``logged``, ``retries``,
+``retried`` and ``bad_lines``: the writer adds them when it opens one (old rows keep
+NULL there), and the readers (``status``, ``report``, ``dashboard``) do without them.
 
 A task's key is the SHA-256 (16 bytes of it) of its input's canonical JSON plus its
 occurrence number
@@ -96,7 +97,8 @@ CREATE TABLE IF NOT EXISTS runs (
     rows INTEGER NOT NULL DEFAULT 0,
     rate REAL,
     updated REAL,
-    retries INTEGER
+    retries INTEGER,
+    retried INTEGER
 );
 CREATE TABLE IF NOT EXISTS bad_lines (
     run INTEGER NOT NULL,
@@ -108,7 +110,8 @@ CREATE TABLE IF NOT EXISTS bad_lines (
 # Columns added to ``runs`` after the first version; older journals get them on open.
 _ADDED_COLUMNS = {
     "runs": {"total": "INTEGER", "rows": "INTEGER NOT NULL DEFAULT 0", "rate": "REAL",
-             "updated": "REAL", "retries": "INTEGER"},
+             "updated": "REAL", "retries": "INTEGER",
+             "retried": "INTEGER"},
     "tasks": {"finished": "INTEGER", "micros": "INTEGER", "logged": "TEXT"},
 }
 # ``logged`` is not among them: it is set afterwards, for the few failed tasks that
@@ -308,10 +311,10 @@ class Journal:
                 self.conn.executemany("INSERT OR REPLACE INTO bad_lines VALUES (?, ?, ?)",
                                       [(run, line, payload) for line, payload in bad])
             self.conn.execute(
-                "UPDATE runs SET rows = ?, executed = ?, failed = ?, rate = ?, updated = ? "
-                "WHERE id = ?",
+                "UPDATE runs SET rows = ?, executed = ?, failed = ?, rate = ?, updated = ?, "
+                "retried = ? WHERE id = ?",
                 (progress.rows, progress.executed, progress.failed, progress.rate,
-                 time.time(), run),
+                 time.time(), progress.retried, run),
             )
             self.conn.execute("COMMIT")
         except BaseException:
@@ -351,9 +354,9 @@ class Journal:
         """Record how a run ended (``finished``, ``stopped``, ``interrupted``, ``failed``)."""
         self.conn.execute(
             "UPDATE runs SET ended = ?, state = ?, rows = ?, executed = ?, failed = ?, "
-            "pending = ?, rate = NULL, updated = ? WHERE id = ?",
+            "pending = ?, rate = NULL, updated = ?, retried = ? WHERE id = ?",
             (time.time(), state, progress.rows, progress.executed, progress.failed, pending,
-             time.time(), run),
+             time.time(), progress.retried, run),
         )
 
     def close(self) -> None:
@@ -363,12 +366,14 @@ class Journal:
 
 @dataclass(frozen=True)
 class RunProgress:
-    """How far a run got: rows written, tasks run and failed, recent rows per second."""
+    """How far a run got: rows written, tasks run and failed, recent rows per second,
+    attempts run again (after an exception, a timeout or a crash)."""
 
     rows: int
     executed: int
     failed: int
     rate: float | None = None
+    retried: int = 0
 
 
 class KeyFinder:

@@ -32,6 +32,7 @@ class Counts:
     executed: int = 0
     executed_failed: int = 0
     reused: int = 0
+    retried: int = 0  # attempts run again, as the pool counted them at the last flush
 
     def add_failure(self, kind: str) -> None:
         """Count one failed row of ``kind``."""

@@ -287,7 +287,8 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
     progress = Progress(total, enabled=not args.no_progress)
     committer = Committer(journal, run_id, out)
     first = finder.counts is not None  # nothing to look up: the workers read the lines
-    batch = (FirstRun if first else Batch)(args, finder, stream, committer, progress, run_id)
+    batch = (FirstRun if first else Batch)(args, finder, stream, committer, progress, run_id,
+                                           retried=lambda: core.stats().retried)
     if live is not None and live.workers is not None:  # --dashboard: each worker's line
         live.workers.attach(core, batch.inflight)
     caller = _CALLERS.get(args.mode)
@@ -340,7 +341,8 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
             if not damaged:
                 done = committer.committed  # what the journal holds, not what ran
                 journal.end_run(run_id, state, RunProgress(done.rows, done.executed,
-                                                           done.executed_failed),
+                                                           done.executed_failed,
+                                                           retried=done.retried),
                                 batch.pending())
             if state == "finished":
                 out.complete()

@@ -72,7 +72,7 @@ def collect(path: str) -> dict[str, Any]:
 def _runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
     have = table_columns(conn, "runs")
     names = ("id", "started", "ended", "state", "command", "pid", "executed", "failed",
-             "pending", "total", "rows", "rate", "updated", "retries")
+             "pending", "total", "rows", "rate", "updated", "retries", "retried")
     columns = ", ".join(name if name in have else "NULL" for name in names)
     runs = [dict(zip(names, row, strict=True)) for row in
             conn.execute(f"SELECT {columns} FROM runs ORDER BY id")]
@@ -83,6 +83,7 @@ def _runs(conn: sqlite3.Connection) -> list[dict[str, Any]]:
         end = run["ended"] or (now if run["state"] == "running" else run["updated"])
         run["elapsed"] = max(0.0, (end or run["started"]) - run["started"])
         run["retries"] = run["retries"] or 0
+        run["retried"] = run["retried"] or 0
     return runs
 
 
@@ -174,6 +175,7 @@ def _summary(scan: _Scan, runs: list[dict[str, Any]], bad: int) -> dict[str, Any
         "failed": failed,
         "failed_by_kind": dict(sorted(by_kind.items())),
         "retries": last["retries"] if last else 0,
+        "retried": sum(run["retried"] for run in runs),
         "retried_failures": sum(count for run, count in scan.failed_runs.items()
                                 if retries.get(run)),
         "elapsed": elapsed,
