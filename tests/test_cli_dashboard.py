@@ -22,6 +22,7 @@ from dashboard_helpers import (
     start,
     stop,
     troubled_batch,
+    wait_for_journal,
 )
 
 
@@ -229,3 +230,28 @@ def test_report_counts_the_retried_attempts(tmp_path: Path, options: tuple[str, 
         assert status == 200 and json.loads(body)["view"]["summary"]["retried"] == 4
     finally:
         stop(proc)
+
+
+def test_a_run_with_no_task_finished_yet_is_not_called_an_old_journal(tmp_path: Path) -> None:
+    """The live view of a batch whose first tasks are still running says so; "no timing
+    data (written by an older corepool)" is for journals that have no timing columns."""
+    (tmp_path / "tasks.py").write_text(TASKS)
+    (tmp_path / "in.jsonl").write_text('"hang"\n"hang"\n')
+    run = start("run", "tasks.py:work", "in.jsonl", "-o", "out.jsonl", "--workers", "2",
+                "--no-progress", cwd=tmp_path)
+    db = tmp_path / "out.jsonl.journal.db"
+    proc = None
+    try:
+        wait_for_journal(db, run)
+        proc, url = serve(db)
+        status, body = fetch(url + "api/view")
+        assert status == 200
+        data = json.loads(body)
+        summary = data["view"]["summary"]
+        assert summary["done"] == 0 and summary["state"] == "running"
+        assert "older corepool" not in data["html"]
+        assert "no task has finished yet" in data["html"]
+    finally:
+        stop(run)
+        if proc is not None:
+            stop(proc)

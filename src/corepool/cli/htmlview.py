@@ -82,8 +82,11 @@ def _charts(view: dict[str, Any]) -> str:
         chart = _bars(through["counts"], ("0 s", f"{span:.1f} s"),
                       "tasks finished over time", "tasks (failed in red)")
         note = f"tasks finished per {through['width']:.2f} s, failed in red"
-    else:
+    elif not view["timed"]:
         chart, note = "", "no timing data in this journal (written by an older corepool)"
+    else:
+        running = view["summary"]["state"] == "running"
+        chart, note = "", "no task has finished yet" if running else "no task ran"
     first = f'<section><h2>Throughput</h2><p class="muted">{_e(note)}</p>{chart}</section>'
     if durations:
         chart = _bars([[n, 0] for n in durations["counts"]],

@@ -54,6 +54,7 @@ def collect(path: str) -> dict[str, Any]:
             "journal": os.path.abspath(path),
             "function": meta.get("target"),
             "mode": meta.get("mode"),
+            "timed": timed,  # the journal has timing columns (no chart data: no task yet)
             "generated": time.time(),
             "summary": _summary(scan, runs, len(bad)),
             "runs": runs,
