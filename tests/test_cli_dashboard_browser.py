@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -96,8 +97,6 @@ def test_report_renders_counts_charts_and_escaped_failures(browser: Any, journal
                                                            tmp_path: Path) -> None:
     from selenium.common.exceptions import NoAlertPresentException
     from selenium.webdriver.common.by import By
-
-
 
     report = tmp_path / "report.html"
     assert corepool("report", str(journal), "-o", str(report), cwd=tmp_path).returncode == 0
@@ -203,6 +202,105 @@ def test_run_dashboard_shows_the_workers_and_the_token_page_works(browser: Any,
                "the page on 127.0.0.2 did not update with its token")
         assert _errors(browser) == []
         assert run.wait(timeout=60) == 1
+    finally:
+        stop(run)
+        if server is not None:
+            stop(server)
+
+
+EVERY_KIND = '''
+import os, time
+
+def work(x):
+    if x == "raise" or x == "<script>alert(1)</script>":
+        raise ValueError(f"bad input {x}")
+    if isinstance(x, dict):  # {"hang": long hostile text}
+        time.sleep(60)
+    if x == "crash":
+        os._exit(3)
+    time.sleep(0.03)
+    return x
+'''
+LONG = "<img src=x onerror=alert(2)>" + "L" * 500
+
+
+def _worker_rows(driver: Any) -> list[list[str]]:
+    return list(driver.execute_script(
+        "return Array.from(document.querySelectorAll('#workers tr.worker'))"
+        ".map(function(r){return Array.from(r.cells).map(function(c){return c.textContent;});});"))
+
+
+def _replaced(driver: Any) -> int:
+    note = driver.execute_script(
+        "var e = document.querySelector('#workers p.muted'); return e ? e.textContent : '';")
+    found = re.search(r"(\d+) worker\(s\) replaced", str(note))
+    return int(found.group(1)) if found else -1
+
+
+def test_live_views_of_a_batch_with_every_kind_of_failure(browser: Any, tmp_path: Path) -> None:
+    """One real ``corepool run --dashboard`` whose failures are of every kind (exception,
+    timeout, crash, bad input line), watched from its own page and from ``corepool
+    dashboard`` in another process: the worker table names the hung task with its input
+    escaped and cut short, counts the replaced workers and shows pid, RSS and CPU; the
+    other page changes without a reload and ends on the journal's counts, every kind
+    included; no JavaScript error on either."""
+    import psutil
+
+    (tmp_path / "tasks.py").write_text(EVERY_KIND)
+    values: list[Any] = list(range(300))
+    values[20], values[40], values[60], values[80] = "raise", "crash", {"hang": LONG}, HOSTILE
+    lines = [json.dumps(v) for v in values]
+    lines[100] = "{oops"
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    run = start("run", "tasks.py:work", "in.jsonl", "-o", "out.jsonl", "--workers", "2",
+                "--timeout", "3", "--retries", "1", "--no-progress", "--dashboard",
+                cwd=tmp_path)
+    db = tmp_path / "out.jsonl.journal.db"
+    server = None
+    try:
+        assert run.stderr is not None
+        line = run.stderr.readline()
+        assert line.startswith("corepool run: dashboard at http://127.0.0.1:"), line
+        run_url = line.rsplit(" ", 1)[1].strip()
+        wait_for_journal(db, run)
+        server, url = serve(db)
+        # Tab one: corepool dashboard, from its own process.
+        browser.get_log("browser")
+        browser.get(url)
+        browser.execute_script("window.notReloaded = true;")
+        first = int(_card(browser, "done"))
+        watcher = browser.current_window_handle
+        # Tab two: the run's own page, with its workers.
+        browser.switch_to.new_window("tab")
+        browser.get(run_url)
+
+        def hung() -> list[str] | None:
+            rows = [row for row in _worker_rows(browser) if row[3] == "line 61"]
+            return rows[0] if rows else None
+
+        _until(lambda: hung() is not None, 30, "the hung task never showed in the workers")
+        row = hung()
+        assert row is not None and row[2] == "busy"
+        assert row[4].startswith("{'hang': '<img src=x onerror=alert(2)")  # as text
+        assert "..." in row[4] and len(row[4]) <= 120  # cut short
+        children = {child.pid for child in psutil.Process(run.pid).children(recursive=True)}
+        assert int(row[1]) in children
+        assert re.fullmatch(r"\d+\.\d MiB", row[6]) and re.fullmatch(r"\d+%", row[7]), row
+        _until(lambda: _replaced(browser) >= 2, 30, "the replaced workers were not counted")
+        assert _errors(browser) == []
+        browser.close()  # its server ends with the run: a closed page logs no failed fetch
+        browser.switch_to.window(watcher)
+        assert run.wait(timeout=90) == 1
+        final = journal_counts(db)
+        assert {"failed-exception", "failed-timeout", "failed-crash", "failed-input"} <= set(final)
+        _until(lambda: _card(browser, "done") == str(final["done"]), 10,
+               "the page never showed the final count")
+        for key, value in final.items():
+            assert _card(browser, key) == str(value), key
+        assert _card(browser, "retried") == "4"  # each failed task was tried once more
+        assert first < final["done"] == 300
+        assert browser.execute_script("return window.notReloaded === true;")
+        assert _errors(browser) == []
     finally:
         stop(run)
         if server is not None:
