@@ -255,3 +255,27 @@ def test_a_run_with_no_task_finished_yet_is_not_called_an_old_journal(tmp_path: 
         stop(run)
         if proc is not None:
             stop(proc)
+
+
+LONG_ERRORS = '''
+def work(x):
+    raise ValueError("<i>" + "L" * x)
+'''
+
+
+def test_report_cuts_long_messages_and_tracebacks_short(tmp_path: Path) -> None:
+    """A failure whose message holds a long hostile input: the report shows it escaped,
+    the message cut to 2,000 characters and the traceback to 20,000."""
+    (tmp_path / "long.py").write_text(LONG_ERRORS)
+    (tmp_path / "in.jsonl").write_text("50000\n")
+    done = corepool("run", "long.py:work", "in.jsonl", "-o", "out.jsonl", "--no-progress",
+                    cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    assert corepool("report", "out.jsonl.journal.db", "-o", "r.html", cwd=tmp_path).returncode == 0
+    page = (tmp_path / "r.html").read_text()
+    assert "<i>" not in page and "&lt;i&gt;" in page
+    message = re.search(r'<div class="msg">([^<]*)</div>', page)
+    trace = re.search(r"<summary>traceback</summary><pre>([^<]*)</pre>", page)
+    assert message is not None and trace is not None
+    assert 2_000 <= len(message.group(1)) < 2_100 and message.group(1).endswith(" more)")
+    assert 20_000 <= len(trace.group(1)) < 20_100 and trace.group(1).endswith(" more)")
