@@ -13,6 +13,8 @@ import urllib.error
 import urllib.request
 from pathlib import Path
 
+import corepool as corepool_package
+
 HOSTILE = "<script>alert(1)</script>"
 
 TASKS = '''
@@ -35,9 +37,15 @@ def slow(x):
 '''
 
 
+SOURCE = str(Path(corepool_package.__file__).resolve().parent.parent)
+
+
 def env() -> dict[str, str]:
-    """The environment of the subprocesses (the worktree's corepool)."""
+    """The environment of the subprocesses: they import the corepool this test run
+    imported (its folder first on ``PYTHONPATH``, absolute: a relative ``src`` would
+    not resolve from their temporary folders, and an installed corepool would run)."""
     out = dict(os.environ)
+    out["PYTHONPATH"] = os.pathsep.join(filter(None, [SOURCE, out.get("PYTHONPATH")]))
     out.pop("COREPOOL_BACKEND", None)
     return out
 

@@ -17,6 +17,7 @@ from typing import Any
 import psutil
 import pytest
 
+import corepool
 from corepool.cli.jsonl import canonical_digest
 
 TESTS = Path(__file__).resolve().parent
@@ -25,7 +26,8 @@ TASKS_FILE = str(TESTS / "cli_tasks.py")
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(TESTS), env.get("PYTHONPATH", "")])
+    source = str(Path(corepool.__file__).resolve().parent.parent)  # absolute: the one tested
+    env["PYTHONPATH"] = os.pathsep.join([source, str(TESTS), env.get("PYTHONPATH", "")])
     env.pop("COREPOOL_BACKEND", None)
     return env
 
