@@ -44,9 +44,12 @@ progress{width:160px}
 """
 
 # Polls the JSON endpoint and swaps the rendered view in; open <details> stay open.
+# When the server is gone (a fetch that gets no answer: its batch or watch has ended),
+# the page says so and since when its view is the last one, and keeps trying.
 SCRIPT = """
 (function(){
   var main=document.getElementById('view'), status=document.getElementById('live');
+  var last=new Date().toLocaleTimeString();
   function tick(){
     fetch(main.dataset.api,{cache:'no-store'}).then(function(r){
       if(!r.ok){throw new Error('HTTP '+r.status);} return r.json();
@@ -55,8 +58,14 @@ SCRIPT = """
       main.querySelectorAll('details[open]').forEach(function(d){open.push(d.id);});
       main.innerHTML=data.html;
       open.forEach(function(id){var d=document.getElementById(id); if(d){d.open=true;}});
-      status.textContent='live, updated '+new Date().toLocaleTimeString();
-    }).catch(function(e){status.textContent='not updated: '+e.message;})
+      last=new Date().toLocaleTimeString();
+      status.textContent='live, updated '+last;
+    }).catch(function(e){
+      status.textContent=e instanceof TypeError
+        ? 'stopped: the server of this page is gone (its batch ended, or it was stopped); '
+          +'this is the view of '+last
+        : 'not updated: '+e.message;
+    })
       .then(function(){setTimeout(tick,INTERVAL);});
   }
   setTimeout(tick,INTERVAL);
