@@ -279,3 +279,32 @@ def test_report_cuts_long_messages_and_tracebacks_short(tmp_path: Path) -> None:
     assert message is not None and trace is not None
     assert 2_000 <= len(message.group(1)) < 2_100 and message.group(1).endswith(" more)")
     assert 20_000 <= len(trace.group(1)) < 20_100 and trace.group(1).endswith(" more)")
+
+
+@pytest.mark.parametrize("command", ["report", "dashboard"])
+def test_the_output_file_given_for_the_journal_gets_no_advice_to_move_it(
+        journal: Path, command: str) -> None:
+    """``corepool report out.jsonl`` (the results, not the journal) is refused as not a
+    journal, pointing at the journal beside it; it is not called a damaged journal to
+    move aside (which would rename the results) or to run with --recover."""
+    output = journal.parent / "out.jsonl"
+    before = output.read_bytes()
+    done = corepool(command, str(output), *(["-o", "r.html"] if command == "report" else []),
+                    cwd=journal.parent)
+    assert done.returncode == 2
+    assert f"{output} is not a corepool journal" in done.stderr, done.stderr
+    assert f"{output}.journal.db" in done.stderr
+    assert "damaged" not in done.stderr and "mv " not in done.stderr
+    assert output.read_bytes() == before and not (journal.parent / "r.html").exists()
+
+
+def test_a_damaged_journal_is_told_to_be_salvaged_by_its_run(journal: Path,
+                                                              tmp_path: Path) -> None:
+    damaged = tmp_path / "damaged.db"
+    data = bytearray(journal.read_bytes())
+    data[4096:] = b"\xff" * (len(data) - 4096)  # the header page stays: an SQLite file
+    damaged.write_bytes(bytes(data))
+    done = corepool("report", str(damaged), "-o", "r.html", cwd=tmp_path)
+    assert done.returncode == 2
+    assert f"the journal {damaged} is damaged" in done.stderr, done.stderr
+    assert "run the corepool run command that wrote it with --recover" in done.stderr

@@ -46,11 +46,12 @@ def is_disk_full(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.Error) and "disk is full" in str(exc)
 
 
-def damage_advice(path: str) -> str:
-    """What to do about a damaged journal at ``path``."""
+def damage_advice(path: str, command: str = "the same command") -> str:
+    """What to do about a damaged journal at ``path`` (``command``: the ``corepool run``
+    to run again, as the user knows it)."""
     return (f"the journal {path} is damaged. Either move it aside "
             f"(mv {path} {path}{DAMAGED_SUFFIX}) and run again, which runs everything again, "
-            "or run the same command with --recover: it moves the journal aside and keeps "
+            f"or run {command} with --recover: it moves the journal aside and keeps "
             "every task it can still read, then runs only what is missing")
 
 
