@@ -237,6 +237,7 @@ def _replaced(driver: Any) -> int:
     return int(found.group(1)) if found else -1
 
 
+@pytest.mark.timeout(150)  # a 10 s batch; its waits have their own deadlines
 def test_live_views_of_a_batch_with_every_kind_of_failure(browser: Any, tmp_path: Path) -> None:
     """One real ``corepool run --dashboard`` whose failures are of every kind (exception,
     timeout, crash, bad input line), watched from its own page and from ``corepool

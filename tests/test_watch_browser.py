@@ -90,8 +90,9 @@ def _script(tmp_path: Path, *args: str) -> tuple[subprocess.Popen[str], str]:
 
 def test_watched_pool_page_changes_while_its_map_runs(browser: Any, tmp_path: Path) -> None:
     """``corepool.watch(pool)`` in a real script: the page's counts rise without a
-    reload, the slow task shows in the worker table, the failures show with their
-    input (the hostile one as text), and the final counts are the map's."""
+    reload, the slow task shows in the worker table, the failures of every kind show
+    with their input (the hostile one as text), a replaced worker is counted, and the
+    final counts are the map's."""
     proc, url = _script(tmp_path)
     try:
         browser.get_log("browser")
@@ -102,15 +103,23 @@ def test_watched_pool_page_changes_while_its_map_runs(browser: Any, tmp_path: Pa
         _until(lambda: "#5" in _cells(browser, "#workers td.task"), 30,
                "the slow task never showed in the worker table")
         _until(lambda: int(_card(browser, "done")) > first, 30, "the count never rose")
+
+        def replaced() -> int:  # the crash's worker, while the timeout's task still runs
+            found = re.search(r"(\d+) worker\(s\) replaced",
+                              " ".join(_cells(browser, "#workers p.muted")))
+            return int(found.group(1)) if found else 0
+
+        _until(lambda: replaced() >= 1, 30, "the replaced worker was not counted")
         if os.environ.get("COREPOOL_SCREENSHOTS"):  # for the docs
             browser.save_screenshot(str(DOCS / "watch-live.png"))
         assert proc.stdout is not None
-        assert proc.stdout.readline().strip() == "done 3"
-        _until(lambda: _card(browser, "done") == "150", 10, "the final count never showed")
-        assert _card(browser, "failed") == "3"
+        assert proc.stdout.readline().strip() == "done 5"
+        _until(lambda: _card(browser, "done") == "152", 10, "the final count never showed")
+        assert _card(browser, "failed") == "5"
         assert _card(browser, "failed-exception") == "3"
+        assert _card(browser, "failed-timeout") == "1" and _card(browser, "failed-crash") == "1"
         inputs = _cells(browser, "#failures td.input")
-        assert sorted(inputs) == ["13", "77", "99"]
+        assert sorted(inputs) == ["1000", "1001", "13", "77", "99"]
         messages = " ".join(_cells(browser, "#failures .msg"))
         assert "<script>alert(1)</script>" in messages  # shown as text, not run
         assert browser.execute_script("return window.notReloaded === true;")

@@ -1,7 +1,9 @@
 """A script watched by the browser tests: ``python watch_script.py`` prints its page's
-URL, runs a map with a slow task and failures on a watched Pool, says ``done`` and
-keeps serving until its stdin closes; with ``everywhere`` it watches corepool.map."""
+URL, runs a map with a slow task and failures of every kind (an exception, a timeout,
+a crash) on a watched Pool, says ``done`` and keeps serving until its stdin closes;
+with ``everywhere`` it watches corepool.map (exceptions only: it has no timeout)."""
 
+import os
 import sys
 import time
 
@@ -17,6 +19,10 @@ def work(x):
         raise ValueError(f"unlucky {x}")
     if x == 99:
         raise KeyError(HOSTILE)
+    if x == 1000:
+        time.sleep(60)  # past the pool's task_timeout
+    if x == 1001:
+        os._exit(3)
     time.sleep(0.02)
     return x
 
@@ -28,10 +34,10 @@ if __name__ == "__main__":
         print(page.url, flush=True)
         results = corepool.map(work, inputs, workers=2, on_error="return")
     else:
-        with corepool.Pool(2, task_timeout=60) as pool:
+        with corepool.Pool(2, task_timeout=8) as pool:
             page = corepool.watch(pool)
             print(page.url, flush=True)
-            results = list(pool.imap_unordered(work, inputs, on_error="return"))
+            results = list(pool.imap_unordered(work, [*inputs, 1000, 1001], on_error="return"))
     print("done", sum(isinstance(r, Exception) for r in results), flush=True)
     sys.stdin.read()
     page.close()
