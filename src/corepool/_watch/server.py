@@ -14,6 +14,7 @@ A subclass says what to show: :meth:`LiveServer.page` and :meth:`LiveServer.api`
 from __future__ import annotations
 
 import hmac
+import html
 import http.server
 import secrets
 import socket
@@ -108,10 +109,10 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         live = self.live
         parts = urllib.parse.urlsplit(self.path)
         if not live.allowed(parts.query, self.headers.get("Host")):
-            self._send(403, "text/plain", b"forbidden: this dashboard needs its token\n")
+            self._refuse(403, "forbidden: this dashboard needs its token")
             return
         if parts.path not in ("/", "/api/view"):
-            self._send(404, "text/plain", b"not found\n")
+            self._refuse(404, "not found")
             return
         try:
             if parts.path == "/":
@@ -121,7 +122,15 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             else:
                 self._send(200, "application/json", live.api())
         except Unavailable as exc:
-            self._send(503, "text/plain", f"{exc}\n".encode())
+            self._refuse(503, str(exc))
+
+    def _refuse(self, status: int, text: str) -> None:
+        """An error as a small page that names its own icon: a browser shown a plain
+        text error asks for ``/favicon.ico`` too, and logs a second error for it."""
+        body = ('<!DOCTYPE html><html><head><meta charset="utf-8"><link rel="icon" '
+                f'href="data:,"><title>{status}</title></head><body><p>{html.escape(text)}'
+                "</p></body></html>\n")
+        self._send(status, "text/html; charset=utf-8", body.encode())
 
     def _send(self, status: int, kind: str, body: bytes) -> None:
         self.send_response(status)
