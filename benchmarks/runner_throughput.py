@@ -17,7 +17,8 @@ map      a script that reads the same file into a list (``json.loads`` per line)
 
 A first untimed run of each side fills one bytecode cache (``PYTHONPYCACHEPREFIX``)
 that both read afterwards, as an installed package would. Rounds interleave the two in
-a shuffled order (the machine is shared and its speed drifts); the report gives the median seconds of each, rows per second, and the ratio
+a shuffled order (the machine is shared and its speed drifts); the report gives the
+median seconds of each, rows per second, and the ratio
 of the runner's throughput to map's. ``--rss-lines N`` also runs the runner once on N
 lines and reports its peak RSS (VmHWM of the runner process alone, which runs the
 command in-process; its workers are not counted), the bounded-memory check of issue 5.
