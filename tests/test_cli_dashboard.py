@@ -7,6 +7,8 @@ import os
 import re
 import socket
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -16,6 +18,7 @@ from dashboard_helpers import (
     HOSTILE,
     TASKS,
     corepool,
+    env,
     fetch,
     journal_counts,
     serve,
@@ -310,3 +313,41 @@ def test_a_damaged_journal_is_told_to_be_salvaged_by_its_run(journal: Path,
     assert done.returncode == 2
     assert f"the journal {damaged} is damaged" in done.stderr, done.stderr
     assert "run the corepool run command that wrote it with --recover" in done.stderr
+
+
+ORPHANS = '''
+import ctypes, json, os, subprocess, sys
+import psutil
+
+ctypes.CDLL(None).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER: orphans come to us
+done = subprocess.run([sys.executable, "-m", "corepool", *sys.argv[1:]],
+                      stderr=subprocess.DEVNULL, check=False)
+left = []
+for child in psutil.Process().children():
+    try:
+        left.append(" ".join(child.cmdline()))
+    except psutil.Error:
+        pass
+while True:  # reap them all
+    try:
+        os.waitpid(-1, 0)
+    except ChildProcessError:
+        break
+print(json.dumps({"code": done.returncode, "left": left}))
+'''
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_CHILD_SUBREAPER")
+def test_run_dashboard_forks_its_workers_and_leaves_no_process_behind(tmp_path: Path) -> None:
+    """With ``--dashboard`` the run still forks its first workers (its server thread
+    starts after them): it used to start a fork server and a resource tracker, which
+    outlived the run (and whose CPU its parent never counted)."""
+    (tmp_path / "tasks.py").write_text(TASKS)
+    (tmp_path / "in.jsonl").write_text("".join(f"{i}\n" for i in range(50)))
+    (tmp_path / "orphans.py").write_text(ORPHANS)
+    done = subprocess.run(
+        [sys.executable, "orphans.py", "run", "tasks.py:work", "in.jsonl", "-o", "out.jsonl",
+         "--workers", "2", "--no-progress", "--dashboard"],
+        cwd=tmp_path, env=env(), capture_output=True, text=True, timeout=60, check=False)
+    report = json.loads(done.stdout)
+    assert report == {"code": 0, "left": []}, report

@@ -233,6 +233,8 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
                 core = PoolCore(args.workers or cpu_count(), backend, **options)
             except (ValueError, TypeError, ImportError, errors.CorepoolError) as exc:
                 raise UsageError(f"cannot start the workers: {exc}") from None
+            if live is not None:  # serve now: the first workers are started (see below)
+                live.start()
             try:
                 out = Output(args.output)
                 with _rare_collections():
@@ -276,7 +278,9 @@ def _start_dashboard(args: argparse.Namespace, path: str) -> Any:
         raise UsageError(f"--dashboard: cannot listen on port {args.dashboard} "
                          f"({exc})") from None
     live.workers = workers  # attached to the pool and the batch by _execute
-    live.start()
+    # Listening already (a page opened now waits in the backlog), but served only once
+    # the pool has started: a process with one thread forks its first workers, one with
+    # the server's thread would start a fork server and its resource tracker first.
     print(f"corepool run: dashboard at {live.url}", file=sys.stderr, flush=True)
     return live
 
