@@ -65,7 +65,7 @@ def test_run_dashboard_shows_each_workers_current_task(browser: Any, tmp_path: P
         _until(lambda: slow_row() is not None and _card(browser, "done") == "39", 30,
                "the slow task never showed as running while the others finished")
         first = slow_row()
-        assert first is not None and first[4] == "'slow'" and first[2] == "busy"
+        assert first is not None and first[4] == '"slow"' and first[2] == "busy"  # its text
         _until(lambda: (row := slow_row()) is not None
                and _running_for(row[5]) > _running_for(first[5]) + 1, 15,
                "the running time did not grow")
