@@ -286,7 +286,7 @@ def test_report_cuts_long_messages_and_tracebacks_short(tmp_path: Path) -> None:
     assert 20_000 <= len(trace.group(1)) < 20_100 and trace.group(1).endswith(" more)")
 
 
-@pytest.mark.parametrize("command", ["report", "dashboard"])
+@pytest.mark.parametrize("command", ["report", "dashboard", "status"])
 def test_the_output_file_given_for_the_journal_gets_no_advice_to_move_it(
         journal: Path, command: str) -> None:
     """``corepool report out.jsonl`` (the results, not the journal) is refused as not a

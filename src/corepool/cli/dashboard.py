@@ -12,7 +12,6 @@ its workers (:class:`RunWorkers`).
 
 from __future__ import annotations
 
-import os
 import sys
 import threading
 import time
@@ -23,7 +22,7 @@ from .._watch.server import LOCAL_HOSTS, LiveServer, Unavailable
 from .._watch.workers import INPUT_CHARS, WorkerStatus, WorkersView, describe, worker_status
 from .htmlview import POLL_SECONDS, api_body, page
 from .journal import JournalError
-from .recover import damage_advice, is_damage
+from .recover import unreadable
 from .runview import collect
 
 __all__ = ["LOCAL_HOSTS", "Dashboard", "RunWorkers", "report", "serve"]
@@ -32,30 +31,8 @@ CACHE_SECONDS = POLL_SECONDS / 2  # the view is recomputed at most this often ..
 CACHE_SHARE = 20  # ... and not before 20 times as long as it took to compute
 
 
-_SQLITE_HEADER = b"SQLite format 3\x00"
-
-
 def _error(command: str, path: str, exc: JournalError) -> int:
-    """Say why ``path`` cannot be shown. A file that is no SQLite database at all is
-    another file given by mistake (``out.jsonl`` for ``out.jsonl.journal.db``), not a
-    damaged journal: advice to move it aside would rename the user's results."""
-    if is_damage(exc.__cause__):
-        try:
-            with open(path, "rb") as f:
-                sqlite = f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
-        except OSError:
-            sqlite = True
-        if not sqlite:
-            beside = f"{path}.journal.db"
-            hint = (f"; the journal of a run writing {path} is {beside}"
-                    if os.path.isfile(beside) else "")
-            print(f"corepool {command}: {path} is not a corepool journal (not an SQLite "
-                  f"database){hint}", file=sys.stderr)
-            return 2
-        advice = damage_advice(path, "the corepool run command that wrote it")
-        print(f"corepool {command}: {exc}; {advice}", file=sys.stderr)
-        return 2
-    print(f"corepool {command}: {exc}", file=sys.stderr)
+    print(unreadable(command, path, exc), file=sys.stderr)
     return 2
 
 

@@ -67,6 +67,31 @@ def describe_failure(exc: BaseException, journal: str, output: str | None) -> st
     return detail
 
 
+_SQLITE_HEADER = b"SQLite format 3\x00"
+
+
+def unreadable(command: str, path: str, exc: BaseException) -> str:
+    """What ``corepool COMMAND`` says when it cannot read the journal at ``path``. A
+    file that is no SQLite database at all is another file given by mistake
+    (``out.jsonl`` for ``out.jsonl.journal.db``), not a damaged journal: advice to move
+    it aside would rename the user's results."""
+    if not is_damage(exc.__cause__):
+        return f"corepool {command}: {exc}"
+    try:
+        with open(path, "rb") as f:
+            sqlite = f.read(len(_SQLITE_HEADER)) == _SQLITE_HEADER
+    except OSError:
+        sqlite = True
+    if not sqlite:
+        beside = f"{path}.journal.db"
+        hint = (f"; the journal of a run writing {path} is {beside}"
+                if os.path.isfile(beside) else "")
+        return (f"corepool {command}: {path} is not a corepool journal (not an SQLite "
+                f"database){hint}")
+    advice = damage_advice(path, "the corepool run command that wrote it")
+    return f"corepool {command}: {exc}; {advice}"
+
+
 def salvage(path: str) -> tuple[str, int, int]:
     """Move the damaged journal at ``path`` aside and copy what it still holds into a
     new one; returns where it went, the tasks kept, and the tasks found unreadable (a

@@ -15,7 +15,7 @@ from typing import Any
 import psutil
 
 from .journal import JournalError, RunInfo, Summary, read_summary
-from .recover import damage_advice, is_damage
+from .recover import unreadable
 from .report import eta_seconds, format_eta
 
 LOGGED_SHOWN = 5  # a failed task's last logged lines shown under it
@@ -121,8 +121,7 @@ def run(path: str, *, as_json: bool = False) -> int:
     try:
         summary = read_summary(path)
     except JournalError as exc:
-        advice = f"; {damage_advice(path)}" if is_damage(exc.__cause__) else ""
-        print(f"corepool status: {exc}{advice}", file=sys.stderr)
+        print(unreadable("status", path, exc), file=sys.stderr)
         return 2
     if "target" not in summary.meta:
         print(f"corepool status: {path} is not a corepool run journal", file=sys.stderr)
