@@ -114,8 +114,8 @@ _ADDED_COLUMNS = {
              "retried": "INTEGER"},
     "tasks": {"finished": "INTEGER", "micros": "INTEGER", "logged": "TEXT"},
 }
-# ``logged`` is not among them: it is set afterwards, for the few failed tasks that
-# logged lines (one more column in every insert costs the runner ~10%).
+# ``logged`` is not among the columns of every insert: only the few failed tasks that
+# logged lines go in with it (one more column in every insert costs the runner ~10%).
 TASK_COLUMNS = "digest, occurrence, ok, kind, payload, line, run, finished, micros"
 _TASK_VALUES = "(?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _LOGGED_TASK_ROW = (f"INSERT OR REPLACE INTO tasks ({TASK_COLUMNS}, logged) "
