@@ -6,6 +6,7 @@ sentinel value among the results.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -95,3 +96,22 @@ def test_the_serial_backend_hands_out_batches_as_it_runs(tmp_path: Path) -> None
     finally:
         pool.terminate()
     assert sum(sizes) == 30 and max(sizes) <= 10 and len(sizes) >= 3
+
+
+def test_what_came_back_is_still_there_after_a_stop(core: PoolCore, tmp_path: Path) -> None:
+    """Ctrl-C stops the iteration; the outcomes that had come back (a result and a
+    failure here) are :meth:`arrived`, not lost with the stop (the runner records them
+    before it stops the workers)."""
+    batches = core.batches(fail_on, [1, 2, 3], wake=1.0)  # never iterated
+    returned: list[tuple[int, int]] = []
+    failed: list[int] = []
+    deadline = time.monotonic() + 20
+    while len(returned) + len(failed) < 3:  # the workers finish while nobody reads
+        assert time.monotonic() < deadline, (returned, failed)
+        batch = batches.arrived()
+        returned += batch.returned
+        failed += [index for index, _ in batch.failed]
+        time.sleep(0.01)
+    batches.close()
+    assert sorted(returned) == [(0, 1), (1, 2)] and failed == [2]
+    assert batches.arrived().returned == []  # taken once

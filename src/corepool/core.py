@@ -13,7 +13,7 @@ import threading
 import time
 import types
 import weakref
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future
 from typing import Any
 
@@ -32,7 +32,7 @@ from .options import (
     warn_many_processes,
 )
 from .progress import PoolStats, make_progress
-from .streams import Pieces, ResultBatch, batches_of
+from .streams import Batches, Pieces, ResultBatch, batches_of
 
 __all__ = [
     "ON_ERROR_CHOICES",
@@ -259,18 +259,19 @@ class PoolCore:
         timeout: float | None = None,
         retries: int | None = None,
         most: int = 8192,
-    ) -> Generator[ResultBatch, None, None]:
+    ) -> Batches:
         """Run ``fn`` over ``iterable`` and give the outcomes in batches, as they finish.
 
         Each batch holds the tasks that finished since the last one (up to about
         ``most``), by input index; a batch with no outcomes at all (``woke``) comes when
         nothing finished for ``wake`` seconds, so the caller gets a turn to do its own
         work while slow tasks run. The job starts here: an argument that cannot be sent
-        raises at once. Closing the iterator (or Ctrl-C) stops the job.
+        raises at once. Closing the iterator (or Ctrl-C) stops the job; what had come
+        back by then is :meth:`~corepool.streams.Batches.arrived`.
         """
         job = self.stream_job(fn, iterable, CallStyle.SINGLE, chunksize=None, timeout=timeout,
                               retries=retries)
-        return batches_of(self.pieces(job, ordered=False), wake, most)
+        return Batches(job, batches_of(self.pieces(job, ordered=False), wake, most))
 
     def values(self, pieces: Iterator[Piece], on_error: str) -> Iterator[Any]:
         """Flatten pieces into values, applying ``on_error``.

@@ -16,7 +16,7 @@ from ._tasks.job import Piece, PieceStream, StreamJob, WaitExpired
 if TYPE_CHECKING:
     from .core import PoolCore
 
-__all__ = ["Pieces", "ResultBatch", "batches_of"]
+__all__ = ["Batches", "Pieces", "ResultBatch", "batches_of"]
 
 
 class Pieces:
@@ -116,6 +116,54 @@ class ResultBatch:
         return f"ResultBatch(returned={len(self.returned)}, failed={len(self.failed)})"
 
 
+def _add(piece: Piece, returned: list[tuple[int, Any]],
+         failed: list[tuple[int, BaseException]]) -> None:
+    """Put ``piece``'s outcomes, by input index, in ``returned`` or ``failed``."""
+    start, failures = piece.start, piece.failures
+    if failures:
+        for pos, value in enumerate(piece.values):
+            error = failures.get(pos)
+            if error is None:
+                returned.append((start + pos, value))
+            else:
+                failed.append((start + pos, error))
+    else:
+        returned.extend(zip(range(start, start + len(piece.values)), piece.values,
+                            strict=True))
+
+
+class Batches:
+    """:func:`batches_of` as :meth:`~corepool.core.PoolCore.batches` gives it: an
+    iterator of :class:`ResultBatch`, and once it stopped (Ctrl-C, an error),
+    :meth:`arrived`: the outcomes that had come back and were not given out yet."""
+
+    __slots__ = ("_batches", "_job")
+
+    def __init__(self, job: StreamJob, batches: Generator[ResultBatch, None, None]) -> None:
+        self._job = job
+        self._batches = batches
+
+    def __iter__(self) -> Batches:
+        return self
+
+    def __next__(self) -> ResultBatch:
+        return next(self._batches)
+
+    def close(self) -> None:
+        """Stop: the job is cancelled; what had arrived is still :meth:`arrived`."""
+        self._batches.close()
+
+    def arrived(self) -> ResultBatch:
+        """What had finished and come back, without waiting for anything more. Taken
+        after a stop, before the workers are stopped, so that a clean stop loses only
+        the tasks that were running."""
+        returned: list[tuple[int, Any]] = []
+        failed: list[tuple[int, BaseException]] = []
+        for piece in self._job.arrived():
+            _add(piece, returned, failed)
+        return ResultBatch(returned, failed)
+
+
 def batches_of(pieces: Pieces, wake: float, most: int) -> Generator[ResultBatch, None, None]:
     """``pieces`` regrouped: what finished meanwhile (up to about ``most`` outcomes) in
     one batch; an empty batch each time ``wake`` seconds pass with nothing finished."""
@@ -133,17 +181,7 @@ def batches_of(pieces: Pieces, wake: float, most: int) -> Generator[ResultBatch,
                 piece = None
             pieces.wait = 0
             while piece is not None:
-                start, failures = piece.start, piece.failures
-                if failures:
-                    for pos, value in enumerate(piece.values):
-                        error = failures.get(pos)
-                        if error is None:
-                            returned.append((start + pos, value))
-                        else:
-                            failed.append((start + pos, error))
-                else:
-                    returned.extend(zip(range(start, start + len(piece.values)),
-                                        piece.values, strict=True))
+                _add(piece, returned, failed)
                 if serial or len(returned) + len(failed) >= most:
                     break
                 try:  # what else finished already goes in the same batch

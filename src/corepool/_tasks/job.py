@@ -337,6 +337,18 @@ class StreamJob(Job):
         except queue.Empty:
             raise WaitExpired from None
 
+    def arrived(self) -> list[Piece]:
+        """The pieces delivered and not taken yet, taken now without waiting: what a
+        consumer stopped by Ctrl-C can still record before the workers are stopped."""
+        pieces: list[Piece] = []
+        while True:
+            try:
+                item = self._results.get_nowait()
+            except queue.Empty:
+                return pieces
+            if item is not _END:
+                pieces.append(item)
+
     def pieces(self, ordered: bool, keeps_all: bool = False) -> PieceStream:
         """Finished pieces, in input order or as they come (see :class:`PieceStream`)."""
         return PieceStream(self, ordered, keeps_all)

@@ -48,6 +48,7 @@ from .target import UsageError, load_function
 
 if TYPE_CHECKING:
     from ..core import PoolCore
+    from ..streams import Batches
 
 __all__ = ["BACKLOG_LIMIT", "Batch", "Spilled", "UsageError", "default_journal",
            "error_object", "load_function", "parse_max_failures", "resume_command", "run"]
@@ -251,6 +252,21 @@ def _with_pool(args: argparse.Namespace, fn: Callable[..., Any], backend: str,
             live.close()
 
 
+def _record_arrived(batch: Batch, batches: Batches) -> None:
+    """After Ctrl-C, before the workers are stopped: record the tasks that finished and
+    came back but were not taken yet, so that a clean stop runs again only the tasks
+    that were running (not those whose results were on their way)."""
+    arrived = batches.arrived()
+    try:
+        if arrived.returned:
+            batch.take(arrived.returned)
+        if arrived.failed:
+            batch.take_failed(arrived.failed)
+    except Stop:
+        pass  # --max-failures reached by these: the batch stops anyway, interrupted
+    batch.drain()
+
+
 @contextlib.contextmanager
 def _rare_collections(young: int = 100_000) -> Iterator[None]:
     """Collect cyclic garbage every ``young`` new objects rather than every 700 while the
@@ -301,6 +317,7 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
             else functools.partial(call_to_json, call))
     state, stopped, status, damaged = "finished", None, 0, False
     previous_sigint = signal.getsignal(signal.SIGINT)
+    batches: Batches | None = None
     try:
         try:
             try:
@@ -324,6 +341,8 @@ def _execute(args: argparse.Namespace, fn: Callable[..., Any], core: PoolCore, j
             # A second Ctrl-C must not break the cleanup below.
             signal.signal(signal.SIGINT, signal.SIG_IGN)
             state, status = "interrupted", 130
+            if batches is not None:
+                _record_arrived(batch, batches)
         finally:
             batch.stop_feeding()
             core.terminate()
