@@ -356,8 +356,21 @@ def test_status_reports_counts_function_and_failures(tmp_path: Path) -> None:
     assert data["last_run"]["state"] == "finished" and data["last_run"]["pending"] == 0
     assert data["last_run"]["rows"] == 10 and data["last_run"]["total"] == 10
     assert data["last_run"]["eta_seconds"] is None  # only while it runs
+    assert data["bad_input_lines"] == 0 and "bad line" not in text
     missing = cli("status", "nope.db", cwd=tmp_path)
     assert missing.returncode == 2 and "no journal" in missing.stderr
+
+
+@pytest.mark.timeout(60)
+def test_status_counts_the_last_runs_bad_lines_as_the_run_does(tmp_path: Path) -> None:
+    (tmp_path / "in.jsonl").write_text('1\n{oops\n2\n[3\n')
+    ran = cli("run", "cli_tasks:square", "in.jsonl", "-o", "out.jsonl", cwd=tmp_path)
+    assert ran.returncode == 1 and "4 rows: 2 ok, 2 failed (2 input)" in ran.stderr
+    text = cli("status", "out.jsonl.journal.db", cwd=tmp_path).stdout
+    assert "2 tasks: 2 ok, 0 failed" in text
+    assert "input:    2 bad line(s) in the last run" in text and "line 2, 4" in text
+    data = json.loads(cli("status", "out.jsonl.journal.db", "--json", cwd=tmp_path).stdout)
+    assert data["bad_input_lines"] == 2
 
 
 @pytest.mark.timeout(60)

@@ -531,6 +531,10 @@ class Summary:
     failed_by_kind: dict[str, int]
     first_failures: list[tuple[int, dict[str, Any]]] = field(default_factory=list)
     runs: list[RunInfo] = field(default_factory=list)
+    #: The input lines the last run found unusable (not tasks: not in ``failed``), by
+    #: line number, at most a few.
+    bad_lines: list[int] = field(default_factory=list)
+    bad_count: int = 0
 
     @property
     def failed(self) -> int:
@@ -570,11 +574,21 @@ def read_summary(path: str, failures: int = 5) -> Summary:
                          "failed", "pending", "total", "rows", "rate", "updated")
         )
         runs = [RunInfo(*row) for row in conn.execute(f"SELECT {columns} FROM runs ORDER BY id")]
+        bad: list[int] = []
+        bad_count = 0
+        tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master")}
+        if runs and "bad_lines" in tables:  # an older journal has no such table
+            last = runs[-1].id
+            bad_count = conn.execute("SELECT count(*) FROM bad_lines WHERE run = ?",
+                                     (last,)).fetchone()[0]
+            bad = [int(line) for (line,) in conn.execute(
+                "SELECT line FROM bad_lines WHERE run = ? ORDER BY line LIMIT ?",
+                (last, failures))]
     except sqlite3.DatabaseError as exc:
         raise JournalError(f"cannot read the journal {path} ({exc})") from exc
     finally:
         conn.close()
-    return Summary(meta, ok, by_kind, first, runs)
+    return Summary(meta, ok, by_kind, first, runs, bad, int(bad_count))
 
 
 def table_columns(conn: sqlite3.Connection, table: str) -> set[str]:

@@ -65,6 +65,7 @@ def to_json(summary: Summary) -> dict[str, Any]:
         "ok": summary.ok,
         "failed": summary.failed,
         "failed_by_kind": summary.failed_by_kind,
+        "bad_input_lines": summary.bad_count,
         "first_failures": [{"line": line, **error} for line, error in summary.first_failures],
         "runs": len(summary.runs),
         "last_run": None if last is None else _last_run(last),
@@ -90,6 +91,11 @@ def render(summary: Summary) -> str:
     ]
     for kind, count in sorted(summary.failed_by_kind.items()):
         lines.append(f"  {kind:<10} {count}")
+    if summary.bad_count:
+        shown = ", ".join(map(str, summary.bad_lines))
+        more = "" if summary.bad_count <= len(summary.bad_lines) else ", ..."
+        lines.append(f"input:    {summary.bad_count} bad line(s) in the last run, not tasks "
+                     f"(an 'input' row each in the output): line {shown}{more}")
     last = data["last_run"]
     if last is not None:
         rate = last["tasks_per_second"]
