@@ -165,17 +165,16 @@ if __name__ == "__main__":
 """
 
 
+def _run_script(folder: Path, text: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``python script.py`` with ``text`` as the script, run from ``folder``."""
+    (folder / "script.py").write_text(textwrap.dedent(text))
+    return subprocess.run([sys.executable, "script.py"], cwd=folder, capture_output=True,
+                          text=True, timeout=timeout, env={**os.environ, "PYTHONPATH": SRC})
+
+
 @pytest.mark.timeout(60)
 def test_a_script_with_its_own_function_and_lambdas(tmp_path: Path) -> None:
-    (tmp_path / "script.py").write_text(textwrap.dedent(SCRIPT))
-    done = subprocess.run(
-        [sys.executable, "script.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=50,
-        env={**os.environ, "PYTHONPATH": SRC},
-    )
+    done = _run_script(tmp_path, SCRIPT, timeout=50)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[0, 1, 4, 9]", "[10, 11, 12]", "[0, -1, -2]"]
 
@@ -221,14 +220,6 @@ def test_a_crash_aborting_parallel_logs_no_critical_future_state(tmp_path: Path)
     # a batch may be on its way to a worker; its Future, failed by the terminate, was
     # claimed anyway (concurrent.futures logged "Future ... in unexpected state:
     # FINISHED" at CRITICAL and the supervisor thread died of the RuntimeError).
-    (tmp_path / "script.py").write_text(textwrap.dedent(CRASH_THEN_ABORT))
-    done = subprocess.run(
-        [sys.executable, "script.py"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=100,
-        env={**os.environ, "PYTHONPATH": SRC},
-    )
+    done = _run_script(tmp_path, CRASH_THEN_ABORT, timeout=100)
     assert done.returncode == 0, done.stderr
     assert done.stdout.splitlines() == ["[0, 1, 2]"] * 10 + ["crashed 10 critical []"], done.stderr
