@@ -60,6 +60,13 @@ def test_imap_over_endless_generator(backend: str) -> None:
     results.close()  # type: ignore[attr-defined]
 
 
+def test_a_single_calls_exception_names_its_input_and_no_index(backend: str) -> None:
+    with corepool.Executor(2, backend=backend) as executor:
+        error = executor.submit(tasks.fail_on, 3).exception(timeout=30)
+    assert isinstance(error, ValueError)
+    assert getattr(error, "__notes__", []) == ["corepool: single call, input (3)"]
+
+
 def test_exception_keeps_its_type_and_names_the_task(backend: str) -> None:
     with pytest.raises(ValueError, match="bad input 3") as info:
         corepool.map(tasks.fail_on, range(10), workers=2, backend=backend)

@@ -179,13 +179,17 @@ class Job:
         """A short repr of one input, as the function receives it."""
         return describe_item(self.style, item)
 
+    def name_task(self, index: int) -> str:
+        """How a failure's note names the task at ``index``."""
+        return f"task {index}"
+
     def annotate(self, piece: Piece) -> None:
         """Add to each failure the note naming its task index and input (once)."""
         for pos, exc in piece.failures.items():
             if getattr(exc, "_corepool_noted", False):
                 continue
             shown = "?" if piece.inputs is None else self.describe_value(piece.inputs[pos])
-            add_note(exc, f"corepool: task {piece.start + pos}, input {shown}")
+            add_note(exc, f"corepool: {self.name_task(piece.start + pos)}, input {shown}")
             try:
                 exc._corepool_noted = True  # type: ignore[attr-defined]
             except Exception:
@@ -198,6 +202,9 @@ class CallJob(Job):
     def __init__(self, fn: Callable[..., Any], future: Future[Any], **options: Any) -> None:
         super().__init__(fn, CallStyle.CALL, **options)
         self.future = future
+
+    def name_task(self, index: int) -> str:
+        return "single call"  # one task: its index (always 0) would say nothing
 
     def claim(self) -> bool:
         # (Not set_running_or_notify_cancel() alone: on a Future that is not pending it
