@@ -46,7 +46,7 @@ except ImportError as exc:  # pragma: no cover - joblib is installed wherever te
 from corepool.core import PoolCore
 from corepool.cpus import blas_thread_limit, cpu_count
 from corepool.errors import WorkerCrashed
-from corepool.serialize import add_note
+from corepool.serialize import add_note, describe_input
 
 __all__ = ["CorepoolBackend", "JoblibWorkerCrashed", "register", "shutdown"]
 
@@ -114,6 +114,33 @@ def _run_batch(batch: Callable[[], Any]) -> Any:
     # The batch travels as an argument, not as the function: arguments are packed
     # with their large buffers in shared memory, a function is pickled inline.
     return batch()
+
+
+class _Batch:
+    """A joblib batch as the pool runs it. Its repr, which a failure's note shows as
+    the call's input, names the batch's calls rather than ``<BatchedCalls object>``."""
+
+    __slots__ = ("calls",)
+
+    def __init__(self, calls: Callable[[], Any]) -> None:
+        self.calls = calls
+
+    def __call__(self) -> Any:
+        return self.calls()
+
+    def __reduce__(self) -> tuple[type[_Batch], tuple[Callable[[], Any]]]:
+        return _Batch, (self.calls,)
+
+    def __repr__(self) -> str:
+        items = getattr(self.calls, "items", None)
+        if not items:
+            return "joblib batch"
+        fn, args, kwargs = items[0]
+        name = getattr(fn, "__qualname__", None) or type(fn).__name__
+        shown = [describe_input(a) for a in args]
+        shown += [f"{k}={describe_input(v)}" for k, v in kwargs.items()]
+        more = f" and {len(items) - 1} more call(s)" if len(items) > 1 else ""
+        return f"joblib batch: {name}({', '.join(shown)}){more}"
 
 
 class JoblibWorkerCrashed(WorkerCrashed, TerminatedWorkerError):  # type: ignore[misc]
@@ -223,7 +250,8 @@ class CorepoolBackend(AutoBatchingMixin, ParallelBackendBase):  # type: ignore[m
                 timeout *= max(1, len(func))  # type: ignore[arg-type]
             except TypeError:
                 pass
-        future = self._core.call(_run_batch, (func,), {}, timeout=timeout, retries=self.retries)
+        future = self._core.call(_run_batch, (_Batch(func),), {}, timeout=timeout,
+                                 retries=self.retries)
         with self._lock:
             self._pending.add(future)
         future.add_done_callback(self._settled)
