@@ -195,7 +195,9 @@ def test_ctrl_c_stops_cleanly_with_exit_130_and_resumes(tmp_path: Path) -> None:
     assert not (tmp_path / "out.jsonl").exists()  # an interrupted run is not complete
     partial = rows(tmp_path / "out.jsonl.partial")
     assert [r["index"] for r in partial] == list(range(len(partial)))
-    assert len(partial) == len(committed)
+    # Every row written is in the journal; the journal may hold more: results recorded
+    # as they came, whose rows wait for a task before them that was still running.
+    assert {canonical_digest(inputs[r["index"]]) for r in partial} <= committed
     assert "interrupted" in err and "out.jsonl.partial" in err
     # The command to resume is printed, and resuming with it completes the batch.
     command = shlex.split(err.split("To resume:", 1)[1].strip().splitlines()[0])

@@ -104,9 +104,9 @@ def test_generator_streams(tmp_path: Path) -> None:
 
 @pytest.mark.timeout(60)
 def test_a_failed_call_keeps_its_type_and_its_note_names_the_joblib_call() -> None:
-    with joblib.parallel_config(backend="corepool", n_jobs=2):
-        with pytest.raises(ValueError, match="bad input 3") as info:
-            Parallel(batch_size=1)(delayed(tasks.fail_on)(x) for x in range(5))
+    with (joblib.parallel_config(backend="corepool", n_jobs=2),
+          pytest.raises(ValueError, match="bad input 3") as info):
+        Parallel(batch_size=1)(delayed(tasks.fail_on)(x) for x in range(5))
     assert getattr(info.value, "__notes__", []) == [
         "corepool: single call, input (joblib batch: fail_on(3))"]
 
