@@ -60,8 +60,11 @@ def test_imap_over_endless_generator(backend: str) -> None:
     results.close()  # type: ignore[attr-defined]
 
 
-def test_a_single_calls_exception_names_its_input_and_no_index(backend: str) -> None:
-    with corepool.Executor(2, backend=backend) as executor:
+@pytest.mark.parametrize("local", ["process", "thread", "serial"])
+def test_a_single_calls_exception_names_its_input_and_no_index(local: str) -> None:
+    # The note is made in the caller (CallJob), the same for every backend; the
+    # cluster backends' calls are in test_executor_on_every_backend.
+    with corepool.Executor(2, backend=local) as executor:
         error = executor.submit(tasks.fail_on, 3).exception(timeout=30)
     assert isinstance(error, ValueError)
     assert getattr(error, "__notes__", []) == ["corepool: single call, input (3)"]
