@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from .html import esc, seconds
 
-__all__ = ["PoolStatus", "WorkerStatus", "WorkersView", "worker_status"]
+__all__ = ["PoolStatus", "WorkerStatus", "WorkersView", "cut", "describe", "worker_status"]
 
 INPUT_CHARS = 120  # of an input's summary shown
 
@@ -98,6 +98,11 @@ def describe(job: Any, value: Any) -> str:
         text = str(job.describe_value(value))
     except Exception:
         text = f"<{type(value).__name__} object>"
+    return cut(text)
+
+
+def cut(text: str) -> str:
+    """``text`` cut to INPUT_CHARS, as an input's summary is shown."""
     return text if len(text) <= INPUT_CHARS else text[:INPUT_CHARS - 3] + "..."
 
 

@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any
 
 from .._watch.server import LOCAL_HOSTS, LiveServer, Unavailable
-from .._watch.workers import INPUT_CHARS, WorkerStatus, WorkersView, describe, worker_status
+from .._watch.workers import WorkerStatus, WorkersView, cut, describe, worker_status
 from .htmlview import POLL_SECONDS, api_body, page
 from .journal import JournalError
 from .recover import unreadable
@@ -119,8 +119,7 @@ class RunWorkers:
     def _show(row: WorkerStatus) -> str:
         """A first run's tasks are raw lines: their text, not a ``bytes`` repr."""
         if isinstance(row.value, bytes):
-            text = row.value.decode("utf-8", "replace").strip()
-            return text if len(text) <= INPUT_CHARS else text[:INPUT_CHARS - 3] + "..."
+            return cut(row.value.decode("utf-8", "replace").strip())
         return describe(row.job, row.value)
 
     def html(self) -> str:

@@ -260,9 +260,10 @@ def call_line(fn: Callable[..., Any], mode: str, raw: bytes,
     needs = _NEEDS.get(mode)
     try:
         value = decode_value(raw)
-    except ValueError:  # not UTF-8, not JSON: _read says which
-        value, needs = None, BadInput
-    if needs is not None and value.__class__ is not needs:
+        usable = needs is None or value.__class__ is needs
+    except ValueError:  # not UTF-8, not JSON
+        usable = False
+    if not usable:  # _read says why
         problem = _read(raw, mode)[1]
         assert problem is not None
         return None, BadInput(*problem), None
